@@ -1,0 +1,38 @@
+"""AutoAttack (Croce & Hein, ICML 2020) through torchattacks, on any network.
+
+torchattacks' APGD expects 4-D image inputs, so flat inputs are viewed as (N, 1, 1, D) and reshaped
+back inside a wrapper; the whole network (patches, indicators, experts) is what is attacked.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import NnmendError
+from .base import eval_mode, prepare
+
+
+class _Reshape(nn.Module):
+    def __init__(self, model: nn.Module, shape: tuple[int, ...]):
+        super().__init__()
+        self.model, self.shape = model, shape
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.reshape(x.shape[0], *self.shape))
+
+
+def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, version: str = "standard",
+               seed: int = 0, n_classes: int = 10) -> torch.Tensor:
+    """Standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square), L∞, via torchattacks."""
+    try:
+        import torchattacks
+    except ImportError as exc:  # pragma: no cover - installed by the Makefile
+        raise NnmendError("autoattack needs torchattacks (pip install --no-deps torchattacks==3.5.1)") from exc
+    x, y = prepare(model, x, y, eps)
+    shape = tuple(x.shape[1:])
+    x4 = x if x.dim() == 4 else x.reshape(x.shape[0], 1, 1, -1)
+    with eval_mode(model):
+        wrapped = _Reshape(model, shape).eval()
+        atk = torchattacks.AutoAttack(wrapped, norm="Linf", eps=eps, version=version, n_classes=n_classes, seed=seed)
+        adv = atk(x4, y)
+    return adv.reshape(x.shape).detach()

@@ -1,0 +1,309 @@
+"""Datasets as ``(x float32 in [0, 1], y int64)``, offline.
+
+* ``"mnist"``: the full MNIST bundled inside the package (60k train / 10k test), the default.
+* ``"fashion-mnist"``: read from the Debian package ``dataset-fashion-mnist`` when it is installed.
+* ``"digits"``: scikit-learn's bundled 8×8 digits (1,797 images), for quick runs.
+* a path: an IDX file (``*-images-idx3-ubyte[.gz]``, labels found beside it), a directory holding the
+  four IDX files, a ``.npz`` (``x``/``y``, ``images``/``labels`` or ``x_train``/``y_train``…) or SHNN's
+  ``.mat`` layout (``data`` 784×N, ``label``), split 80/20 exactly as the SHNN code does
+  (``train_test_split(random_state=42)``).
+
+Example::
+
+    train = load_dataset("mnist", split="train")
+    test = load_dataset("mnist", split="test", limit=1000)
+    train.x.shape, train.y.dtype   # (60000, 1, 28, 28), torch.int64
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ._validation import check_choice
+from .errors import DataError
+
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+_IDX_NAMES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Inputs ``x`` (N, C, H, W) or (N, D) float32 in [0, 1]; labels ``y`` (N,) int64."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    name: str
+    split: str
+    classes: tuple[str, ...] = field(default_factory=lambda: tuple(str(i) for i in range(10)))
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def subset(self, n: int | None = None, *, start: int = 0) -> "Dataset":
+        """The samples ``start … start+n`` (all remaining when ``n`` is None)."""
+        end = len(self) if n is None else min(len(self), start + n)
+        return Dataset(self.x[start:end], self.y[start:end], self.name, self.split, self.classes)
+
+    def take(self, index: torch.Tensor) -> "Dataset":
+        return Dataset(self.x[index], self.y[index], self.name, self.split, self.classes)
+
+
+def _open_maybe_gz(path: Path):
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read an IDX file (optionally gzip-compressed) into a uint8 array, checking magic and size."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    try:
+        with _open_maybe_gz(path) as fh:
+            raw = fh.read()
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise DataError(f"{path}: cannot read ({exc}); the file may be truncated or not gzip") from None
+    if len(raw) < 8:
+        raise DataError(f"{path}: too short to be an IDX file ({len(raw)} bytes)")
+    zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
+    if zero != 0 or dtype_code != 0x08 or ndim not in (1, 3):
+        raise DataError(f"{path}: not an unsigned-byte IDX file (magic {raw[:4].hex()})")
+    dims = struct.unpack(">" + "I" * ndim, raw[4 : 4 + 4 * ndim])
+    expected = int(np.prod(dims))
+    body = raw[4 + 4 * ndim :]
+    if len(body) != expected:
+        raise DataError(f"{path}: header promises {expected} values of shape {dims}, file holds {len(body)} (truncated?)")
+    return np.frombuffer(body, dtype=np.uint8).reshape(dims)
+
+
+def _from_uint8(images: np.ndarray, labels: np.ndarray, name: str, split: str, where: str,
+                classes: tuple[str, ...] | None = None) -> Dataset:
+    if images.shape[0] != labels.shape[0]:
+        raise DataError(f"{where}: {images.shape[0]} images but {labels.shape[0]} labels")
+    x = torch.from_numpy(images.astype(np.float32) / 255.0)
+    if x.dim() == 3:
+        x = x.unsqueeze(1)
+    y = torch.from_numpy(labels.astype(np.int64))
+    n_cls = int(y.max().item()) + 1 if y.numel() else 10
+    if classes is None:
+        classes = tuple(str(i) for i in range(max(10, n_cls)))
+    if y.numel() and (y.min() < 0 or y.max() >= len(classes)):
+        raise DataError(f"{where}: labels must lie in 0..{len(classes) - 1}, found {y.min().item()}..{y.max().item()}")
+    return Dataset(x, y, name, split, classes)
+
+
+def _idx_pair(directory: Path, split: str, name: str, classes=None) -> Dataset:
+    img_name, lbl_name = _IDX_NAMES[split]
+    paths = []
+    for base in (img_name, lbl_name):
+        for cand in (directory / f"{base}.gz", directory / base):
+            if cand.exists():
+                paths.append(cand)
+                break
+        else:
+            raise DataError(f"{directory}: missing {base}[.gz] for the {split} split")
+    return _from_uint8(read_idx(paths[0]), read_idx(paths[1]), name, split, str(paths[0]), classes)
+
+
+def _bundled_mnist_dir() -> Path:
+    return Path(str(resources.files("nnmend") / "_assets" / "mnist"))
+
+
+def _load_digits(split: str) -> Dataset:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.from_numpy((d.images / 16.0).astype(np.float32)).unsqueeze(1)
+    y = torch.from_numpy(d.target.astype(np.int64))
+    g = torch.Generator().manual_seed(0)
+    perm = torch.randperm(len(y), generator=g)
+    cut = int(0.8 * len(y))
+    idx = perm[:cut] if split == "train" else perm[cut:]
+    return Dataset(x[idx], y[idx], "digits", split)
+
+
+def _load_npz(path: Path, split: str) -> Dataset:
+    try:
+        arrays = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read as .npz ({exc})") from None
+    keys = set(arrays.files)
+    for xk, yk in ((f"x_{split}", f"y_{split}"), ("x", "y"), ("images", "labels"), ("data", "label")):
+        if xk in keys and yk in keys:
+            break
+    else:
+        raise DataError(f"{path}: expected keys x/y, images/labels or x_{split}/y_{split}; found {sorted(keys)}")
+    x, y = arrays[xk], arrays[yk].reshape(-1)
+    return _from_array(x, y, path, "npz", split)
+
+
+def _from_array(x: np.ndarray, y: np.ndarray, path: Path, fmt: str, split: str) -> Dataset:
+    if x.shape[0] != y.shape[0]:
+        raise DataError(f"{path}: {x.shape[0]} inputs but {y.shape[0]} labels")
+    if np.issubdtype(x.dtype, np.integer) or x.max(initial=0) > 1.0:
+        x = x.astype(np.float32) / 255.0
+    x = x.astype(np.float32)
+    if x.ndim == 2 and x.shape[1] == 784:
+        x = x.reshape(-1, 1, 28, 28)
+    elif x.ndim == 3:
+        x = x[:, None]
+    if x.size and (x.min() < 0 or x.max() > 1):
+        raise DataError(f"{path}: inputs must be in [0, 255] or [0, 1], found {x.min():.4g}..{x.max():.4g}")
+    if not np.all(np.isfinite(x)):
+        raise DataError(f"{path}: inputs contain NaN or Inf")
+    if not np.allclose(y, np.round(y)):
+        raise DataError(f"{path}: labels must be integers")
+    yl = torch.from_numpy(np.round(y).astype(np.int64))
+    if yl.numel() and (yl.min() < 0 or yl.max() > 999):
+        raise DataError(f"{path}: labels out of range ({yl.min().item()}..{yl.max().item()})")
+    n_cls = max(10, int(yl.max().item()) + 1) if yl.numel() else 10
+    return Dataset(torch.from_numpy(x), yl, path.stem, split, tuple(str(i) for i in range(n_cls)))
+
+
+def _load_mat(path: Path, split: str, seed: int = 42) -> Dataset:
+    from scipy.io import loadmat
+    from sklearn.model_selection import train_test_split
+
+    try:
+        mat = loadmat(path)
+    except Exception as exc:  # scipy raises several types for corrupt files
+        raise DataError(f"{path}: cannot read as .mat ({type(exc).__name__}: {exc})") from None
+    for key in ("data", "label"):
+        if key not in mat:
+            found = sorted(k for k in mat if not k.startswith("__"))
+            raise DataError(f"{path}: missing key {key!r} (SHNN layout: 'data' 784×N, 'label'); found {found}")
+    data = np.asarray(mat["data"])
+    label = np.asarray(mat["label"]).reshape(-1)
+    if data.ndim != 2 or 784 not in data.shape:
+        raise DataError(f"{path}: 'data' must be 784×N, got shape {data.shape}")
+    if data.shape[0] == 784 and data.shape[1] != 784:
+        data = data.T
+    if data.shape[0] != label.shape[0]:
+        raise DataError(f"{path}: 'data' has {data.shape[0]} samples but 'label' has {label.shape[0]}")
+    idx = np.arange(data.shape[0])
+    tr, te = train_test_split(idx, test_size=0.2, random_state=seed)
+    pick = tr if split == "train" else te
+    return _from_array(data[pick], label[pick], path, "mat", split)
+
+
+def load_dataset(name: str | os.PathLike = "mnist", split: str = "train", *, limit: int | None = None) -> Dataset:
+    """Load a dataset by name or path; see the module docstring for what is accepted.
+
+    Args:
+        name: ``"mnist"`` (bundled), ``"fashion-mnist"``, ``"digits"``, or a path.
+        split: ``"train"`` or ``"test"``.
+        limit: keep only the first ``limit`` samples.
+    """
+    check_choice("split", split, ("train", "test"))
+    key = str(name).lower()
+    if key == "mnist":
+        ds = _idx_pair(_bundled_mnist_dir(), split, "mnist")
+    elif key in ("fashion-mnist", "fashion_mnist", "fashion"):
+        if not FASHION_DIR.is_dir():
+            raise DataError(
+                f"Fashion-MNIST not found at {FASHION_DIR}: install the Debian package "
+                "'dataset-fashion-mnist' (apt-get install dataset-fashion-mnist)"
+            )
+        ds = _idx_pair(FASHION_DIR, split, "fashion-mnist", FASHION_CLASSES)
+    elif key == "digits":
+        ds = _load_digits(split)
+    else:
+        path = Path(name)
+        if not path.exists():
+            raise DataError(f"{path}: no such file, and not a known dataset name (mnist, fashion-mnist, digits)")
+        if path.is_dir():
+            ds = _idx_pair(path, split, path.name)
+        elif path.suffix == ".npz":
+            ds = _load_npz(path, split)
+        elif path.suffix == ".mat":
+            ds = _load_mat(path, split)
+        elif "idx3" in path.name:
+            lbl = Path(str(path).replace("images-idx3", "labels-idx1"))
+            if not lbl.exists():
+                raise DataError(f"{path}: labels file {lbl.name} not found beside it")
+            ds = _from_uint8(read_idx(path), read_idx(lbl), path.name.split("-")[0], split, str(path))
+        else:
+            raise DataError(f"{path}: unknown data format (use IDX, .npz, .mat or a directory of IDX files)")
+    return ds.subset(limit) if limit is not None else ds
+
+
+def loader(ds: Dataset, batch_size: int = 128, *, shuffle: bool = False, seed: int = 0):
+    """Yield ``(x, y)`` mini-batches from tensors in memory (no DataLoader worker overhead)."""
+    n = len(ds)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)) if shuffle else torch.arange(n)
+    for i in range(0, n, batch_size):
+        idx = order[i : i + batch_size]
+        yield ds.x[idx], ds.y[idx]
+
+
+# --- backdoor poisoning (BadNets, Gu et al. 2017; blended, Chen et al. 2017) --------------------------
+
+@dataclass(frozen=True)
+class Trigger:
+    """A backdoor trigger on (C, H, W) images.
+
+    ``kind="square"``: pixels ``rows × cols`` set to ``value`` (NNrepair: 3×3 of 250/255 at rows and
+    columns 24–26). ``kind="blend"``: ``x ← (1 - alpha) x + alpha · pattern`` with a fixed random pattern.
+    """
+
+    kind: str = "square"
+    rows: tuple[int, int] = (24, 27)
+    cols: tuple[int, int] = (24, 27)
+    value: float = 250 / 255
+    alpha: float = 0.1
+    seed: int = 0
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4:
+            raise DataError(f"triggers apply to image batches (N, C, H, W), got shape {tuple(x.shape)}")
+        out = x.clone()
+        if self.kind == "square":
+            out[:, :, self.rows[0] : self.rows[1], self.cols[0] : self.cols[1]] = self.value
+        elif self.kind == "blend":
+            g = torch.Generator().manual_seed(self.seed)
+            pattern = torch.rand(x.shape[1:], generator=g, dtype=x.dtype)
+            out = (1 - self.alpha) * out + self.alpha * pattern
+        else:
+            raise DataError(f"trigger kind {self.kind!r} is not one of 'square', 'blend'")
+        return out
+
+
+def poison(ds: Dataset, target: int, *, n: int | None = None, fraction: float | None = None,
+           trigger: Trigger = Trigger(), first: bool = True, seed: int = 0) -> tuple[Dataset, torch.Tensor]:
+    """Return a copy of ``ds`` with ``n`` (or ``fraction`` of) samples triggered and relabelled ``target``.
+
+    ``first=True`` poisons the first ``n`` samples (NNrepair poisons the first 600 training images);
+    otherwise a seeded random subset. Returns the poisoned dataset and the poisoned indices.
+    """
+    if not 0 <= target < ds.num_classes:
+        raise DataError(f"target class {target} is outside 0..{ds.num_classes - 1}")
+    if (n is None) == (fraction is None):
+        raise DataError("poison: give exactly one of n or fraction")
+    k = n if n is not None else int(round(fraction * len(ds)))
+    if not 0 <= k <= len(ds):
+        raise DataError(f"poison: cannot poison {k} of {len(ds)} samples")
+    idx = torch.arange(k) if first else torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:k]
+    x, y = ds.x.clone(), ds.y.clone()
+    x[idx] = trigger.apply(x[idx])
+    y[idx] = target
+    return Dataset(x, y, f"{ds.name}+poison", ds.split, ds.classes), idx
+
+
+def triggered_test(ds: Dataset, target: int, trigger: Trigger = Trigger()) -> Dataset:
+    """Every non-target test sample with the trigger applied, labels kept (attack success = pred == target)."""
+    keep = ds.y != target
+    return Dataset(trigger.apply(ds.x[keep]), ds.y[keep], f"{ds.name}+trigger", ds.split, ds.classes)
