@@ -10,8 +10,10 @@ A plain ``state_dict`` file also loads when the architecture is named (``arch="s
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
+from collections import OrderedDict
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +48,13 @@ _BUILTIN: dict[str, tuple[type, tuple[str, ...]]] = {
 }
 _CONTAINERS = {"Sequential": nn.Sequential, "ModuleList": nn.ModuleList, "ModuleDict": nn.ModuleDict}
 _CUSTOM: dict[str, type] = {}
+# Modules that define serializable classes; imported before a checkpoint is rebuilt.
+SERIALIZABLE_MODULES = ["nnmend.layers"]
+
+
+def _ensure_registered() -> None:
+    for name in SERIALIZABLE_MODULES:
+        importlib.import_module(name)
 
 
 def serializable(cls: type) -> type:
@@ -108,9 +117,11 @@ def build_from_spec(spec: dict, where: str = "spec") -> nn.Module:
                 return nn.ModuleList(children.values())
             if kind == "ModuleDict":
                 return nn.ModuleDict(children)
-            return nn.Sequential(dict(children))
+            return nn.Sequential(OrderedDict(children))
         if kind in _CUSTOM:
             return _CUSTOM[kind].from_spec(spec.get("args", {}), children)
+    except ModelError:
+        raise
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(f"{where}: malformed module spec ({type(exc).__name__}: {exc})") from None
     raise ModelError(f"{where}: unknown module type {spec.get('type')!r}")
@@ -182,6 +193,7 @@ def load_checkpoint(path: str | os.PathLike, arch: str | Callable[[], nn.Module]
             spec, meta = json.loads(obj["spec"]), json.loads(obj.get("meta") or "{}")
         except (KeyError, json.JSONDecodeError) as exc:
             raise ModelError(f"{path}: corrupt checkpoint header ({exc})") from None
+        _ensure_registered()
         model = build_from_spec(spec, where=str(path))
         state = obj.get("state_dict")
     elif isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
