@@ -4,7 +4,11 @@ Structural healing (:func:`heal_structural`): a fresh layer of the same shape re
 and is trained with every other parameter frozen, either
 
 * ``target="activation"`` (the paper): to reproduce the healthy layer's activations (MSE or MAE) on
-  probe inputs — needs a reference (the healthy network, or its recorded trace); or
+  probe inputs — needs a reference (the healthy network, or its recorded trace). For a Linear layer
+  followed by ReLU (or nothing) nnmend first solves the matching problem almost exactly by alternating
+  least squares (``init="lstsq"``: project onto ``{Z = X̃W}`` with one pre-factored ridge solve, then onto
+  ``{Z = T where T > 0, Z ≤ 0 where T = 0}``; both sets are convex and the healthy weights lie in
+  their intersection), then polishes with a few Adam epochs; or
 * ``target="task"`` (the SHNN code): with cross-entropy on task labels, end to end.
 
 Adversarial healing (:func:`heal_adversarial`): a two-layer patch ``Linear → ReLU → Linear`` at the most
@@ -49,8 +53,11 @@ class PatchConfig:
 
     target: str = "activation"
     loss: str = "mse"
+    init: str = "lstsq"
+    als_iters: int = 10
+    ridge: float = 1e-3
     n_samples: int = 10000
-    epochs: int = 20
+    epochs: int = 10
     batch_size: int = 256
     lr: float = 3e-3
     schedule: str = "cosine"
@@ -84,6 +91,24 @@ def _fresh_like(layer: nn.Module, seed: int) -> nn.Module:
         return nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
                          layer.dilation, layer.groups, layer.bias is not None, layer.padding_mode)
     raise RepairError(f"cannot patch a {type(layer).__name__}; only Linear and Conv2d layers")
+
+
+@torch.no_grad()
+def _als_init(patch: nn.Linear, x: torch.Tensor, t: torch.Tensor, relu: bool, iters: int, ridge: float) -> None:
+    """Alternating least squares for ``act(x Wᵀ + b) ≈ t`` (act = ReLU or identity); sets ``patch`` in place."""
+    x1 = torch.cat([x.reshape(len(x), -1), torch.ones(len(x), 1, dtype=x.dtype)], 1).double()
+    gram = x1.T @ x1
+    gram += ridge * gram.diagonal().mean() * torch.eye(gram.shape[0], dtype=gram.dtype)
+    chol = torch.linalg.cholesky(gram)
+    t = t.double()
+    pos, z = t > 0, t.clone()
+    for _ in range(iters if relu else 1):
+        w = torch.cholesky_solve(x1.T @ z, chol)
+        if relu:
+            z = torch.where(pos, t, (x1 @ w).clamp(max=0))
+    patch.weight.copy_(w[:-1].T.to(patch.weight.dtype))
+    if patch.bias is not None:
+        patch.bias.copy_(w[-1].to(patch.bias.dtype))
 
 
 @torch.no_grad()
@@ -131,6 +156,9 @@ def heal_structural(damaged: nn.Module, layer: str, data: Dataset, *, reference:
         point = trace_points(healed)[layer]
         act = dict(healed.named_modules())[point] if point != layer else nn.Identity()
         head = nn.Sequential(patch, act)
+        check_choice("init", config.init, ("lstsq", "random"))
+        if config.init == "lstsq" and isinstance(patch, nn.Linear) and isinstance(act, (nn.ReLU, nn.Identity)):
+            _als_init(patch, inputs, target, isinstance(act, nn.ReLU), config.als_iters, config.ridge)
         err = F.mse_loss if config.loss == "mse" else F.l1_loss
 
         def loss_fn(m: nn.Module, xb: torch.Tensor, tb: torch.Tensor) -> torch.Tensor:
