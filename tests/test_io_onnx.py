@@ -1,0 +1,181 @@
+"""ONNX reader and writer: ACAS Xu against onnxruntime, operator coverage, round trips, error paths."""
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+from torch import nn
+
+from nnmend.acasxu import acasxu, acasxu_path
+from nnmend.errors import ModelError
+from nnmend.io import load_network, save_network
+from nnmend.io.onnx import load_onnx, onnx_max_abs_diff, save_onnx
+from nnmend.layers import ElementwiseAffine, SumOfNetworks
+
+
+def _graph_file(tmp_path, nodes, inits, in_shape, out_shape, name="g.onnx", opset=13):
+    graph = helper.make_graph(
+        nodes, "test",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
+        [helper.make_tensor_value_info(nodes[-1].output[0], TensorProto.FLOAT, out_shape)],
+        [numpy_helper.from_array(np.asarray(v, dtype=np.float32 if np.asarray(v).dtype.kind == "f" else np.int64), k)
+         for k, v in inits.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path = tmp_path / name
+    onnx.save(model, str(path))
+    return path
+
+
+def test_all_45_acasxu_networks_match_onnxruntime():
+    gen = torch.Generator().manual_seed(0)
+    worst = 0.0
+    for i in range(1, 6):
+        for j in range(1, 10):
+            net = acasxu(i, j)
+            kinds = [type(m).__name__ for m in net]
+            assert kinds == ["Flatten"] + ["Linear", "ReLU"] * 6 + ["Linear"], kinds  # zero Sub dropped
+            x = torch.rand(20, 1, 1, 5, generator=gen) - 0.5  # the normalised input domain
+            diff, _ = onnx_max_abs_diff(net, acasxu_path(i, j), (1, 1, 5), x=x)
+            worst = max(worst, diff)
+    assert worst <= 1e-5, worst
+    assert net.nnmend_input_shape == (1, 1, 5) and net.nnmend_meta["input_shape"] == [1, 1, 5]
+    assert net.nnmend_meta["opset"] == 8 and net.nnmend_meta["network"] == "5_9"
+    assert net(torch.zeros(3, 5)).shape == (3, 5)  # flat (N, 5) inputs work too
+
+
+def test_gemm_and_constant_arithmetic_match_onnxruntime(tmp_path):
+    rng = np.random.default_rng(0)
+    inits = {"mean": rng.normal(size=(1, 3, 1, 1)), "std": rng.uniform(0.5, 2, size=(1, 3, 1, 1)),
+             "three": np.array([3.0]), "shape": np.array([1, -1]),
+             "B": rng.normal(size=(4, 12)), "C": rng.normal(size=(4,)),
+             "W2": rng.normal(size=(4, 2)), "b2": rng.normal(size=(2,))}
+    nodes = [
+        helper.make_node("Sub", ["x", "mean"], ["s"], name="norm_sub"),
+        helper.make_node("Div", ["s", "std"], ["d"], name="norm_div"),
+        helper.make_node("Mul", ["three", "d"], ["m"], name="times3"),
+        helper.make_node("Reshape", ["m", "shape"], ["r"], name="flat"),
+        helper.make_node("Gemm", ["r", "B", "C"], ["g"], name="gemm", transB=1, alpha=0.5, beta=2.0),
+        helper.make_node("Relu", ["g"], ["h"], name="relu"),
+        helper.make_node("Constant", [], ["k"], name="const", value=numpy_helper.from_array(np.float32([1.5]))),
+        helper.make_node("Sub", ["k", "h"], ["n"], name="neg"),
+        helper.make_node("MatMul", ["n", "W2"], ["mm"], name="mm"),
+        helper.make_node("Add", ["b2", "mm"], ["y"], name="bias"),
+    ]
+    path = _graph_file(tmp_path, nodes, inits, [1, 3, 2, 2], [1, 2])
+    net = load_onnx(path)
+    kinds = [type(m).__name__ for m in net]
+    # Sub, Div, Mul compose into one affine; "1.5 - h" is a second; MatMul + Add fold into one Linear.
+    assert kinds == ["ElementwiseAffine", "Flatten", "Linear", "ReLU", "ElementwiseAffine", "Linear"], kinds
+    diff, scale = onnx_max_abs_diff(net, path, (3, 2, 2), n=32)
+    assert diff <= 1e-5 * max(1, scale)
+
+
+def test_conv_bias_add_folds_and_matches(tmp_path):
+    rng = np.random.default_rng(1)
+    inits = {"W": rng.normal(size=(4, 2, 3, 3)), "cb": rng.normal(size=(1, 4, 1, 1)),
+             "shape": np.array([1, 4 * 3 * 3]), "F": rng.normal(size=(36, 3))}
+    nodes = [
+        helper.make_node("Conv", ["x", "W"], ["c"], name="conv", strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["c", "cb"], ["cbias"], name="conv_bias"),
+        helper.make_node("Relu", ["cbias"], ["r"], name="relu"),
+        helper.make_node("Reshape", ["r", "shape"], ["f"], name="flatten"),
+        helper.make_node("MatMul", ["f", "F"], ["y"], name="head"),
+    ]
+    path = _graph_file(tmp_path, nodes, inits, [1, 2, 5, 5], [1, 3])
+    net = load_onnx(path)
+    assert [type(m).__name__ for m in net] == ["Conv2d", "ReLU", "Flatten", "Linear"]
+    diff, scale = onnx_max_abs_diff(net, path, (2, 5, 5), n=16)
+    assert diff <= 1e-5 * max(1, scale)
+
+
+@pytest.mark.parametrize("op, attrs, out_shape", [("Sigmoid", {}, [1, 1, 4, 4]),
+                                                   ("MaxPool", {"kernel_shape": [2, 2]}, [1, 1, 3, 3])])
+def test_unsupported_operator_names_op_and_node(tmp_path, op, attrs, out_shape):
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="first_relu"),
+             helper.make_node(op, ["r"], ["y"], name="the_bad_node", **attrs)]
+    path = _graph_file(tmp_path, nodes, {}, [1, 1, 4, 4], out_shape)
+    with pytest.raises(ModelError) as err:
+        load_onnx(path)
+    msg = str(err.value)
+    assert op in msg and "the_bad_node" in msg and str(path) in msg, msg
+
+
+def test_branching_graph_is_rejected_with_node_names(tmp_path):
+    nodes = [helper.make_node("Relu", ["x"], ["a"], name="left"),
+             helper.make_node("Add", ["x", "a"], ["y"], name="skip_add")]
+    path = _graph_file(tmp_path, nodes, {}, [1, 4], [1, 4])
+    with pytest.raises(ModelError, match=r"skip_add.*Add.*not a (single )?chain|feeds several nodes"):
+        load_onnx(path)
+
+
+@pytest.mark.parametrize("content", [b"", b"hello, I am not a network\n", "truncate"])
+def test_unreadable_files_name_the_file(tmp_path, content):
+    path = tmp_path / "broken.onnx"
+    if content == "truncate":
+        content = acasxu_path(1, 1).read_bytes()[:30000]
+    path.write_bytes(content)
+    with pytest.raises(ModelError, match=str(path).replace(".", r"\.")):
+        load_onnx(path)
+    with pytest.raises(ModelError, match="file not found"):
+        load_onnx(tmp_path / "missing.onnx")
+
+
+def _cnn():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        ElementwiseAffine(torch.tensor(2.0), torch.tensor(-0.5)),
+        nn.Conv2d(1, 4, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(),
+        nn.Flatten(), nn.Linear(8 * 7 * 7, 16), nn.ReLU(), nn.Linear(16, 10),
+    ).eval()
+
+
+def test_torch_cnn_onnx_torch_roundtrip(tmp_path):
+    net = _cnn()
+    net.nnmend_meta = {"trained_on": "nothing"}
+    path = save_onnx(net, tmp_path / "cnn.onnx", input_shape=(1, 14, 14))
+    back = load_onnx(path)
+    assert [type(m).__name__ for m in back] == [type(m).__name__ for m in net]
+    x = torch.rand(32, 1, 14, 14, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert (back(x) - net(x)).abs().max() <= 1e-5
+    diff, _ = onnx_max_abs_diff(back, path, (1, 14, 14), x=x)  # dynamic batch: one run of 32
+    assert diff <= 1e-5
+    assert back.nnmend_meta["trained_on"] == "nothing" and back.nnmend_input_shape == (1, 14, 14)
+
+
+def test_acasxu_onnx_roundtrip_through_save_network(tmp_path):
+    net = acasxu(2, 1)
+    out = save_network(net, tmp_path / "a.onnx")  # input shape from nnmend_input_shape
+    back = load_network(out)
+    x = torch.rand(64, 5) - 0.5
+    with torch.no_grad():
+        assert torch.equal(back(x), net(x))
+    assert back.nnmend_meta["network"] == "2_1" and back.nnmend_meta["nnet"]["ranges"][-1] == 373.94992
+
+
+def test_save_sum_of_networks_passes_onnxruntime_check(tmp_path):
+    torch.manual_seed(0)
+    base = nn.Sequential(nn.Flatten(), nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    patch = nn.Sequential(nn.Flatten(), nn.Linear(6, 3))
+    net = SumOfNetworks(base, patch).eval()
+    path = save_onnx(net, tmp_path / "sum.onnx", input_shape=(6,))
+    diff, _ = onnx_max_abs_diff(net, path, (6,), n=16)
+    assert path.exists() and diff <= 1e-5
+
+
+def test_save_errors_leave_no_file(tmp_path, monkeypatch):
+    net = _cnn()
+    with pytest.raises(ModelError, match="input_shape"):
+        save_onnx(net, tmp_path / "a.onnx")
+    with pytest.raises(ModelError, match="does not accept inputs of shape"):
+        save_onnx(net, tmp_path / "b.onnx", input_shape=(3, 14, 14))
+    import nnmend.io.onnx as mod
+
+    monkeypatch.setattr(mod, "onnx_max_abs_diff", lambda *a, **k: (1.0, 1.0))  # a failing equivalence check
+    with pytest.raises(ModelError, match="differs from the network"):
+        save_onnx(net, tmp_path / "c.onnx", input_shape=(1, 14, 14))
+    assert list(tmp_path.iterdir()) == []
