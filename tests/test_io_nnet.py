@@ -117,3 +117,33 @@ def test_save_nnet_rejects_non_mlps_and_leaves_no_file(tmp_path):
     with pytest.raises(ModelError, match="NaN"):
         save_nnet(nan, tmp_path / "n.nnet")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_convert_chain_keeps_weights_and_header(tmp_path, capsys):
+    from nnmend.cli import main
+
+    src = BUNDLED / "ACASXU_run2a_3_3_batch_2000.nnet"
+    pt, ox, nn_out = tmp_path / "a.pt", tmp_path / "a.onnx", tmp_path / "a.nnet"
+    assert main(["convert", str(src), str(pt)]) == 0
+    assert main(["convert", str(pt), str(ox)]) == 0  # the input shape travels in the checkpoint's meta
+    assert main(["convert", str(ox), str(nn_out)]) == 0  # the header travels in the ONNX metadata
+    assert "wrote" in capsys.readouterr().out
+    a, b = load_nnet(src), load_nnet(nn_out)
+    assert b.nnmend_meta["nnet"] == ACASXU_HEADER
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_cli_convert_errors_exit_2_without_output(tmp_path, capsys):
+    from nnmend.cli import main
+
+    cnn = tmp_path / "cnn.pt"
+    save_checkpoint(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 2)), cnn)
+    assert main(["convert", str(cnn), str(tmp_path / "cnn.nnet")]) == 2
+    assert "only Linear/ReLU MLPs" in capsys.readouterr().err
+    assert main(["convert", str(cnn), str(tmp_path / "cnn.onnx")]) == 2  # no input shape known
+    assert "--input-shape" in capsys.readouterr().err
+    assert main(["convert", str(cnn), str(tmp_path / "cnn.onnx"), "--input-shape", "1,4,4"]) == 0
+    assert main(["convert", str(cnn), str(tmp_path / "x.txt")]) == 2
+    assert main(["convert", str(cnn), str(cnn)]) == 2
+    assert "refusing to overwrite" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cnn.onnx", "cnn.pt"]

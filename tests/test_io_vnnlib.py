@@ -160,3 +160,8 @@ def test_write_failure_leaves_no_file(tmp_path):
     with pytest.raises(PropertyError):
         write_vnnlib(VnnlibSpec([], 2, 3), target)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_boxes_stack_regions():
+    lo, hi = read_vnnlib(acasxu_property_path(6)).boxes()
+    assert lo.shape == hi.shape == (2, 5) and (lo <= hi).all()

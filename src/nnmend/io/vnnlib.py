@@ -82,6 +82,10 @@ class VnnlibSpec:
 
     __hash__ = None  # type: ignore[assignment]
 
+    def boxes(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every region's box stacked: lower and upper bounds, each (n_regions, n_inputs) float64."""
+        return torch.stack([r.lo for r in self.regions]), torch.stack([r.hi for r in self.regions])
+
 
 # ----------------------------------------------------------------------------------------------- tokens
 
