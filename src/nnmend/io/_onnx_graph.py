@@ -192,8 +192,10 @@ def _op_elementwise(b: _Builder, data: str) -> None:
     op = b.node.op_type
     data_first = b.node.input[0] == data
     c = b.const(b.node.input[1] if data_first else b.node.input[0]).astype(np.float64)
-    if c.ndim == b.probe.dim() and c.shape[0] != 1:
-        raise b.fail(f"constant of shape {c.shape} varies along the batch dimension")
+    if c.ndim == b.probe.dim():
+        if c.shape[0] != 1:
+            raise b.fail(f"constant of shape {c.shape} varies along the batch dimension")
+        c = c[0]  # ElementwiseAffine broadcasts against one sample's shape
     one, zero = np.ones(()), np.zeros(())
     if op == "Add":
         scale, shift = one, c

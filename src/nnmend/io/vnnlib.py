@@ -32,6 +32,7 @@ from typing import Iterator
 import torch
 
 from ..errors import PropertyError
+from ._vnnlib_text import format_vnnlib, pairs_equal
 from .atomic import atomic_write
 
 __all__ = ["Region", "VnnlibSpec", "read_vnnlib", "write_vnnlib", "parse_vnnlib", "format_vnnlib"]
@@ -59,8 +60,7 @@ class Region:
         return (
             torch.equal(self.lo, other.lo)
             and torch.equal(self.hi, other.hi)
-            and len(self.unsafe) == len(other.unsafe)
-            and all(torch.equal(a1, a2) and torch.equal(b1, b2) for (a1, b1), (a2, b2) in zip(self.unsafe, other.unsafe))
+            and pairs_equal(self.unsafe, other.unsafe)
         )
 
     __hash__ = None  # type: ignore[assignment]
@@ -231,6 +231,9 @@ def _combine(forms: list[_Linear], weights: list[float]) -> _Linear:
 
 
 def _and(left: list[list[_Atom]], right: list[list[_Atom]], where: str, line: int) -> list[list[_Atom]]:
+    if len(left) == 1 and len(right) == 1:  # the common case (one more bound): extend, don't copy
+        left[0].extend(right[0])
+        return left
     if len(left) * len(right) > MAX_DNF_TERMS:
         raise PropertyError(f"{where}:{line}: the property expands to more than {MAX_DNF_TERMS} cases")
     return [a + b for a in left for b in right]
@@ -250,16 +253,16 @@ def _dims(declared: set[tuple[str, int]], kind: str, expected: int | None, where
     return n
 
 
-def _to_region(term: list[_Atom], n_in: int, n_out: int, where: str) -> tuple[torch.Tensor, torch.Tensor, list, list]:
-    lo = torch.full((n_in,), -math.inf, dtype=torch.float64)
-    hi = torch.full((n_in,), math.inf, dtype=torch.float64)
+def _to_region(term: list[_Atom], n_in: int, n_out: int, where: str) -> tuple[list, list, list, list] | None:
+    """One DNF case as (lo, hi, output rows, right-hand sides); None if it contains a false constant atom."""
+    lo, hi = [-math.inf] * n_in, [math.inf] * n_in
     rows, rhs = [], []
     for coeffs, const, line in term:
         coeffs = {v: c for v, c in coeffs.items() if c != 0.0}
         kinds = {k for k, _ in coeffs}
         if not coeffs:
-            if const > 0:  # the atom reads `const <= 0`: false, this case of the DNF is empty
-                return lo, hi, [], [None]
+            if const > 0:  # the atom reads `const <= 0` and is false
+                return None
             continue
         if kinds == {"X"}:
             if len(coeffs) != 1:
@@ -268,11 +271,11 @@ def _to_region(term: list[_Atom], n_in: int, n_out: int, where: str) -> tuple[to
             ((_, i), c), = coeffs.items()
             bound = -const / c + 0.0  # + 0.0 turns -0.0 into 0.0
             if c > 0:
-                hi[i] = min(hi[i].item(), bound)
+                hi[i] = min(hi[i], bound)
             else:
-                lo[i] = max(lo[i].item(), bound)
+                lo[i] = max(lo[i], bound)
         elif kinds == {"Y"}:
-            row = torch.zeros(n_out, dtype=torch.float64)
+            row = [0.0] * n_out
             for (_, j), c in coeffs.items():
                 row[j] = c
             rows.append(row)
@@ -302,25 +305,28 @@ def parse_vnnlib(text: str, where: str = "<string>", n_inputs: int | None = None
     n_in = _dims(reader.declared, "X", n_inputs, where)
     n_out = _dims(reader.declared, "Y", n_outputs, where)
 
-    regions: dict[tuple, tuple[torch.Tensor, torch.Tensor, list]] = {}
+    regions: dict[tuple, list] = {}
     for term in dnf:
-        lo, hi, rows, rhs = _to_region(term, n_in, n_out, where)
-        if rhs == [None] or bool((lo > hi).any()):
-            continue  # contradictory case: contributes no counterexample
+        case = _to_region(term, n_in, n_out, where)
+        if case is None or any(l > h for l, h in zip(case[0], case[1])):
+            continue  # a contradictory case contributes no counterexample
+        lo, hi, rows, rhs = case
         unbounded = [i for i in range(n_in) if not (math.isfinite(lo[i]) and math.isfinite(hi[i]))]
         if unbounded:
             i = unbounded[0]
             side = "lower" if not math.isfinite(lo[i]) else "upper"
             raise PropertyError(f"{where}: input X_{i} has no {side} bound; every input needs a finite box")
-        key = (tuple(lo.tolist()), tuple(hi.tolist()))
-        A = torch.stack(rows) if rows else torch.zeros(0, n_out, dtype=torch.float64)
-        b = torch.tensor(rhs, dtype=torch.float64)
-        entry = regions.setdefault(key, (lo, hi, []))
-        if not any(torch.equal(A, A2) and torch.equal(b, b2) for A2, b2 in entry[2]):
-            entry[2].append((A, b))
+        cases = regions.setdefault((tuple(lo), tuple(hi)), [])
+        if (rows, rhs) not in cases:
+            cases.append((rows, rhs))
     if not regions:
         raise PropertyError(f"{where}: the input constraints are contradictory (every input box is empty)")
-    return VnnlibSpec([Region(lo, hi, unsafe) for lo, hi, unsafe in regions.values()], n_in, n_out, where)
+    f64 = torch.float64
+    return VnnlibSpec([
+        Region(torch.tensor(lo, dtype=f64), torch.tensor(hi, dtype=f64),
+               [(torch.tensor(rows, dtype=f64).reshape(len(rows), n_out), torch.tensor(rhs, dtype=f64))
+                for rows, rhs in cases])
+        for (lo, hi), cases in regions.items()], n_in, n_out, where)
 
 
 def read_vnnlib(path: str | os.PathLike, n_inputs: int | None = None, n_outputs: int | None = None) -> VnnlibSpec:
@@ -346,71 +352,6 @@ def read_vnnlib(path: str | os.PathLike, n_inputs: int | None = None, n_outputs:
     except (OSError, UnicodeDecodeError) as exc:
         raise PropertyError(f"{path}: cannot read as text ({exc})") from None
     return parse_vnnlib(text, str(path), n_inputs, n_outputs)
-
-
-# ------------------------------------------------------------------------------------------- writing
-
-def _num(v: float) -> str:
-    return repr(float(v))  # shortest text that reads back to the same float64
-
-
-def _row_atom(a: torch.Tensor, b: float) -> str:
-    nz = [(j, float(c)) for j, c in enumerate(a.tolist()) if c != 0.0]
-    if len(nz) == 1 and nz[0][1] == 1.0:
-        return f"(<= Y_{nz[0][0]} {_num(b)})"
-    if len(nz) == 1 and nz[0][1] == -1.0:
-        return f"(>= Y_{nz[0][0]} {_num(-b)})"
-    if len(nz) == 2 and b == 0.0 and sorted(c for _, c in nz) == [-1.0, 1.0]:
-        pos = next(j for j, c in nz if c == 1.0)
-        neg = next(j for j, c in nz if c == -1.0)
-        return f"(<= Y_{pos} Y_{neg})"
-    if not nz:
-        return f"(<= 0.0 {_num(b)})"
-    terms = " ".join(f"(* {_num(c)} Y_{j})" for j, c in nz)
-    return f"(<= (+ {terms}) {_num(b)})"
-
-
-def _box_atoms(r: Region) -> list[str]:
-    out = []
-    for i, (l, h) in enumerate(zip(r.lo.tolist(), r.hi.tolist())):
-        out += [f"(<= X_{i} {_num(h)})", f"(>= X_{i} {_num(l)})"]
-    return out
-
-
-def _conj(atoms: list[str]) -> str:
-    return "(and " + " ".join(atoms) + ")" if atoms else "true"
-
-
-def format_vnnlib(spec: VnnlibSpec, comment: str = "") -> str:
-    """VNN-LIB 1.0 text for ``spec`` (see :func:`write_vnnlib`)."""
-    lines = [f"; {c}" for c in comment.splitlines()] if comment else []
-    lines += [f"(declare-const X_{i} Real)" for i in range(spec.n_inputs)] + [""]
-    lines += [f"(declare-const Y_{j} Real)" for j in range(spec.n_outputs)] + [""]
-    shared = all(r.unsafe is spec.regions[0].unsafe or _same_unsafe(r, spec.regions[0]) for r in spec.regions)
-    if shared:
-        # Input disjunction and output disjunction as separate asserts, as VNN-COMP writes them.
-        if len(spec.regions) == 1:
-            lines += [f"(assert {a})" for a in _box_atoms(spec.regions[0])]
-        else:
-            lines += ["(assert (or"] + [f"    {_conj(_box_atoms(r))}" for r in spec.regions] + ["))"]
-        unsafe = spec.regions[0].unsafe
-        conjs = [[_row_atom(a, b) for a, b in zip(A, bv.tolist())] for A, bv in unsafe]
-        if len(conjs) == 1:
-            lines += [f"(assert {a})" for a in conjs[0]]
-        else:
-            lines += ["(assert (or"] + [f"    {_conj(c)}" for c in conjs] + ["))"]
-    else:
-        cases = [
-            _conj(_box_atoms(r) + [_row_atom(a, b) for a, b in zip(A, bv.tolist())])
-            for r in spec.regions for A, bv in r.unsafe
-        ]
-        lines += ["(assert (or"] + [f"    {c}" for c in cases] + ["))"]
-    return "\n".join(lines) + "\n"
-
-
-def _same_unsafe(r1: Region, r2: Region) -> bool:
-    return len(r1.unsafe) == len(r2.unsafe) and all(
-        torch.equal(a1, a2) and torch.equal(b1, b2) for (a1, b1), (a2, b2) in zip(r1.unsafe, r2.unsafe))
 
 
 def write_vnnlib(spec: VnnlibSpec, path: str | os.PathLike, comment: str = "") -> Path:
