@@ -226,3 +226,18 @@ def test_save_errors_leave_no_file(tmp_path, monkeypatch):
     with pytest.raises(ModelError, match="differs from the network"):
         save_onnx(net, tmp_path / "c.onnx", input_shape=(1, 14, 14))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_bundled_acasxu_files_are_the_recorded_copies():
+    import hashlib
+
+    from nnmend.acasxu import acasxu_instances, acasxu_properties
+
+    root = acasxu_path(1, 1).parent.parent
+    sums = [line.split() for line in (root / "SHA256SUMS").read_text().splitlines() if line.strip()]
+    assert sum(p.startswith("./onnx/") for _, p in sums) == 45 and len(acasxu_properties()) == 10
+    for digest, rel in sums:
+        assert hashlib.sha256((root / rel).read_bytes()).hexdigest() == digest, rel
+    rows = acasxu_instances()
+    assert len(rows) == 186 and rows[0] == (1, 1, 1, 116.0)
+    assert sum(1 for _, _, k, _ in rows if k <= 4) == 180

@@ -165,3 +165,31 @@ def test_write_failure_leaves_no_file(tmp_path):
 def test_boxes_stack_regions():
     lo, hi = read_vnnlib(acasxu_property_path(6)).boxes()
     assert lo.shape == hi.shape == (2, 5) and (lo <= hi).all()
+
+
+def _violations(net, spec, n, seed=0):
+    """Counts of sampled points in the property's boxes whose outputs satisfy an unsafe case."""
+    gen = torch.Generator().manual_seed(seed)
+    hits, outs = 0, []
+    for r in spec.regions:
+        x = r.lo + (r.hi - r.lo) * torch.rand(n, r.lo.numel(), generator=gen, dtype=torch.float64)
+        with torch.no_grad():
+            y = net(x.float()).double()
+        unsafe = torch.zeros(n, dtype=torch.bool)
+        for A, b in r.unsafe:
+            unsafe |= (y @ A.T <= b).all(1)
+        hits += int(unsafe.sum())
+        outs.append((y, unsafe))
+    return hits, outs
+
+
+def test_acasxu_semantics_end_to_end():
+    """prop_2 on 2_1 is violated (VNN-COMP: sat) and sampling finds it; the parsed cases mean "COC is
+    maximal" exactly; prop_1 on 1_1 holds (unsat), so no sample may be flagged."""
+    from nnmend.acasxu import acasxu
+
+    hits, [(y, unsafe)] = _violations(acasxu(2, 1), read_vnnlib(acasxu_property_path(2), 5, 5), 20000)
+    assert hits > 0
+    assert torch.equal(unsafe, y.argmax(1) == 0)
+    hits, [(y, _)] = _violations(acasxu(1, 1), read_vnnlib(acasxu_property_path(1), 5, 5), 20000)
+    assert hits == 0 and y[:, 0].max() < 3.991125645861615
