@@ -241,3 +241,35 @@ def test_bundled_acasxu_files_are_the_recorded_copies():
     rows = acasxu_instances()
     assert len(rows) == 186 and rows[0] == (1, 1, 1, 116.0)
     assert sum(1 for _, _, k, _ in rows if k <= 4) == 180
+
+
+def test_symbolic_input_needs_input_shape_and_check_option(tmp_path):
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"], name="act")], "sym",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "F"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", "F"])])
+    path = tmp_path / "sym.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    with pytest.raises(ModelError, match="pass input_shape"):
+        load_onnx(path)
+    net = load_onnx(path, input_shape=(7,), check=True)  # check: onnxruntime agrees on random inputs
+    assert net.nnmend_input_shape == (7,) and isinstance(net[0], nn.ReLU)
+    assert load_onnx(acasxu_path(3, 4), check=True).nnmend_meta["source"] == "ACASXU_run2a_3_4_batch_2000.onnx"
+
+
+@pytest.mark.parametrize("node, inits, in_shape, words", [
+    (helper.make_node("Gemm", ["W", "x"], ["y"], name="g"), {"W": np.ones((2, 3))}, [3, 1], "'g' (Gemm): only Gemm(data"),
+    (helper.make_node("Conv", ["x", "W"], ["y"], name="c", pads=[0, 0, 1, 1]), {"W": np.ones((1, 1, 2, 2))},
+     [1, 1, 4, 4], "'c' (Conv): asymmetric padding"),
+    (helper.make_node("Div", ["x", "z"], ["y"], name="d"), {"z": np.array([1.0, 0.0])}, [1, 2], "'d' (Div): division by a constant that contains zero"),
+    (helper.make_node("MatMul", ["x", "W"], ["y"], name="m"), {"W": np.ones((5, 2))}, [1, 3], "'m' (MatMul): does not fit|expects 5 input features"),
+])
+def test_operator_errors_name_the_node(tmp_path, node, inits, in_shape, words):
+    graph = helper.make_graph(
+        [node], "bad", [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()])
+    path = tmp_path / "bad.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    with pytest.raises(ModelError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        load_onnx(path)
