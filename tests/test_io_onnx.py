@@ -273,3 +273,13 @@ def test_operator_errors_name_the_node(tmp_path, node, inits, in_shape, words):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
     with pytest.raises(ModelError, match=words.replace("(", r"\(").replace(")", r"\)")):
         load_onnx(path)
+
+
+def test_gzipped_onnx_loads(tmp_path):
+    import gzip
+
+    gz = tmp_path / "net.onnx.gz"
+    gz.write_bytes(gzip.compress(acasxu_path(4, 4).read_bytes()))
+    x = torch.rand(8, 5) - 0.5
+    with torch.no_grad():
+        assert torch.equal(load_onnx(gz)(x), acasxu(4, 4)(x))

@@ -193,3 +193,14 @@ def test_acasxu_semantics_end_to_end():
     assert torch.equal(unsafe, y.argmax(1) == 0)
     hits, [(y, _)] = _violations(acasxu(1, 1), read_vnnlib(acasxu_property_path(1), 5, 5), 20000)
     assert hits == 0 and y[:, 0].max() < 3.991125645861615
+
+
+def test_gzipped_property_reads_like_the_plain_file(tmp_path):
+    import gzip
+
+    gz = tmp_path / "prop_6.vnnlib.gz"
+    gz.write_bytes(gzip.compress(acasxu_property_path(6).read_bytes()))
+    assert read_vnnlib(gz) == read_vnnlib(acasxu_property_path(6))
+    gz.write_bytes(gzip.compress(acasxu_property_path(6).read_bytes())[:200])
+    with pytest.raises(PropertyError, match="cannot read"):
+        read_vnnlib(gz)

@@ -25,6 +25,7 @@ Example::
 from __future__ import annotations
 
 import copy
+import gzip
 import json
 import os
 import warnings
@@ -55,7 +56,8 @@ def _read_model(path: Path):
     if not path.exists():
         raise ModelError(f"{path}: file not found")
     try:
-        model = onnx.load(str(path))
+        raw = path.read_bytes()
+        model = onnx.load_from_string(gzip.decompress(raw) if path.suffix == ".gz" else raw)
     except Exception as exc:  # protobuf DecodeError and friends
         raise ModelError(f"{path}: not a readable ONNX model (truncated or corrupt: "
                          f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
@@ -79,7 +81,7 @@ def load_onnx(path: str | os.PathLike, *, input_shape: Sequence[int] | None = No
     """Rebuild an ONNX network (a chain, with Adds of branches as SumOfNetworks) from standard torch layers.
 
     Args:
-        path: the ``.onnx`` file.
+        path: the ``.onnx`` file (or ``.onnx.gz``).
         input_shape: per-sample input shape, only needed when the file leaves it symbolic. Default ``None``.
         check: also run the file in onnxruntime on 8 random inputs and raise if the outputs differ
             (max abs diff > 1e-4 * max(1, |y|)). Default ``False``.

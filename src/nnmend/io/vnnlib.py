@@ -22,6 +22,7 @@ Example::
 """
 from __future__ import annotations
 
+import gzip
 import math
 import os
 import re
@@ -333,7 +334,7 @@ def read_vnnlib(path: str | os.PathLike, n_inputs: int | None = None, n_outputs:
     """Read a VNN-LIB 1.0 property file.
 
     Args:
-        path: the ``.vnnlib`` file.
+        path: the ``.vnnlib`` file (or ``.vnnlib.gz``, as later VNN-COMP rounds ship them).
         n_inputs, n_outputs: the network's input / output sizes; a file that declares other sizes raises
             :class:`~nnmend.errors.PropertyError`. Default ``None``: take the sizes from the declarations.
 
@@ -346,10 +347,11 @@ def read_vnnlib(path: str | os.PathLike, n_inputs: int | None = None, n_outputs:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
+        text = (gzip.decompress(raw) if path.suffix == ".gz" else raw).decode("utf-8")
     except FileNotFoundError:
         raise PropertyError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
         raise PropertyError(f"{path}: cannot read as text ({exc})") from None
     return parse_vnnlib(text, str(path), n_inputs, n_outputs)
 
