@@ -283,3 +283,16 @@ def test_gzipped_onnx_loads(tmp_path):
     x = torch.rand(8, 5) - 0.5
     with torch.no_grad():
         assert torch.equal(load_onnx(gz)(x), acasxu(4, 4)(x))
+
+
+def test_benchmark_quick(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("io_acasxu", Path(__file__).parent.parent / "benchmarks" / "io_acasxu.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.main(["--quick", "--out", str(tmp_path)])
+    assert (tmp_path / "io_acasxu.json").exists() and (tmp_path / "io_acasxu.md").exists()
+    assert result["summary"]["networks"] == 5 and result["summary"]["max_abs_diff_vs_onnxruntime"] <= 1e-5
+    assert [p["regions"] for p in result["properties"]].count(2) == 1
