@@ -296,3 +296,12 @@ def test_benchmark_quick(tmp_path):
     assert (tmp_path / "io_acasxu.json").exists() and (tmp_path / "io_acasxu.md").exists()
     assert result["summary"]["networks"] == 5 and result["summary"]["max_abs_diff_vs_onnxruntime"] <= 1e-5
     assert [p["regions"] for p in result["properties"]].count(2) == 1
+
+
+def test_checkpoint_keeps_the_input_shape(tmp_path):
+    from nnmend.io import load_checkpoint, save_checkpoint
+    from nnmend.nets import input_shape
+
+    back = load_checkpoint(save_checkpoint(acasxu(1, 2), tmp_path / "n.pt")).model
+    assert back.nnmend_input_shape == (1, 1, 5) and input_shape(back) == (1, 1, 5)
+    assert back.nnmend_meta["network"] == "1_2"
