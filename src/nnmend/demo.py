@@ -26,7 +26,11 @@ COLUMNS = ["scenario", "damaged_layer", "localized_layer", "clean_accuracy", "da
            "healed_accuracy", "recovery", "seconds"]
 
 
-def shnn_model(seed: int, cache_dir: Path, retrain: bool = False, log=print) -> nn.Module:
+def _log(*args) -> None:
+    print(*args, flush=True)
+
+
+def shnn_model(seed: int, cache_dir: Path, retrain: bool = False, log=_log) -> nn.Module:
     """The bundled checkpoint for seed 0; otherwise a cached or freshly trained one (10 epochs, Adam)."""
     cache = cache_dir / f"shnn_mlp_seed{seed}.pt"
     if not retrain and seed == 0:
@@ -51,7 +55,7 @@ def _line(row: dict) -> str:
 
 
 def run_demo(out: str | Path = "runs/demo", seed: int = 0, *, retrain: bool = False, quick: bool = False,
-             log=print) -> Report:
+             log=_log) -> Report:
     """Run the demo and write the report into ``out``; returns the :class:`Report`.
 
     ``quick`` uses smaller heal/attack budgets (for tests); the numbers are still measured, not assumed.
