@@ -60,8 +60,8 @@ def structural_scenario(net: nn.Module, layer: str, kind: str, train: Dataset, t
         plots.layer_bars(diag.mad, figures / f"mad_{tag}.png", localized=target, true_layer=layer, threshold=threshold,
                          title=f"{kind} damage to {layer}: MAD per layer (localised {target})")
         plots.weight_histograms(get_layer(net, layer).weight, get_layer(damaged, layer).weight,
-                                get_layer(healed, target or layer).weight if target == layer else get_layer(healed, layer).weight,
-                                figures / f"weights_{tag}.png", title=f"{layer} weights")
+                                get_layer(healed, layer).weight, figures / f"weights_{tag}.png",
+                                title=f"{layer} weights (healed: patch at {target})")
         row["figures"] = [f"mad_{tag}.png", f"weights_{tag}.png"]
     row["healed_network"] = healed
     return row
