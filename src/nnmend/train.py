@@ -48,6 +48,7 @@ def fit(
     loss_fn: LossFn = cross_entropy_loss,
     optimizer: str = "adam",
     weight_decay: float = 0.0,
+    schedule: str = "constant",
     progress_bar: bool | None = None,
     desc: str = "train",
 ) -> FitHistory:
@@ -57,6 +58,7 @@ def fit(
         data: a :class:`Dataset` or an ``(x, y)`` pair (``y`` may be any target ``loss_fn`` accepts).
         loss_fn: ``loss_fn(model, x, y) -> scalar``; cross-entropy by default.
         optimizer: ``"adam"`` or ``"sgd"`` (momentum 0.9).
+        schedule: ``"constant"`` or ``"cosine"`` (learning rate annealed to 0 over all steps).
     """
     if isinstance(data, tuple):
         data = Dataset(data[0], data[1], "tensors", "train")
@@ -69,6 +71,11 @@ def fit(
         opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
     else:
         raise NnmendError(f"optimizer={optimizer!r} is not one of 'adam', 'sgd'")
+    if schedule not in ("constant", "cosine"):
+        raise NnmendError(f"schedule={schedule!r} is not one of 'constant', 'cosine'")
+    n = len(data.y)
+    steps = epochs * ((n + batch_size - 1) // batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1)) if schedule == "cosine" else None
     torch.manual_seed(seed)
     hist = FitHistory()
     t0 = time.perf_counter()
@@ -81,6 +88,8 @@ def fit(
             loss = loss_fn(model, xb, yb)
             loss.backward()
             opt.step()
+            if sched is not None:
+                sched.step()
             total += loss.item() * len(xb)
             count += len(xb)
         hist.loss.append(total / max(count, 1))

@@ -49,7 +49,7 @@ _BUILTIN: dict[str, tuple[type, tuple[str, ...]]] = {
 _CONTAINERS = {"Sequential": nn.Sequential, "ModuleList": nn.ModuleList, "ModuleDict": nn.ModuleDict}
 _CUSTOM: dict[str, type] = {}
 # Modules that define serializable classes; imported before a checkpoint is rebuilt.
-SERIALIZABLE_MODULES = ["nnmend.layers"]
+SERIALIZABLE_MODULES = ["nnmend.layers", "nnmend.repair.patch_layer"]
 
 
 def _ensure_registered() -> None:
@@ -139,6 +139,8 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, meta: dict | None
     meta = dict(meta or {})
     if getattr(model, "nnmend_meta", None):
         meta = {**model.nnmend_meta, **meta}
+    if getattr(model, "nnmend_input_shape", None) and "input_shape" not in meta:
+        meta["input_shape"] = list(model.nnmend_input_shape)
     payload = {
         "format": FORMAT,
         "version": VERSION,
@@ -208,6 +210,8 @@ def load_checkpoint(path: str | os.PathLike, arch: str | Callable[[], nn.Module]
     _load_state(model, state, path)
     model.eval()
     model.nnmend_meta = meta
+    if isinstance(meta.get("input_shape"), list) and all(isinstance(d, int) for d in meta["input_shape"]):
+        model.nnmend_input_shape = tuple(meta["input_shape"])
     return Checkpoint(model, meta)
 
 

@@ -1,0 +1,76 @@
+"""``nnmend convert IN OUT``: convert a network between ``.onnx``, ``.nnet`` and nnmend ``.pt`` checkpoints."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import ModelError, NnmendError
+
+FORMATS = {".onnx": "ONNX", ".nnet": "NNet", ".pt": "nnmend checkpoint", ".pth": "nnmend checkpoint"}
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(d) for d in text.replace("x", ",").split(",") if d.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a shape like 1,28,28") from None
+    if not dims or min(dims) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a shape of positive sizes like 1,28,28")
+    return dims
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "convert", help="convert a network between .onnx, .nnet and .pt",
+        description="Convert a network between ONNX (.onnx), the Reluplex/Marabou text format (.nnet, "
+                    "Linear/ReLU MLPs only) and nnmend's weights-only checkpoints (.pt). The input file is "
+                    "never modified; an ONNX output is checked against the network in onnxruntime.")
+    p.add_argument("input", type=Path, help="network to read (.onnx, .nnet, .pt)")
+    p.add_argument("output", type=Path, help="file to write (.onnx, .nnet, .pt)")
+    p.add_argument("--input-shape", type=_shape, default=None, metavar="C,H,W",
+                   help="per-sample input shape, e.g. 1,28,28 or 784 (needed for ONNX output when the "
+                        "network does not record one, or for ONNX input with symbolic dimensions)")
+    p.add_argument("--arch", default=None, help="architecture name for a plain state-dict .pt input")
+    p.add_argument("--no-check", action="store_true", help="skip the onnxruntime check of an ONNX output")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..io.checkpoint import load_checkpoint, save_checkpoint
+    from ..io.nnet import load_nnet, save_nnet
+    from ..io.onnx import load_onnx, save_onnx
+    from ..nets import count_parameters, named_layers
+
+    src, dst = Path(args.input), Path(args.output)
+    for path, role in ((src, "input"), (dst, "output")):
+        if path.suffix.lower() not in FORMATS:
+            raise NnmendError(f"{path}: unknown {role} format {path.suffix or '(no suffix)'!r}; "
+                              f"use one of {', '.join(FORMATS)}")
+    if dst.exists() and dst.resolve() == src.resolve():
+        raise NnmendError(f"{dst}: refusing to overwrite the input file; choose another output path")
+
+    kind = src.suffix.lower()
+    if kind == ".onnx":
+        model = load_onnx(src, input_shape=args.input_shape)
+    elif kind == ".nnet":
+        model = load_nnet(src)
+    else:
+        model = load_checkpoint(src, arch=args.arch).model
+    shape = args.input_shape or getattr(model, "nnmend_input_shape", None) or \
+        (getattr(model, "nnmend_meta", None) or {}).get("input_shape")
+
+    out_kind = dst.suffix.lower()
+    if out_kind == ".onnx":
+        if shape is None:
+            raise ModelError(f"{src}: the network does not record its input shape; pass --input-shape (e.g. 1,28,28)")
+        save_onnx(model, dst, input_shape=shape, check=not args.no_check)
+    elif out_kind == ".nnet":
+        save_nnet(model, dst)
+    else:
+        if shape is not None:
+            model.nnmend_meta = {**(getattr(model, "nnmend_meta", None) or {}), "input_shape": list(shape)}
+        save_checkpoint(model, dst)
+    layers = named_layers(model)
+    print(f"wrote {dst} ({FORMATS[out_kind]}): {len(layers)} weight layers, {count_parameters(model):,} parameters"
+          + (f", input shape {tuple(shape)}" if shape else ""))
+    return 0

@@ -1,0 +1,203 @@
+"""ONNX in and out, without onnx2torch: ONNX graphs become ordinary ``nn.Sequential`` networks.
+
+:func:`load_onnx` reads the operators of the VNN-COMP MLP / CNN benchmarks (MatMul, Gemm, Add, Sub,
+Mul, Div by constants, BatchNormalization, Relu, Flatten, Reshape, Conv, Identity, Dropout, Constant and
+initialisers, plus constant sub-graphs such as PyTorch's ``Shape -> Gather -> Concat`` reshape targets)
+and rebuilds them from torch's own layers, so every other part of nnmend (bounds, faults, repair) sees
+plain ``nn.Linear`` / ``nn.Conv2d`` / ``nn.ReLU``. MatMul + Add fold into one ``nn.Linear``, a bias Add
+after a Conv folds into the Conv, and element-wise arithmetic with constants becomes
+:class:`nnmend.layers.ElementwiseAffine` (dropped when it is the identity, as ACAS Xu's all-zero
+``Sub``). The graph must be a chain, except that an ``Add`` of two data paths is read as
+:class:`nnmend.layers.SumOfNetworks` (how nnmend's patched networks export); anything else raises
+:class:`~nnmend.errors.ModelError` naming the operator and the node. The graph is read per sample:
+the file's batch dimension (1 in VNN-COMP files) becomes the batch dimension of the module.
+
+:func:`save_onnx` exports with the TorchScript exporter (``dynamo=False``; no onnxscript needed), keeps
+``nnmend_meta`` in the file's metadata, and checks the written file against the network in
+onnxruntime before it replaces the target.
+
+Example::
+
+    net = load_onnx("ACASXU_run2a_1_1_batch_2000.onnx")   # Sequential(flatten, fc1, relu1, …, fc7)
+    net.nnmend_input_shape                                # (1, 1, 5)
+    save_onnx(net, "copy.onnx")                           # input shape taken from the network
+"""
+from __future__ import annotations
+
+import copy
+import gzip
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import ModelError
+from ._onnx_graph import SUPPORTED_OPS, build_network
+from .atomic import atomic_path
+
+__all__ = ["load_onnx", "save_onnx", "onnx_max_abs_diff", "SUPPORTED_OPS"]
+
+META_KEY = "nnmend_meta"
+
+
+def _onnx():
+    import onnx  # imported lazily: `import nnmend` should not pay for onnx
+
+    return onnx
+
+
+def _read_model(path: Path):
+    onnx = _onnx()
+    if not path.exists():
+        raise ModelError(f"{path}: file not found")
+    try:
+        raw = path.read_bytes()
+        model = onnx.load_from_string(gzip.decompress(raw) if path.suffix == ".gz" else raw)
+    except Exception as exc:  # protobuf DecodeError and friends
+        raise ModelError(f"{path}: not a readable ONNX model (truncated or corrupt: "
+                         f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    if not model.graph.node or not model.graph.output:
+        raise ModelError(f"{path}: not an ONNX model (the file holds no graph)")
+    return model
+
+
+def _sample_shape(path: Path, value_info, override: Sequence[int] | None) -> tuple[int, ...]:
+    if override is not None:
+        return tuple(int(d) for d in override)
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in value_info.type.tensor_type.shape.dim]
+    per = dims[1:] if len(dims) >= 2 else dims
+    if not per or any(d is None or d <= 0 for d in per):
+        raise ModelError(f"{path}: input {value_info.name!r} has shape {dims} with unknown per-sample "
+                         "dimensions; pass input_shape=(C, H, W) or (features,)")
+    return tuple(per)
+
+
+def load_onnx(path: str | os.PathLike, *, input_shape: Sequence[int] | None = None, check: bool = False) -> nn.Sequential:
+    """Rebuild an ONNX network (a chain, with Adds of branches as SumOfNetworks) from standard torch layers.
+
+    Args:
+        path: the ``.onnx`` file (or ``.onnx.gz``).
+        input_shape: per-sample input shape, only needed when the file leaves it symbolic. Default ``None``.
+        check: also run the file in onnxruntime on 8 random inputs and raise if the outputs differ
+            (max abs diff > 1e-4 * max(1, |y|)). Default ``False``.
+
+    Returns:
+        ``nn.Sequential`` in eval mode, with ``nnmend_input_shape`` (e.g. ``(1, 1, 5)``) and
+        ``nnmend_meta`` (format, source, input shape, opset, producer, and any ``nnmend_meta`` that
+        :func:`save_onnx` stored in the file).
+
+    Raises:
+        ModelError naming the file for unreadable files, and naming the operator type and node for an
+        unsupported operator or a graph that is neither a chain nor a sum of chains.
+    """
+    path = Path(path)
+    model = _read_model(path)
+    g = model.graph
+    onnx = _onnx()
+    consts: dict[str, np.ndarray] = {t.name: onnx.numpy_helper.to_array(t) for t in g.initializer}
+    data_inputs = [i for i in g.input if i.name not in consts]
+    if len(data_inputs) != 1:
+        raise ModelError(f"{path}: expected one data input, found {len(data_inputs)} "
+                         f"({', '.join(i.name for i in data_inputs) or 'none'})")
+    if len(g.output) != 1:
+        raise ModelError(f"{path}: expected one output, found {len(g.output)}")
+    sample_shape = _sample_shape(path, data_inputs[0], input_shape)
+
+    net = build_network(model, path, data_inputs[0].name, sample_shape, consts).eval()
+    meta = {}
+    stored = {p.key: p.value for p in model.metadata_props}
+    if META_KEY in stored:
+        try:
+            meta.update(json.loads(stored[META_KEY]))
+        except json.JSONDecodeError:
+            pass  # foreign or damaged metadata: the network itself is still valid
+    meta.update({"format": "onnx", "source": path.name, "input_shape": list(sample_shape),
+                 "onnx_input": data_inputs[0].name, "onnx_output": g.output[0].name,
+                 "opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None),
+                 "producer": model.producer_name})
+    net.nnmend_meta = meta
+    net.nnmend_input_shape = tuple(sample_shape)
+    if check:
+        diff, scale = onnx_max_abs_diff(net, path, sample_shape)
+        if diff > 1e-4 * max(1.0, scale):
+            raise ModelError(f"{path}: the rebuilt network differs from onnxruntime by {diff:.3g}")
+    return net
+
+
+def onnx_max_abs_diff(net: nn.Module, path: str | os.PathLike, sample_shape: Sequence[int], n: int = 8,
+                      seed: int = 0, x: torch.Tensor | None = None) -> tuple[float, float]:
+    """``(max |net(x) - onnxruntime(x)|, max |onnxruntime(x)|)`` over ``x`` (default ``n`` samples of N(0, 1)).
+
+    Runs one sample per call when the file fixes its batch size to 1, as VNN-COMP files do.
+    """
+    import onnxruntime as ort
+
+    if x is None:
+        gen = torch.Generator().manual_seed(seed)
+        x = torch.randn(n, *sample_shape, generator=gen)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    fixed_batch = isinstance(inp.shape[0], int) if inp.shape else False
+    xs = x.numpy().astype(np.float32)
+    if fixed_batch:
+        ref = np.concatenate([sess.run(None, {inp.name: xi.reshape(inp.shape)})[0].reshape(1, -1) for xi in xs])
+    else:
+        ref = sess.run(None, {inp.name: xs})[0].reshape(len(xs), -1)
+    with torch.no_grad():
+        out = net.eval()(x).reshape(len(xs), -1).numpy()
+    return float(np.abs(out - ref).max()), float(np.abs(ref).max())
+
+
+def save_onnx(model: nn.Module, path: str | os.PathLike, input_shape: Sequence[int] | None = None,
+              check: bool = True, opset: int = 17) -> Path:
+    """Export ``model`` to ONNX atomically; with ``check`` the file must reproduce the network in onnxruntime.
+
+    Args:
+        model: any exportable module (``nnmend.layers.ElementwiseAffine`` and ``SumOfNetworks`` included).
+        path: target ``.onnx`` file; it is replaced only after a successful export and check.
+        input_shape: per-sample input shape, e.g. ``(1, 28, 28)``. Default: ``model.nnmend_input_shape``,
+            else ``model.nnmend_meta["input_shape"]``.
+        check: compare onnxruntime with torch on 16 random inputs (tolerance 1e-4 · max(1, |y|)). Default True.
+        opset: ONNX opset. Default 17. The batch dimension is dynamic (named ``batch``).
+    """
+    path = Path(path)
+    shape = input_shape if input_shape is not None else getattr(model, "nnmend_input_shape", None)
+    if shape is None:  # a reloaded checkpoint keeps the shape in its metadata
+        shape = (getattr(model, "nnmend_meta", None) or {}).get("input_shape")
+    if shape is None:
+        raise ModelError(f"{path}: pass input_shape (per sample, e.g. 1,28,28); the network does not record one")
+    shape = tuple(int(d) for d in shape)
+    net = copy.deepcopy(model).cpu().float().eval()
+    dummy = torch.zeros(1, *shape)
+    try:
+        with torch.no_grad():
+            net(dummy)
+    except RuntimeError as exc:
+        raise ModelError(f"{path}: the network does not accept inputs of shape {shape} "
+                         f"({str(exc).splitlines()[0]})") from None
+    onnx = _onnx()
+    with atomic_path(path) as tmp:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter warns that it is deprecated
+            torch.onnx.export(net, (dummy,), str(tmp), input_names=["input"], output_names=["output"],
+                              dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+                              opset_version=opset, dynamo=False)
+        meta = dict(getattr(model, "nnmend_meta", None) or {})
+        meta["input_shape"] = list(shape)
+        proto = onnx.load(str(tmp))
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = META_KEY, json.dumps(meta, default=str)
+        onnx.save(proto, str(tmp))
+        if check:
+            diff, scale = onnx_max_abs_diff(net, tmp, shape, n=16)
+            if not diff <= 1e-4 * max(1.0, scale):
+                raise ModelError(f"{path}: the exported file differs from the network by {diff:.3g} in "
+                                 "onnxruntime; nothing was written")
+    return path
