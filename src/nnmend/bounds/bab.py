@@ -39,6 +39,9 @@ class BabConfig:
     drawn in the initial box. proof_margin: a row counts as proven only when its lower bound exceeds
     this (guards against rounding). min_width: boxes narrower than this in every dimension are not
     split further (the result becomes "unknown"). dtype: arithmetic of the bounds (float64 default).
+    threads: torch intra-op threads during the search (restored afterwards); 1 by default because the
+    many small tensor operations of a search run faster single-threaded, above all on a busy machine
+    (measured: 20x on a shared 2-core host). ``None`` leaves torch's setting alone.
     """
 
     batch_size: int = 2048
@@ -52,6 +55,7 @@ class BabConfig:
     min_width: float = 1e-9
     max_open: int = 5_000_000
     dtype: torch.dtype = torch.float64
+    threads: int | None = 1
     seed: int = 0
 
 
@@ -112,6 +116,17 @@ def bab_box(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor,
         :class:`BabOutcome` with status "verified" (every box proven by sound bounds), "falsified" (with a
         float64-confirmed counterexample ``(x, y)``), "unknown" (boxes too small to split) or "timeout".
     """
+    before = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    try:
+        return _search(net, lo, hi, C, d, groups, deadline, config)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _search(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, d: torch.Tensor,
+            groups: torch.Tensor, deadline: float, config: BabConfig) -> BabOutcome:
     cfg = config
     dt = cfg.dtype
     work = _copy(net, dt)
