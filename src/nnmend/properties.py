@@ -91,13 +91,19 @@ class SafetyProperty:
 
     def boxes(self, n_outputs: int) -> list[Box]:
         out = []
+        where = self.source or "property"
         for i, r in enumerate(self.regions):
-            unsafe = [(torch.as_tensor(A, dtype=torch.float64).reshape(-1, n_outputs) if torch.as_tensor(A).numel() else
-                       torch.zeros(0, n_outputs, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64).reshape(-1))
-                      for A, b in r.unsafe]
-            for A, b in unsafe:
+            unsafe = []
+            for A, b in r.unsafe:
+                A = torch.as_tensor(A, dtype=torch.float64)
+                b = torch.as_tensor(b, dtype=torch.float64).reshape(-1)
+                A = A.reshape(0, n_outputs) if A.numel() == 0 else A
+                if A.dim() != 2 or A.shape[1] != n_outputs:
+                    raise PropertyError(f"{where}: region {i}: output constraints have shape {tuple(A.shape)} but the "
+                                        f"network has {n_outputs} outputs")
                 if A.shape[0] != b.shape[0]:
-                    raise PropertyError(f"{self.source or 'property'}: region {i}: A has {A.shape[0]} rows, b {b.shape[0]}")
+                    raise PropertyError(f"{where}: region {i}: A has {A.shape[0]} rows but b has {b.shape[0]}")
+                unsafe.append((A, b))
             out.append(Box(torch.as_tensor(r.lo, dtype=torch.float64), torch.as_tensor(r.hi, dtype=torch.float64), unsafe))
         return out
 
