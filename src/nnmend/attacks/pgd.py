@@ -31,7 +31,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, alpha
     gen = torch.Generator(device=x.device).manual_seed(seed)
 
     def one(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        best, best_score = xb.clone(), torch.full((len(xb),), -float("inf"), device=xb.device)
+        best, best_score = xb.clone(), torch.full((len(xb),), -float("inf"), device=xb.device, dtype=xb.dtype)
         for _ in range(max(restarts, 1)):
             xa = xb.clone()
             if random_start:

@@ -1,0 +1,144 @@
+"""Back-substitution bounds: CROWN (Zhang et al., NeurIPS 2018) / DeepPoly (Singh et al., POPL 2019).
+
+A linear form ``A · f(x)`` on the output is pushed back layer by layer: exactly through affine layers,
+through each ReLU by its linear relaxation (lower line where the coefficient is positive, upper line
+where it is negative), until it is a linear function ``A' · x + c`` of the input, whose minimum over the
+box is ``A' · mid - |A'| · rad + c``. A :class:`SumNode` pushes the same form back through every
+branch and adds the results *before* concretising, so base network and patches stay correlated.
+
+The ReLU relaxations need every ReLU's pre-activation bounds; ``intermediate="crown"`` computes them
+by the same back-substitution from each ReLU (full CROWN/DeepPoly), intersected with interval bounds;
+``intermediate="forward"`` uses forward symbolic bounds (cheap for small inputs);
+``intermediate="ibp"`` uses interval bounds only (cheapest, loosest).
+"""
+from __future__ import annotations
+
+import torch
+
+from .graph import Node, SumNode
+from .forward import forward_bounds
+from .interval import interval_pass
+
+Frames = list[tuple[list[Node], int]]
+
+
+def backsub(A: torch.Tensor, frames: Frames, pre: dict, alphas: dict | None = None
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Push ``A`` (B, m, *shape) back from the point described by ``frames`` to the network input.
+
+    ``frames`` lists ``(nodes, upto)`` from the innermost node list outwards: the form sits at the
+    input of ``nodes[upto]`` (or the output of ``nodes`` when ``upto == len(nodes)``).
+    Returns ``(A_in (B, m, *in_shape), const (B, m))``.
+    """
+    const = A.new_zeros(A.shape[:2])
+    for nodes, upto in frames:
+        for n in reversed(nodes[:upto]):
+            if isinstance(n, SumNode):
+                parts = [backsub(A, [(b, len(b))], pre, alphas) for b in n.branches]
+                A = parts[0][0]
+                for p in parts[1:]:
+                    A = A + p[0]
+                const = const + sum(p[1] for p in parts)
+            elif n.is_relu:
+                lo, hi = pre[n]
+                A, c = n.backward_relaxed(A, lo, hi, None if alphas is None else alphas.get(n))
+                const = const + c
+            else:
+                A, c = n.backward(A)
+                const = const + c
+    return A, const
+
+
+def concretize(A: torch.Tensor, const: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """Minimum of ``A · x + const`` over the box ``[lo, hi]``: (B, m)."""
+    mid = ((hi + lo) / 2).flatten(1).unsqueeze(-1)
+    rad = ((hi - lo) / 2).flatten(1).unsqueeze(-1)
+    A = A.flatten(2)
+    return (A @ mid).squeeze(-1) - (A.abs() @ rad).squeeze(-1) + const
+
+
+def _unstable_spec(unstable: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rows ``[+e_i; -e_i]`` for the unstable neurons of each box, padded to the batch's largest count.
+
+    ``unstable``: (B, n) bool. Returns ``(A (B, 2r, n), idx (B, r), valid (B, r))``.
+    """
+    B, n = unstable.shape
+    r = int(unstable.sum(1).max())
+    valid, idx = unstable.to(torch.int8).topk(r, dim=1, sorted=False)      # unstable neurons first
+    valid = valid.bool()
+    eye = torch.zeros(B, r, n, dtype=like.dtype, device=like.device)
+    eye.scatter_(2, idx.unsqueeze(-1), valid.unsqueeze(-1).to(like.dtype))
+    return torch.cat([eye, -eye], 1), idx, valid
+
+
+def intermediate_bounds(nodes: list[Node], lo: torch.Tensor, hi: torch.Tensor, mode: str = "crown",
+                        known: dict | None = None) -> dict:
+    """Pre-activation bounds ``{relu_op: (l, u)}`` for every ReLU, each (B, *shape).
+
+    ``known``: valid pre-activation bounds already known for these boxes (e.g. the parent box's in
+    branch and bound); they are intersected in, and only neurons they leave unstable are recomputed.
+    Back-substitution is run only for unstable neurons (a stable neuron's relaxation is exact whatever
+    its bounds), which is most of the saving on small boxes.
+    """
+    if mode in ("ibp", "forward"):
+        ibp: dict = {}
+        interval_pass(nodes, lo, hi, pre=known, record=ibp)
+        return ibp if mode == "ibp" else forward_bounds(nodes, lo, hi, ibp)
+    pre: dict = {}
+    B = lo.shape[0]
+
+    def walk(seq: list[Node], outer: Frames, l: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # carries interval bounds forward too, so each layer's interval starts from the tightened ReLUs
+        for i, n in enumerate(seq):
+            n.in_shape = tuple(l.shape[1:])
+            frames = [(seq, i)] + outer
+            if isinstance(n, SumNode):
+                parts = [walk(b, frames, l, u) for b in n.branches]
+                l, u = parts[0]
+                for p in parts[1:]:
+                    l, u = l + p[0], u + p[1]
+                continue
+            if n.is_relu:
+                if known is not None and n in known:
+                    l, u = torch.max(l, known[n][0]), torch.min(u, known[n][1])
+                lf, uf = l.flatten(1), u.flatten(1)
+                unstable = (lf < 0) & (uf > 0)
+                if unstable.any():
+                    A0, idx, valid = _unstable_spec(unstable, lo)
+                    r = idx.shape[1]
+                    A, c = backsub(A0.reshape(B, 2 * r, *n.in_shape), frames, pre)
+                    lb = concretize(A, c, lo, hi)
+                    inf = torch.full_like(lb[:, :r], float("inf"))
+                    lf = lf.scatter_reduce(1, idx, torch.where(valid, lb[:, :r], -inf), "amax")
+                    uf = uf.scatter_reduce(1, idx, torch.where(valid, -lb[:, r:], inf), "amin")
+                pre[n] = l, u = lf.reshape(l.shape), uf.reshape(u.shape)
+            l, u = n.interval(l, u)
+            n.out_shape = tuple(l.shape[1:])
+        return l, u
+
+    walk(nodes, [], lo, hi)
+    return pre
+
+
+def spec_matrix(C: torch.Tensor | None, B: int, out_shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """``C`` (m, n_out) or (B, m, n_out) as a form (B, m, *out_shape); ``None`` means the identity."""
+    n_out = 1
+    for s in out_shape:
+        n_out *= s
+    if C is None:
+        C = torch.eye(n_out, dtype=like.dtype, device=like.device)
+    C = C.to(dtype=like.dtype, device=like.device)
+    if C.dim() == 2:
+        C = C.unsqueeze(0).expand(B, -1, -1)
+    return C.reshape(B, C.shape[1], *out_shape)
+
+
+def crown_lower(nodes: list[Node], lo: torch.Tensor, hi: torch.Tensor, A: torch.Tensor, pre: dict,
+                alphas: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lower bound of ``A · f(x)`` over each box, and the input-level coefficients.
+
+    Returns ``(lb (B, m), A_in (B, m, *in_shape))``; ``A_in`` is the slope of the linear lower bound,
+    i.e. how much each input dimension matters (used to choose branching dimensions).
+    """
+    A_in, const = backsub(A, [(nodes, len(nodes))], pre, alphas)
+    return concretize(A_in, const, lo, hi), A_in

@@ -1,0 +1,111 @@
+"""properties.check: verdicts only from sound bounds, counterexamples confirmed, clear errors."""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from torch import nn
+
+from nnmend.errors import PropertyError
+from nnmend.properties import Box, LocalRobustness, SafetyProperty, check
+
+
+def _tiny_net(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3)).eval()
+
+
+def _grid_values(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, n: int = 301) -> torch.Tensor:
+    t = torch.linspace(0, 1, n, dtype=torch.float64)
+    g = torch.stack(torch.meshgrid(t, t, indexing="ij"), -1).reshape(-1, 2)
+    with torch.no_grad():
+        return net.double()(lo + g * (hi - lo))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_check_agrees_with_a_dense_grid(seed: int) -> None:
+    """y_0 >= c is unsafe; with c just below / above the grid maximum the answers must be sat / unsat."""
+    net = _tiny_net(seed)
+    lo, hi = torch.tensor([-1.0, -1.0], dtype=torch.float64), torch.tensor([1.0, 1.0], dtype=torch.float64)
+    top = _grid_values(net, lo, hi)[:, 0].max().item()
+    for c, expect in ((top - 1e-3, "falsified"), (top + 0.05, "verified")):
+        A, b = torch.tensor([[-1.0, 0.0, 0.0]], dtype=torch.float64), torch.tensor([-c], dtype=torch.float64)
+        res = check(net, SafetyProperty([Box(lo, hi, [(A, b)])]), timeout=60)
+        assert res.status == expect, (seed, c, res)
+        if expect == "falsified":
+            x, y = res.counterexample
+            assert ((x >= lo) & (x <= hi)).all()
+            assert torch.allclose(net.double()(x[None])[0], y) and (A @ y <= b).all()
+
+
+def test_disjunction_of_conjunctions() -> None:
+    """Unsafe iff (y0 >= y1 and y0 >= y2) or y1 >= c: every disjunct must be proven unreachable."""
+    net = _tiny_net(7).double()
+    lo, hi = -torch.ones(2, dtype=torch.float64), torch.ones(2, dtype=torch.float64)
+    y = _grid_values(net, lo, hi)
+    y0_max = ((y[:, 0] >= y[:, 1]) & (y[:, 0] >= y[:, 2])).any().item()
+    e = torch.eye(3, dtype=torch.float64)
+    first = (torch.stack([e[1] - e[0], e[2] - e[0]]), torch.zeros(2, dtype=torch.float64))
+    c = y[:, 1].max().item() + 0.05
+    second = ((-e[1])[None], torch.tensor([-c], dtype=torch.float64))
+    res = check(net, SafetyProperty([Box(lo, hi, [first, second])]), timeout=60)
+    assert res.status == ("falsified" if y0_max else "verified"), res
+    only_second = check(net, SafetyProperty([Box(lo, hi, [second])]), timeout=60)
+    assert only_second.status == "verified"
+
+
+def test_local_robustness() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 20), nn.ReLU(), nn.Linear(20, 4)).eval()
+    x = torch.rand(1, 4, 4)
+    label = int(net(x[None]).argmax())
+    assert check(net, LocalRobustness(x, 1e-4, label), timeout=30).status == "verified"
+    res = check(net, LocalRobustness(x, 1.0, label), timeout=30)
+    assert res.status == "falsified"
+    xa, ya = res.counterexample
+    assert (xa - x).abs().max() <= 1.0 + 1e-12 and xa.min() >= 0 and xa.max() <= 1
+    assert int(net.double()(xa[None]).argmax()) != label or ya[label] <= ya.max()
+    C = LocalRobustness(x, 0.1, label).spec_matrix(4)
+    assert C.shape == (3, 4) and (C[:, label] == 1).all()
+
+
+def test_timeout_and_bad_input() -> None:
+    net = _tiny_net(1)
+    lo, hi = -torch.ones(2, dtype=torch.float64), torch.ones(2, dtype=torch.float64)
+    A, b = torch.tensor([[-1.0, 0.0, 0.0]], dtype=torch.float64), torch.tensor([-1e6], dtype=torch.float64)
+    assert check(net, SafetyProperty([Box(lo, hi, [(A, b)])]), timeout=0.0).status == "timeout"
+    with pytest.raises(PropertyError, match="input"):
+        check(net, SafetyProperty([Box(torch.zeros(3), torch.ones(3), [(A, b)])]), timeout=5)
+    with pytest.raises(PropertyError, match="label"):
+        check(net, LocalRobustness(torch.zeros(2), 0.1, 5), timeout=5)
+    with pytest.raises(PropertyError):
+        check(net, SafetyProperty([Box(lo, hi, [(torch.zeros(1, 4, dtype=torch.float64), b)])]), timeout=5)
+
+
+acasxu = pytest.importorskip("nnmend.acasxu")
+
+
+@pytest.mark.parametrize("net_id,prop,expect", [((1, 1), 1, "verified"), ((2, 1), 2, "falsified"), ((1, 2), 4, "verified")])
+def test_acasxu_known_instances(net_id, prop, expect) -> None:
+    import numpy as np
+    import onnxruntime as ort
+
+    from nnmend.properties import read_property
+
+    res = check(acasxu.acasxu(*net_id), read_property(acasxu.acasxu_property_path(prop)), timeout=100)
+    assert res.status == expect, res
+    if expect == "falsified":      # confirmed independently on onnxruntime (float32)
+        x, y = res.counterexample
+        sess = ort.InferenceSession(str(acasxu.acasxu_path(*net_id)), providers=["CPUExecutionProvider"])
+        inp = sess.get_inputs()[0]
+        out = sess.run(None, {inp.name: x.numpy().astype(np.float32).reshape(1, 1, 1, 5)})[0].reshape(-1)
+        assert np.allclose(out, y.numpy(), atol=1e-5)
+        assert out[0] >= out[1:].max() - 1e-6     # prop_2 unsafe set: COC is the maximal score
+
+
+def test_acasxu_dimension_mismatch() -> None:
+    net = acasxu.acasxu(1, 1)
+    prop = SafetyProperty([Box(torch.zeros(4), torch.ones(4), [(torch.eye(5)[:1], torch.zeros(1))])], "four_inputs")
+    with pytest.raises(PropertyError, match="4 inputs"):
+        check(net, prop, timeout=5)
