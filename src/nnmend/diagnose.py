@@ -33,9 +33,16 @@ RULES = ("first", "first_increase", "peak")
 
 
 @torch.no_grad()
-def trace(model: nn.Module, x: torch.Tensor, layers: list[str] | None = None, batch_size: int = 4096) -> "OrderedDict[str, torch.Tensor]":
-    """Activations of each weight layer, flattened per sample: ``{layer: (N, features)}``."""
+def trace(model: nn.Module, x: torch.Tensor, layers: list[str] | None = None, batch_size: int = 4096, *,
+          final_softmax: bool = False) -> "OrderedDict[str, torch.Tensor]":
+    """Activations of each weight layer, flattened per sample: ``{layer: (N, features)}``.
+
+    ``final_softmax`` applies a softmax to the last layer when no activation follows it (a classifier's
+    logits), so that the output layer is compared as probabilities, as a Keras ``Dense(softmax)`` is.
+    """
     points = trace_points(model)
+    last = next(reversed(points)) if points else None
+    soft_last = final_softmax and last is not None and points[last] == last
     if not points:
         raise ModelError("the network has no Linear or Conv2d layers to trace")
     if layers is not None:
@@ -48,7 +55,8 @@ def trace(model: nn.Module, x: torch.Tensor, layers: list[str] | None = None, ba
     handles = []
     for layer, point in points.items():
         def hook(_m, _inp, out, layer=layer):
-            store[layer].append(out.detach().reshape(out.shape[0], -1))
+            out = out.detach().reshape(out.shape[0], -1)
+            store[layer].append(out.softmax(1) if soft_last and layer == last else out)
         handles.append(modules[point].register_forward_hook(hook))
     was = model.training
     model.eval()
@@ -115,7 +123,7 @@ class Diagnosis:
 
 def diagnose(reference: nn.Module | dict[str, torch.Tensor], suspect: nn.Module, x: torch.Tensor, *,
              x_other: torch.Tensor | None = None, metric: str = "mad", rule: str = "first",
-             threshold: float = 0.1) -> Diagnosis:
+             threshold: float = 0.1, final_softmax: bool = True) -> Diagnosis:
     """Compare ``suspect`` on ``x`` (or on ``x_other``) with ``reference`` on ``x``, and localise.
 
     Args:
@@ -124,9 +132,11 @@ def diagnose(reference: nn.Module | dict[str, torch.Tensor], suspect: nn.Module,
         suspect: the network under suspicion (damaged, or the same network for adversarial inputs).
         x: probe inputs. x_other: the inputs fed to ``suspect`` (e.g. adversarial versions of ``x``).
         metric: the score used for localisation (both are always reported).
+        final_softmax: compare a classifier's output layer as probabilities (SHNN's Keras model ends in
+            ``Dense(softmax)``); otherwise raw logits, whose scale dominates MSE.
     """
-    ref = reference if isinstance(reference, dict) else trace(reference, x)
-    sus = trace(suspect, x if x_other is None else x_other)
+    ref = reference if isinstance(reference, dict) else trace(reference, x, final_softmax=final_softmax)
+    sus = trace(suspect, x if x_other is None else x_other, final_softmax=final_softmax)
     mad, mse = layer_scores(ref, sus, "mad"), layer_scores(ref, sus, "mse")
     scores = mad if metric == "mad" else mse
     return Diagnosis(dict(mad), dict(mse), localize(scores, rule, threshold), metric, rule, threshold, len(x))

@@ -59,7 +59,10 @@ class PatchConfig:
 
 @dataclass(frozen=True)
 class PatchAdvConfig:
-    """Adversarial healing settings (SHNN code: 15k clean + 15k adversarial, 10 epochs)."""
+    """Adversarial healing settings (SHNN code: 15k clean + 15k adversarial, 10 epochs).
+
+    ``n_samples`` clean inputs plus ``n_samples · mix / (1 − mix)`` adversarial ones (mix 0.5 = 50/50).
+    """
 
     attack: AttackSpec = SHNN_PGD
     adversary: str = "original"
@@ -117,7 +120,7 @@ def heal_structural(damaged: nn.Module, layer: str, data: Dataset, *, reference:
     if config.target == "activation":
         if reference is None:
             raise RepairError("target='activation' needs a reference: the healthy network or its recorded trace")
-        ref = reference if isinstance(reference, dict) else trace(reference, x, [layer])
+        ref = reference if isinstance(reference, dict) else trace(reference, x, [layer], final_softmax=False)
         if layer not in ref:
             raise RepairError(f"the reference trace has no layer {layer!r} (has {', '.join(ref)})")
         target = ref[layer]
@@ -190,18 +193,21 @@ def heal_adversarial(model: nn.Module, layer: str, data: Dataset, config: PatchA
     patch = AdversarialPatch.around(get_layer(healed, layer), config.hidden, config.residual, config.seed)
     set_module(healed, layer, patch)
     freeze(healed, except_=(f"{layer}.patch",))
+    if not 0.0 <= config.mix < 1.0:
+        raise RepairError(f"mix={config.mix} must lie in [0, 1)")
     n = min(config.n_samples, len(data))
-    n_adv = int(round(config.mix * n))
+    n_adv = min(len(data), int(round(n * config.mix / (1.0 - config.mix))))
     x, y = data.x[:n], data.y[:n]
+    xa_src, ya_src = data.x[:n_adv], data.y[:n_adv]
     losses: list[float] = []
-    x_adv = config.attack.run(model, x[:n_adv], y[:n_adv]) if config.adversary == "original" else None
+    x_adv = config.attack.run(model, xa_src, ya_src) if config.adversary == "original" else None
     for epoch in range(config.epochs):
         if config.adversary == "current":
             healed.eval()
             spec = AttackSpec(**{**asdict(config.attack), "seed": config.seed * 1000 + epoch})
-            x_adv = spec.run(healed, x[:n_adv], y[:n_adv])
+            x_adv = spec.run(healed, xa_src, ya_src)
         xs = torch.cat([x, x_adv])
-        ys = torch.cat([y, y[:n_adv]])
+        ys = torch.cat([y, ya_src])
         hist = fit(healed, (xs, ys), epochs=1, batch_size=config.batch_size, lr=config.lr,
                    seed=config.seed * 1000 + epoch, desc=f"harden {layer} {epoch + 1}/{config.epochs}")
         losses += hist.loss
