@@ -57,7 +57,7 @@ def cli_repair(args: Any) -> int:
     if not rule_path:
         raise RepairError("--method nca needs --rule RULE (train one with `nnmend nca train`)")
     rule = load_rule(rule_path)
-    network = load_network(args.model)
+    network = load_network(args.model, allow_nonfinite=True)  # NaN/Inf weights are repaired, not refused
     layer = getattr(args, "layer", None) or rule.meta.get("layer")
     if not layer:
         raise RepairError(f"{rule_path}: the rule does not name its layer; pass --layer")

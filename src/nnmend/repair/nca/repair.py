@@ -40,14 +40,17 @@ class NCARepairConfig:
         average_last: average the weight channel over the last this-many steps (smooths the
             stochastic firing; 1 = last state only).
         seed: seeds the stochastic firing.
-        detect_threshold: blind mode reports cells whose normalised correction exceeds this as
-            detected (``details["detected"]``); the scores themselves are always returned.
+        detect_threshold: blind mode flags cells whose normalised correction ``|ŵ − w|/σ`` exceeds
+            this as corrupted (``details["detected"]``); the scores themselves are always returned.
+        blind_refine: blind mode runs twice — a detection pass, then an informed pass that trusts the
+            unflagged cells (so intact weights cannot drift); False = the single blind pass.
     """
 
     steps: int | None = None
     average_last: int = 8
     seed: int = 0
     detect_threshold: float = 0.5
+    blind_refine: bool = True
 
 
 @dataclass(frozen=True)
@@ -96,26 +99,33 @@ def repair_weight(rule: NCARule, weight: torch.Tensor, trusted_mask: torch.Tenso
             raise RepairError(f"trusted mask has shape {tuple(trusted_mask.shape)} but the layer's weight has "
                               f"shape {tuple(weight.shape)}")
         trust_w = torch.where(trusted_mask.bool() & finite, TRUSTED, BAD)
-    z = layout.to_grid(rule.normalise(w0))
-    trust = layout.to_grid(trust_w)
-    pos = positional_channels(layout.grid_shape, rule.frequencies)
     steps = int(config.steps if config.steps is not None else rule.meta.get("horizon", 40))
     if steps < 1 or config.average_last < 1:
         raise RepairError(f"steps={steps} and average_last={config.average_last} must be >= 1")
     gen = torch.Generator().manual_seed(config.seed)
+    repaired = _run(rule, layout, w0, trust_w, steps, config.average_last, gen)
+    score = ((repaired - w0).abs() / float(rule.meta["sigma"])).masked_fill(~finite, float("inf"))
+    if trusted_mask is None and config.blind_refine:
+        trust_w = torch.where(score > config.detect_threshold, BAD, TRUSTED)
+        repaired = _run(rule, layout, w0, trust_w, steps, config.average_last, gen)
+    repaired = torch.where(trust_w == TRUSTED, w0, repaired)  # trusted cells are exactly what was stored
+    return repaired, score
+
+
+def _run(rule: NCARule, layout: Layout, w0: torch.Tensor, trust_w: torch.Tensor, steps: int, average_last: int,
+         gen: torch.Generator) -> torch.Tensor:
+    # values known to be bad carry no information: start them at the mean (0 in normalised units)
+    z = layout.to_grid(torch.where(trust_w == BAD, 0.0, rule.normalise(w0)))
+    trust = layout.to_grid(trust_w)
+    pos = positional_channels(layout.grid_shape, rule.frequencies)
     state = rule.initial_state(z)
-    keep = min(config.average_last, steps)
+    keep = min(average_last, steps)
     acc = torch.zeros_like(z)
     for t in range(steps):
         state = rule.step(state, pos, trust, gen, clamp=z)
         if t >= steps - keep:
             acc += state[:, :1]
-    out_z = acc / keep
-    repaired = rule.denormalise(layout.from_grid(out_z))
-    if trusted_mask is not None:  # trusted cells are exactly what was stored
-        repaired = torch.where(trust_w == TRUSTED, weight, repaired)
-    score = ((repaired - w0).abs() / float(rule.meta["sigma"])).masked_fill(~finite, float("inf"))
-    return repaired, score
+    return rule.denormalise(layout.from_grid(acc / keep))
 
 
 def repair(network: nn.Module, problem: NCAProblem, config: NCARepairConfig = NCARepairConfig()) -> RepairResult:

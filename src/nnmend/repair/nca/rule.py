@@ -8,10 +8,12 @@ storage overhead is the rule alone, see :func:`storage_bytes`).
 
 One step (per cell, all cells in parallel):
 
-1. Perception: fixed depthwise 3×3 filters per state channel — identity, Sobel-x, Sobel-y, Laplacian —
-   with zero padding at the true grid border.
-2. Inputs to the rule: perception, fixed positional channels (:func:`layout.positional_channels`), and a
-   trust channel (1 trusted, 0 known bad, 0.5 unknown = blind mode).
+1. Perception: fixed depthwise 3×3 filters — identity, Sobel-x, Sobel-y, Laplacian — on every state
+   channel and on the trust channel (1 trusted, 0 known bad, 0.5 unknown = blind mode), with zero
+   padding at the true grid border.
+2. Inputs to the rule: perception and fixed positional channels (:func:`layout.positional_channels`).
+   Hidden channels start from a learned coarse seed map (one vector per unit in the receptive-field
+   layout, a coarse map otherwise), stored with the rule and counted as overhead (research notes §2.4.2).
 3. A per-cell MLP (1×1 convolutions, ReLU), last layer zero-initialised so the untrained CA is the
    identity; the output is added residually.
 4. Stochastic firing: each cell applies its update with probability ``fire_rate`` (asynchrony).
@@ -57,7 +59,8 @@ class NCARule(nn.Module):
     """
 
     def __init__(self, hidden_channels: int = 11, width: int = 64, frequencies: int = 2, fire_rate: float = 0.5,
-                 meta: dict[str, Any] | None = None, n_rows: int = 1, n_cols: int = 1):
+                 meta: dict[str, Any] | None = None, n_rows: int = 1, n_cols: int = 1,
+                 seed_shape: tuple[int, int, int] = (1, 1, 1)):
         super().__init__()
         self.hidden_channels, self.width, self.frequencies = hidden_channels, width, frequencies
         self.fire_rate = fire_rate
@@ -66,10 +69,14 @@ class NCARule(nn.Module):
         self.channels = c
         self.n_pos = 4 * frequencies + 2
         filt = torch.stack([_IDENT, _SOBEL, _SOBEL.T, _LAPLACE])  # (4, 3, 3)
-        self.register_buffer("filters", filt.repeat(c, 1, 1)[:, None], persistent=False)  # (4c, 1, 3, 3)
-        self.fc1 = nn.Conv2d(N_FILTERS * c + self.n_pos + 1, width, 1)
+        # the trust channel is perceived like a state channel, so a cell sees how trusted its neighbours are
+        self.register_buffer("filters", filt.repeat(c + 1, 1, 1)[:, None], persistent=False)  # (4(c+1), 1, 3, 3)
+        self.fc1 = nn.Conv2d(N_FILTERS * (c + 1) + self.n_pos, width, 1)
         self.fc2 = nn.Conv2d(width, c, 1, bias=False)
         nn.init.zeros_(self.fc2.weight)  # start as the identity map
+        # learned hidden-state seed: a coarse (n_grids, hidden, sh, sw) map, bilinearly upsampled to the grid;
+        # stored with the rule (counted as overhead), never part of the corruptible state
+        self.seed_map = nn.Parameter(0.1 * torch.randn(seed_shape[0], hidden_channels, seed_shape[1], seed_shape[2]))
         self.register_buffer("row_perm", torch.arange(n_rows))
         self.register_buffer("col_perm", torch.arange(n_cols))
 
@@ -77,20 +84,21 @@ class NCARule(nn.Module):
     def spec_args(self) -> dict:
         return {"hidden_channels": self.hidden_channels, "width": self.width, "frequencies": self.frequencies,
                 "fire_rate": self.fire_rate, "meta": self.meta, "n_rows": int(self.row_perm.numel()),
-                "n_cols": int(self.col_perm.numel())}
+                "n_cols": int(self.col_perm.numel()), "seed_shape": [self.seed_map.shape[0], *self.seed_map.shape[2:]]}
 
     @classmethod
     def from_spec(cls, args: dict, children: dict) -> "NCARule":
         rule = cls(int(args["hidden_channels"]), int(args["width"]), int(args["frequencies"]),
-                   float(args["fire_rate"]), dict(args.get("meta") or {}), int(args["n_rows"]), int(args["n_cols"]))
+                   float(args["fire_rate"]), dict(args.get("meta") or {}), int(args["n_rows"]), int(args["n_cols"]),
+                   tuple(int(v) for v in args.get("seed_shape", (1, 1, 1))))
         return rule
 
     # -- dynamics ------------------------------------------------------------------------------------
-    def perceive(self, state: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(state, self.filters, padding=1, groups=self.channels)
+    def perceive(self, state: torch.Tensor, trust: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(torch.cat([state, trust], 1), self.filters, padding=1, groups=self.channels + 1)
 
     def delta(self, state: torch.Tensor, pos: torch.Tensor, trust: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([self.perceive(state), pos, trust], 1)
+        x = torch.cat([self.perceive(state, trust), pos], 1)
         return self.fc2(F.relu(self.fc1(x)))
 
     def step(self, state: torch.Tensor, pos: torch.Tensor, trust: torch.Tensor, gen: torch.Generator | None,
@@ -110,10 +118,16 @@ class NCARule(nn.Module):
             state = self.step(state, pos, trust, gen, clamp)
         return state
 
+    def hidden_seed(self, height: int, width: int) -> torch.Tensor:
+        """The learned seed map upsampled to ``(n_grids, hidden, height, width)``."""
+        if self.seed_map.shape[2:] == (1, 1):
+            return self.seed_map.expand(-1, -1, height, width)
+        return F.interpolate(self.seed_map, size=(height, width), mode="bilinear", align_corners=True)
+
     def initial_state(self, grid: torch.Tensor) -> torch.Tensor:
-        """``(N, 1, H, W)`` normalised weights → ``(N, C, H, W)`` with zero hidden channels."""
-        zeros = grid.new_zeros((grid.shape[0], self.hidden_channels, *grid.shape[2:]))
-        return torch.cat([grid, zeros], 1)
+        """``(N, 1, H, W)`` normalised weights (all grids of the layout) → ``(N, C, H, W)``, hidden channels
+        from the learned seed."""
+        return torch.cat([grid, self.hidden_seed(*grid.shape[2:]).to(grid.dtype)], 1)
 
     def normalise(self, w: torch.Tensor) -> torch.Tensor:
         clip = float(self.meta["clip"])

@@ -64,6 +64,8 @@ class NCATrainConfig:
         patterns, kinds: corruption patterns and value rules drawn uniformly (:mod:`nnmend.corruption`).
         sigma: std of the Gaussian re-initialisation corruption (weight units).
         informed_share: share of fresh samples trained in informed mode (the rest blind).
+        seed_resolution: side of the learned coarse hidden-seed map on single-grid layouts (matrix,
+            correlation); the receptive-field layout learns one seed vector per unit instead.
         seed: seeds the pool, the corruptions and the stochastic firing.
     """
 
@@ -82,13 +84,14 @@ class NCATrainConfig:
     margin: int = 12
     lr: float = 2e-3
     lr_final_ratio: float = 0.05
-    corrupted_weight: float = 5.0
+    corrupted_weight: float = 3.0
     hidden_penalty: float = 1e-4
     fraction_range: tuple[float, float] = (0.05, 0.95)
     patterns: tuple[str, ...] = ("scatter", "patch", "rows", "cols")
     kinds: tuple[str, ...] = ("zero", "gaussian", "shuffle", "sign", "bitflip")
     sigma: float = 0.1
     informed_share: float = 0.5
+    seed_resolution: int = 8
     seed: int = 0
 
 
@@ -153,8 +156,9 @@ class _Sampler:
             interior[:, :m] = False
         if c0 + self.cw < w:
             interior[:, self.cw - m:] = False
-        z = rule.normalise(bad)[None]
-        return {"state": rule.initial_state(z[None])[0], "clamp": z, "trust": trust[None],
+        z = torch.where(trust == BAD, 0.0, rule.normalise(bad))[None]  # known-bad values are discarded
+        return {"state": torch.cat([z, torch.zeros(rule.hidden_channels, *z.shape[1:])]), "clamp": z, "trust": trust[None],
+                "where": torch.tensor([g, r0, c0]), "fresh": torch.tensor(True),
                 "target": rule.normalise(clean)[None], "pos": self.pos[g, :, r0:r0 + self.ch, c0:c0 + self.cw],
                 "weight": (1.0 + (cfg.corrupted_weight - 1.0) * mask.float())[None] * interior[None]}
 
@@ -167,8 +171,10 @@ def _rule_for(weight: torch.Tensor, layer: str, layout, cfg: NCATrainConfig) -> 
             "grid_shape": list(layout.grid_shape), "mu": mu, "sigma": sigma, "clip": clip,
             "horizon": cfg.steps_max, "train_config": {k: list(v) if isinstance(v, tuple) else v
                                                        for k, v in asdict(cfg).items()}}
+    n, h, wd = layout.grid_shape
+    seed_shape = (n, 1, 1) if n > 1 else (1, min(h, cfg.seed_resolution), min(wd, cfg.seed_resolution))
     rule = NCARule(cfg.hidden_channels, cfg.width, cfg.frequencies, cfg.fire_rate, meta,
-                   n_rows=w.shape[0], n_cols=w.shape[1])
+                   n_rows=w.shape[0], n_cols=w.shape[1], seed_shape=seed_shape)
     rule.row_perm.copy_(layout.row_perm)
     rule.col_perm.copy_(layout.col_perm)
     return rule
@@ -199,6 +205,12 @@ def train_rule_for_weight(weight: torch.Tensor, cfg: NCATrainConfig = NCATrainCo
         for i in idx[:n_fresh]:  # half of the batch restarts from a fresh corruption, hidden channels zero
             pool[i] = sampler.draw(gen)
         batch = {k: torch.stack([pool[i][k] for i in idx]) for k in pool[0]}
+        # fresh samples start their hidden channels from the (learned) seed map, with gradient into it
+        seed = rule.hidden_seed(*sampler.grid_w.shape[2:])
+        g_, r_, c_ = batch["where"].T.tolist()
+        seeds = torch.stack([seed[g, :, r:r + sampler.ch, c:c + sampler.cw] for g, r, c in zip(g_, r_, c_)])
+        fresh = batch["fresh"].view(-1, 1, 1, 1)
+        batch["state"] = torch.cat([batch["state"][:, :1], torch.where(fresh, seeds, batch["state"][:, 1:])], 1)
         steps = int(torch.randint(cfg.steps_min, cfg.steps_max + 1, (1,), generator=gen))
         state = rule.run(batch["state"], batch["pos"], batch["trust"], steps, gen, clamp=batch["clamp"])
         wsum = batch["weight"].sum().clamp_min(1.0)
@@ -215,7 +227,7 @@ def train_rule_for_weight(weight: torch.Tensor, cfg: NCATrainConfig = NCATrainCo
         hist.loss.append(float(loss.detach()))
         detached = state.detach()
         for j, i in enumerate(idx):
-            pool[i] = {**pool[i], "state": detached[j]}
+            pool[i] = {**pool[i], "state": detached[j], "fresh": torch.tensor(False)}
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{hist.loss[-1]:.4f}")
     rule.eval()
