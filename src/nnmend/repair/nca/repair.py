@@ -42,15 +42,20 @@ class NCARepairConfig:
         seed: seeds the stochastic firing.
         detect_threshold: blind mode flags cells whose normalised correction ``|ŵ − w|/σ`` exceeds
             this as corrupted (``details["detected"]``); the scores themselves are always returned.
-        blind_refine: blind mode runs twice — a detection pass, then an informed pass that trusts the
-            unflagged cells (so intact weights cannot drift); False = the single blind pass.
+        blind_strategy: how blind mode detects corrupted cells before an informed pass that trusts
+            the unflagged ones (so intact weights cannot drift):
+            ``"cross_check"`` — two informed passes, each hiding a random half of the cells and
+            predicting it from the other half; a cell's score is how far its stored value is from
+            what its neighbourhood predicts (self-consistency);
+            ``"rule"`` — one blind pass (trust 0.5 everywhere), score = the rule's own correction;
+            ``"none"`` — the blind pass's output as is (no detection, no refinement).
     """
 
     steps: int | None = None
     average_last: int = 8
     seed: int = 0
-    detect_threshold: float = 0.5
-    blind_refine: bool = True
+    detect_threshold: float = 1.0
+    blind_strategy: str = "cross_check"
 
 
 @dataclass(frozen=True)
@@ -102,10 +107,22 @@ def repair_weight(rule: NCARule, weight: torch.Tensor, trusted_mask: torch.Tenso
     steps = int(config.steps if config.steps is not None else rule.meta.get("horizon", 40))
     if steps < 1 or config.average_last < 1:
         raise RepairError(f"steps={steps} and average_last={config.average_last} must be >= 1")
+    if config.blind_strategy not in ("cross_check", "rule", "none"):
+        raise RepairError(f"blind_strategy={config.blind_strategy!r} is not one of 'cross_check', 'rule', 'none'")
     gen = torch.Generator().manual_seed(config.seed)
-    repaired = _run(rule, layout, w0, trust_w, steps, config.average_last, gen)
-    score = ((repaired - w0).abs() / float(rule.meta["sigma"])).masked_fill(~finite, float("inf"))
-    if trusted_mask is None and config.blind_refine:
+    sigma = float(rule.meta["sigma"])
+    if trusted_mask is None and config.blind_strategy == "cross_check":
+        half = torch.rand(weight.shape, generator=gen) < 0.5
+        pred = torch.zeros_like(w0)
+        for hidden in (half, ~half):
+            t = torch.where(hidden | ~finite, BAD, TRUSTED)
+            pred = torch.where(hidden, _run(rule, layout, w0, t, steps, config.average_last, gen), pred)
+        score = (pred - w0).abs() / sigma
+    else:
+        repaired = _run(rule, layout, w0, trust_w, steps, config.average_last, gen)
+        score = (repaired - w0).abs() / sigma
+    score = score.masked_fill(~finite, float("inf"))
+    if trusted_mask is None and config.blind_strategy != "none":
         trust_w = torch.where(score > config.detect_threshold, BAD, TRUSTED)
         repaired = _run(rule, layout, w0, trust_w, steps, config.average_last, gen)
     repaired = torch.where(trust_w == TRUSTED, w0, repaired)  # trusted cells are exactly what was stored
