@@ -49,7 +49,7 @@ _BUILTIN: dict[str, tuple[type, tuple[str, ...]]] = {
 _CONTAINERS = {"Sequential": nn.Sequential, "ModuleList": nn.ModuleList, "ModuleDict": nn.ModuleDict}
 _CUSTOM: dict[str, type] = {}
 # Modules that define serializable classes; imported before a checkpoint is rebuilt.
-SERIALIZABLE_MODULES = ["nnmend.layers", "nnmend.repair.patch_layer"]
+SERIALIZABLE_MODULES = ["nnmend.layers", "nnmend.repair.patch_layer", "nnmend.repair.nca.rule"]
 
 
 def _ensure_registered() -> None:
@@ -165,7 +165,7 @@ def _read(path: Path) -> Any:
                          "only weights-only files are accepted") from None
 
 
-def _load_state(model: nn.Module, state: dict, path: Path) -> None:
+def _load_state(model: nn.Module, state: dict, path: Path, allow_nonfinite: bool = False) -> None:
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     extra = [k for k in state if k not in own]
@@ -177,13 +177,17 @@ def _load_state(model: nn.Module, state: dict, path: Path) -> None:
             raise ModelError(f"{path}: {k!r} has shape {tuple(state[k].shape)} in the file but "
                              f"{tuple(v.shape)} in the architecture (a checkpoint for another network?)")
     model.load_state_dict(state)
-    for k, v in state.items():
+    for k, v in state.items() if not allow_nonfinite else ():
         if v.is_floating_point() and not torch.isfinite(v).all():
             raise ModelError(f"{path}: parameter {k!r} (shape {tuple(v.shape)}) contains NaN or Inf")
 
 
-def load_checkpoint(path: str | os.PathLike, arch: str | Callable[[], nn.Module] | None = None) -> Checkpoint:
-    """Load a checkpoint written by :func:`save_checkpoint`, or a plain state dict with ``arch``."""
+def load_checkpoint(path: str | os.PathLike, arch: str | Callable[[], nn.Module] | None = None, *,
+                    allow_nonfinite: bool = False) -> Checkpoint:
+    """Load a checkpoint written by :func:`save_checkpoint`, or a plain state dict with ``arch``.
+
+    ``allow_nonfinite=True`` accepts NaN/Inf parameters (a tampered network that a repair method will
+    treat as corrupted); by default they are refused with an error naming the parameter."""
     from ..nets import build
 
     path = Path(path)
@@ -207,7 +211,7 @@ def load_checkpoint(path: str | os.PathLike, arch: str | Callable[[], nn.Module]
         raise ModelError(f"{path}: not an nnmend checkpoint or state dict")
     if not isinstance(state, dict):
         raise ModelError(f"{path}: checkpoint has no state_dict")
-    _load_state(model, state, path)
+    _load_state(model, state, path, allow_nonfinite)
     model.eval()
     model.nnmend_meta = meta
     if isinstance(meta.get("input_shape"), list) and all(isinstance(d, int) for d in meta["input_shape"]):

@@ -1,0 +1,41 @@
+"""``nnmend nca train MODEL --layer NAME --out RULE``: train an NCA rule for one dense layer."""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import fields
+
+from ..io import load_network, save_checkpoint
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("nca", help="neural cellular automata for weight repair")
+    nsub = p.add_subparsers(dest="nca_command", metavar="SUBCOMMAND")
+    t = nsub.add_parser("train", help="train an NCA rule on a clean layer's weights")
+    t.add_argument("model", help="clean network (.pt / .onnx / .nnet)")
+    t.add_argument("--layer", required=True, help="dense layer name (see named_layers)")
+    t.add_argument("--out", required=True, help="where to write the rule checkpoint (.pt)")
+    t.add_argument("--layout", choices=["matrix", "receptive_field", "correlation"], default=None)
+    t.add_argument("--iterations", type=int, default=None)
+    t.add_argument("--hidden-channels", type=int, default=None)
+    t.add_argument("--width", type=int, default=None)
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=run_train)
+    p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from ..repair.nca import NCATrainConfig, storage_bytes, train_rule
+
+    names = {f.name for f in fields(NCATrainConfig)}
+    overrides = {k: v for k, v in {"layout": args.layout, "iterations": args.iterations,
+                                   "hidden_channels": args.hidden_channels, "width": args.width,
+                                   "seed": args.seed}.items() if v is not None and k in names}
+    cfg = NCATrainConfig(**overrides)
+    network = load_network(args.model)
+    rule, hist = train_rule(network, args.layer, cfg)
+    save_checkpoint(rule, args.out, meta={"kind": "nca_rule", "layer": args.layer, "model": str(args.model)})
+    print(json.dumps({"layer": args.layer, "layout": rule.meta["layout"], "parameters": rule.n_parameters(),
+                      "storage": storage_bytes(rule), "final_loss": rule.meta["final_loss"],
+                      "seconds": round(hist.seconds, 1), "out": str(args.out)}, indent=2))
+    return 0

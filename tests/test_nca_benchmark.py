@@ -1,0 +1,24 @@
+"""The NCA benchmark's --quick mode runs end to end and writes its JSON / Markdown / plot."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+
+def test_nca_benchmark_quick(tmp_path):
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "nca.py"
+    spec = importlib.util.spec_from_file_location("nca_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    res = bench.main(["--quick", "--out-dir", str(tmp_path)])
+    saved = json.loads((tmp_path / "nca_quick.json").read_text())
+    assert saved["status"] == "complete" and len(saved["records"]) == 2
+    rec = saved["records"][0]
+    for m in ("none", "mean", "biharmonic", "soft_impute", "replica_blind", "nca_blind", "nca_informed"):
+        assert 0.0 <= rec["accuracy"][m] <= 1.0
+    assert 0.0 <= rec["auroc_nca_blind"] <= 1.0
+    assert saved["layers"][0]["storage"]["rule_bytes"] > 0 and "stability" in saved["layers"][0]
+    assert (tmp_path / "nca_quick.md").read_text().startswith("# NCA weight repair")
+    assert (tmp_path / "nca_quick.png").stat().st_size > 0
+    assert res["grid"]["fractions"] == [0.3, 0.9]

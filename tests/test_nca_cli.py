@@ -1,0 +1,81 @@
+"""`nnmend nca train` and the `cli_repair` entry the shared `nnmend repair --method nca` calls."""
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from nnmend.cli import main
+from nnmend.errors import ModelError, RepairError
+from nnmend.io import load_network, save_network
+from nnmend.nets import get_layer, mlp
+from nnmend.repair.nca.cli import cli_repair, load_rule
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("nca_cli")
+    torch.manual_seed(0)
+    net = mlp([12, 10, 3], flatten=False)
+    save_network(net, d / "net.pt")
+    code = main(["nca", "train", str(d / "net.pt"), "--layer", "fc1", "--out", str(d / "rule.pt"), "--iterations", "3",
+                 "--hidden-channels", "3", "--width", "8"])
+    assert code == 0
+    return d, net
+
+
+def test_train_writes_a_rule(files, capsys):
+    d, _ = files
+    rule = load_rule(d / "rule.pt")
+    assert rule.meta["layer"] == "fc1" and tuple(rule.meta["weight_shape"]) == (10, 12)
+    with pytest.raises(ModelError, match="not an NCA rule"):
+        load_rule(d / "net.pt")
+
+
+def test_cli_repair_blind_and_informed(files, capsys):
+    d, net = files
+    tampered = mlp([12, 10, 3], flatten=False)
+    tampered.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        get_layer(tampered, "fc1").weight[0, 0] = float("nan")
+    save_network(tampered, d / "tampered.pt")
+    args = SimpleNamespace(model=str(d / "tampered.pt"), rule=str(d / "rule.pt"), mask=None, out=str(d / "fixed.pt"),
+                           layer=None, steps=4, seed=0)
+    assert cli_repair(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["mode"] == "blind" and summary["nonfinite_cells"] == 1
+    assert torch.isfinite(get_layer(load_network(d / "fixed.pt"), "fc1").weight).all()
+    mask = np.ones((10, 12), dtype=bool)
+    mask[0, 0] = False
+    np.save(d / "mask.npy", mask)
+    args.mask, args.out = str(d / "mask.npy"), str(d / "fixed2.pt")
+    assert cli_repair(args) == 0
+    assert json.loads(capsys.readouterr().out)["mode"] == "informed"
+
+
+def test_cli_repair_bad_input(files):
+    d, _ = files
+    np.save(d / "wrong.npy", np.ones((3, 4), dtype=bool))
+    args = SimpleNamespace(model=str(d / "net.pt"), rule=str(d / "rule.pt"), mask=str(d / "wrong.npy"),
+                           out=str(d / "x.pt"), layer=None, steps=2, seed=0)
+    with pytest.raises(RepairError, match=r"mask has shape \(3, 4\)"):
+        cli_repair(args)
+    args.mask, args.layer = None, "fc2"
+    with pytest.raises(RepairError, match="trained for a layer of shape"):
+        cli_repair(args)
+    np.save(d / "floats.npy", np.full((10, 12), 0.5))
+    args.mask, args.layer = str(d / "floats.npy"), None
+    with pytest.raises(RepairError, match="0/1"):
+        cli_repair(args)
+    args.rule = None
+    with pytest.raises(RepairError, match="--rule"):
+        cli_repair(args)
+
+
+def test_train_command_errors_are_one_line(files, capsys):
+    d, _ = files
+    code = main(["nca", "train", str(d / "net.pt"), "--layer", "fc9", "--out", str(d / "r.pt")])
+    assert code == 2 and "fc9" in capsys.readouterr().err
