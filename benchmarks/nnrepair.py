@@ -9,8 +9,9 @@ forward pass): the number a deployed model would get against an adaptive attacke
 
 Settings: ``paper`` = the paper's defaults (last layer: 5 failing + 5 passing inputs, top-5 edges,
 MaxSAT, ExpC/ExpB extra clean inputs in scenarios 2/3; intermediate: pattern rows, hard LP);
-``nnmend`` = all failing inputs, more edges, soft LP, non-interference rows (other classes' passing
-inputs keep their decision) and, on the intermediate layer, exact decision rows.
+``nnmend`` = soft LP with hard non-interference rows (other classes' clean passing inputs keep their
+decision); last layer: all failing inputs, 10 edges, 1,000 protected inputs; intermediate layer:
+every pattern neuron symbolic and exact decision rows for the failing inputs, 150 protected inputs.
 
 Run: ``python benchmarks/nnrepair.py [--quick]``; writes ``benchmarks/results/nnrepair{,_quick}.{json,md}``.
 """
@@ -60,8 +61,8 @@ def settings(name: str, scenario: str, layer: str) -> NNRepairConfig:
         return NNRepairConfig(layer=layer, extra_clean=extra, on_infeasible="soft")
     if last:
         return NNRepairConfig(layer=layer, mode="soft", last_failing=100, last_passing=20, last_edges=10,
-                              extra_clean=50, non_interference=300)
-    return NNRepairConfig(layer=layer, mode="soft", decision_rows=True, non_interference=150)
+                              extra_clean=50, non_interference=1000)
+    return NNRepairConfig(layer=layer, mode="soft", neurons="pattern", decision_rows=True, non_interference=150)
 
 
 def jobs(quick: bool) -> list[dict]:
@@ -192,6 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small data, two jobs (the test suite's smoke run)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=RESULTS, help="results folder (default benchmarks/results)")
     args = ap.parse_args(argv)
     torch.manual_seed(args.seed)
     t0 = time.perf_counter()
@@ -210,9 +212,9 @@ def main(argv: list[str] | None = None) -> dict:
             "data": {"train": len(train), "test": len(test)}, "paper": {f"{k[0]}/{k[1]}/{k[2]}": v for k, v in PAPER.items()}}
     out = {"meta": meta, "records": records}
     stem = "nnrepair_quick" if args.quick else "nnrepair"
-    with atomic_write(RESULTS / f"{stem}.json", "w") as fh:
+    with atomic_write(args.out / f"{stem}.json", "w") as fh:
         json.dump(out, fh, indent=1)
-    with atomic_write(RESULTS / f"{stem}.md", "w") as fh:
+    with atomic_write(args.out / f"{stem}.md", "w") as fh:
         fh.write(markdown(records, meta))
     return out
 

@@ -69,13 +69,13 @@ def _learn(pool: _Pool, cfg: NNRepairConfig, C: int) -> Patterns:
 
 
 def _others(pool: _Pool, c: int, n: int, gen: torch.Generator) -> Record | None:
-    """Passing inputs of other classes (non-interference rows)."""
+    """Passing inputs of other classes for the non-interference rows: from the clean set when there is
+    one (the decisions a deployment cares about), else from the pool."""
     if n == 0:
         return None
-    parts = [pool.rec.take(_sample(torch.nonzero(pool.ok & (pool.y != c)).squeeze(1), n, gen))]
     if pool.crec is not None:
-        parts.append(pool.crec.take(_sample(torch.nonzero(pool.cok & (pool.cy != c)).squeeze(1), n, gen)))
-    return _cat(*parts)
+        return pool.crec.take(_sample(torch.nonzero(pool.cok & (pool.cy != c)).squeeze(1), n, gen))
+    return pool.rec.take(_sample(torch.nonzero(pool.ok & (pool.y != c)).squeeze(1), n, gen))
 
 
 def _intermediate_expert(split: Split, pool: _Pool, pats: Patterns, c: int, cfg: NNRepairConfig,

@@ -99,7 +99,7 @@ def keep_rows_last(a: torch.Tensor, logits: torch.Tensor, cls: int, edges: torch
     gap = logits.gather(1, label[:, None]).squeeze(1) - logits[:, cls]
     coef = -a[:, edges]
     lb = torch.minimum(torch.full_like(gap, margin), gap / 2) - gap
-    live = bound * coef.abs().sum(1) > -lb                             # rows some δ in the box can break
+    live = (bound * coef.abs().sum(1) > -lb) & (label != cls)          # rows some δ in the box can break
     A = _coo(coef[live], torch.arange(len(edges)), len(edges))
     return LinearSystem(A, lb[live].double().numpy(), np.full(int(live.sum()), KEEP, np.int8),
                         torch.nonzero(live).squeeze(1).numpy(), np.full(len(edges), cls), edges.numpy())
