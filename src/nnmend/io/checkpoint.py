@@ -49,7 +49,8 @@ _BUILTIN: dict[str, tuple[type, tuple[str, ...]]] = {
 _CONTAINERS = {"Sequential": nn.Sequential, "ModuleList": nn.ModuleList, "ModuleDict": nn.ModuleDict}
 _CUSTOM: dict[str, type] = {}
 # Modules that define serializable classes; imported before a checkpoint is rebuilt.
-SERIALIZABLE_MODULES = ["nnmend.layers", "nnmend.repair.patch_layer", "nnmend.repair.nca.rule"]
+SERIALIZABLE_MODULES = ["nnmend.layers", "nnmend.repair.patch_layer", "nnmend.repair.nca.rule",
+                        "nnmend.repair.constraint.experts"]
 
 
 def _ensure_registered() -> None:

@@ -1,0 +1,131 @@
+"""``nnmend repair --method METHOD MODEL ...``: one command for every repair method.
+
+The command parses, dispatches on ``--method`` to the method's package, and prints; it holds no method
+logic. Each method registers an option group and a runner in ``_METHODS``; a runner returns the
+repaired network and a JSON-able report. Nothing is written until the repair and its evaluation have
+finished, and every write is atomic.
+
+Example::
+
+    nnmend repair --method nnrepair mnist_poisoned --layer fc2 --scenario poisoned --out fixed.pt
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Callable
+
+from ..errors import NnmendError
+from ..io import save_network
+from ..io.atomic import atomic_write
+
+METHODS = ("patch_layer", "nnrepair", "patchpro", "prorepair", "nca")
+
+
+def _load_model(spec: str):
+    """A checkpoint path, or the name of a model shipped with nnmend."""
+    from ..io import load_network
+    from ..nets import pretrained
+
+    path = Path(spec)
+    if path.suffix or path.exists():
+        return load_network(path)
+    return pretrained(spec)
+
+
+# --- nnrepair ---------------------------------------------------------------------------------------
+def _nnrepair_options(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("nnrepair (paper 004: constraint solving per class, experts)")
+    g.add_argument("--layer", default="intermediate",
+                   help="Linear layer to repair: a name (fc1), 'intermediate' or 'last' (default intermediate)")
+    g.add_argument("--scenario", default="accuracy", choices=("accuracy", "poisoned", "adversarial"),
+                   help="repair data and scoring sets (default accuracy)")
+    g.add_argument("--strategy", default="confidence", choices=("naive", "confidence", "voting", "merged"))
+    g.add_argument("--f1-filter", action="store_true", help="keep only experts whose F1 beats the original's")
+    g.add_argument("--mode", default="auto", choices=("auto", "hard", "soft", "maxsat"))
+    g.add_argument("--objective", default="l1", choices=("l1", "linf"))
+    g.add_argument("--on-infeasible", default="error", choices=("error", "soft"))
+    g.add_argument("--non-interference", type=int, default=0, metavar="N",
+                   help="passing inputs of other classes whose decision must not change (default 0, as the paper)")
+    g.add_argument("--decision-rows", action="store_true", help="intermediate layer: also require the decision")
+    g.add_argument("--extra-clean", type=int, default=0, metavar="N", help="extra passing inputs from clean Train")
+    g.add_argument("--last-failing", type=int, default=5, metavar="N", help="last layer: failing inputs per expert")
+    g.add_argument("--last-edges", type=int, default=5, metavar="N", help="last layer: symbolic edges per expert")
+    g.add_argument("--edge-fraction", type=float, default=0.1, help="intermediate: share of incoming edges")
+    g.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="use only the first N training and test images (quick runs)")
+
+
+def _nnrepair_run(args: argparse.Namespace, network) -> tuple[object, dict]:
+    from ..data import load_dataset
+    from ..repair.constraint import NNRepairConfig, build_scenario, repair
+    from ..repair.constraint.scenarios import evaluate
+
+    train = load_dataset("mnist", "train", limit=args.limit)
+    test = load_dataset("mnist", "test", limit=args.limit)
+    scenario = build_scenario(args.scenario, network, train=train, test=test,
+                              adv_pool=min(10_000, len(train)))
+    config = NNRepairConfig(layer=args.layer, strategy=args.strategy, f1_filter=args.f1_filter, mode=args.mode,
+                            objective=args.objective, on_infeasible=args.on_infeasible,
+                            non_interference=args.non_interference, decision_rows=args.decision_rows,
+                            extra_clean=args.extra_clean, last_failing=args.last_failing,
+                            last_edges=args.last_edges, edge_fraction=args.edge_fraction, seed=args.seed)
+    result = repair(network, scenario.problem, config)
+    report = {"method": "nnrepair", "scenario": args.scenario, "seconds": round(result.seconds, 3),
+              "evaluation": evaluate(network, result.network, scenario), "details": result.details}
+    return result.network, report
+
+
+def _nnrepair_summary(report: dict) -> list[str]:
+    d, ev = report["details"], report["evaluation"]
+    lines = [f"nnrepair on layer {d['layer']} ({d['layer_kind']}), scenario {report['scenario']}, "
+             f"mode {d['mode']}, {report['seconds']:.1f} s"]
+    for e in d["experts"]:
+        if "skipped" in e:
+            lines.append(f"  expert {e['label']}: skipped — {e['skipped']}")
+        else:
+            s = e["solver"]
+            lines.append(f"  expert {e['label']}: {e['failing']} failing + {e['passing']} passing inputs, "
+                         f"{s['target_rows_satisfied']}/{s['target_rows']} constraints, {s['nonzero']} deltas "
+                         f"({s['at_bound']} on the bound), {e['seconds']:.2f} s [{s['mode']}]")
+    for name, row in ev.items():
+        lines.append(f"  {name}: {100 * row['original']:.2f}% -> {100 * row['repaired']:.2f}% "
+                     f"({100 * (row['repaired'] - row['original']):+.2f} pp)")
+    return lines
+
+
+# name -> (add options, run, summary); methods not listed are reserved for their owners.
+_METHODS: dict[str, tuple[Callable, Callable, Callable]] = {
+    "nnrepair": (_nnrepair_options, _nnrepair_run, _nnrepair_summary),
+}
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("repair", help="repair a network with one of nnmend's methods",
+                              description=__doc__.splitlines()[0])
+    p.add_argument("model", metavar="MODEL", help="a .pt/.onnx/.nnet file or the name of a bundled model")
+    p.add_argument("--method", required=True, choices=METHODS)
+    p.add_argument("--out", required=True, type=Path, help="where to write the repaired network (.pt); the "
+                   "report goes beside it as .json")
+    p.add_argument("--seed", type=int, default=0)
+    for add, _, _ in _METHODS.values():
+        add(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.method not in _METHODS:
+        raise NnmendError(f"--method {args.method} is not available in this build yet "
+                          f"(available: {', '.join(_METHODS)})")
+    _, runner, summary = _METHODS[args.method]
+    network = _load_model(args.model)
+    repaired, report = runner(args, network)
+    report_path = args.out.with_suffix(".json")
+    text = json.dumps(report, indent=2, default=str)
+    save_network(repaired, args.out)
+    with atomic_write(report_path, "w") as fh:
+        fh.write(text)
+    print("\n".join(summary(report)))
+    print(f"wrote {args.out} and {report_path}")
+    return 0
