@@ -72,10 +72,11 @@ def adversarial_scenario(net: nn.Module, attack: AttackSpec, train: Dataset, tes
                          seed: int = 0, figures: Path | None = None, name: str | None = None) -> dict:
     """Attack, localise by peak MSE between clean and adversarial activations, heal with a hybrid patch.
 
-    ``eval_attack`` (default: ``attack``) is the fresh white-box attack run on the healed network.
+    The patch trains against ``config.attack`` (default: ``attack`` itself); ``eval_attack`` (default:
+    ``attack``) is the fresh white-box attack run on the healed network.
     """
     t0 = time.perf_counter()
-    config = replace(config or PatchAdvConfig(attack=attack), attack=attack, seed=seed)
+    config = replace(config or PatchAdvConfig(attack=attack), seed=seed)
     eval_attack = eval_attack or attack
     x_probe, y_probe = test.x[:probe], test.y[:probe]
     adv_probe = attack.run(net, x_probe, y_probe)
@@ -95,7 +96,8 @@ def adversarial_scenario(net: nn.Module, attack: AttackSpec, train: Dataset, tes
         transfer_accuracy=accuracy(healed, (x_adv, test.y)),
         adversarial_accuracy_100=accuracy(net, (adv_probe, y_probe)),
         replay_accuracy_100=accuracy(healed, (adv_probe, y_probe)),
-        attack=attack.describe(), eval_attack=eval_attack.describe(), adversary=config.adversary,
+        attack=attack.describe(), train_attack=config.attack.describe(), eval_attack=eval_attack.describe(),
+        adversary=config.adversary,
         mse=diag.mse, mad=diag.mad,
     )
     row["seconds"] = round(time.perf_counter() - t0, 2)
