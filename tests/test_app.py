@@ -25,6 +25,17 @@ N_EVAL = 1000
 WB = "nnmend_workbench"
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _no_magic():
+    """As ``nnmend app`` runs it (see nnmend.cli.app.command)."""
+    from streamlit import config
+
+    old = config.get_option("runner.magicEnabled")
+    config.set_option("runner.magicEnabled", False)
+    yield
+    config.set_option("runner.magicEnabled", old)
+
+
 @pytest.fixture(scope="module")
 def net():
     return pretrained("shnn_mlp_mnist")
@@ -67,7 +78,7 @@ def wait_for(at: AppTest, done, timeout: float = 120.0) -> AppTest:
         assert not at.exception, at.exception
         if done(at):
             return at
-        time.sleep(0.1)
+        time.sleep(0.5)   # each rerun takes the GIL from the job; poll about as often as the browser does
     raise AssertionError(f"page did not finish in {timeout} s; errors: {texts(at.error)}")
 
 
@@ -237,6 +248,78 @@ def test_shnn_adversarial_page_reports_robust_accuracy(net):
     assert rec.after["robust_accuracy"] == robust_accuracy(rec.result.network, sub.x, sub.y, spec)
     assert {m.label for m in at.metric} == {"accuracy after", "robust accuracy after"}
     assert "FGSM eps=0.1" in texts(at.caption)
+
+
+def test_nnrepair_page_repairs_with_the_session_data(test_set):
+    pytest.importorskip("nnmend.repair.constraint", reason="nnmend.repair.constraint (NNrepair) has not landed on this branch")
+    at = start()
+    page(at, "damage")
+    at.selectbox(key="damage_layer").set_value("fc3")
+    at.selectbox(key="damage_kind").set_value("gaussian")
+    at.slider(key="damage_fraction").set_value(0.3)
+    at.button(key="damage_run").click().run()
+    page(at, "repair_nnrepair")
+    assert at.selectbox(key="nnrepair_layer").value == "intermediate"   # the config's default (the paper's)
+    at.number_input(key="nnrepair_n").set_value(3000)
+    at.button(key="nnrepair_run").click().run()
+    wait_for(at, lambda a: "Result: NNrepair" in texts(a.subheader) or bool(a.error))
+    assert not at.error, texts(at.error)
+    rec = at.session_state[WB].repairs["NNrepair"]
+    assert rec.source == "damaged (gaussian fc3)"
+    assert {m.label: m.value for m in at.metric}["accuracy after"] == f"{100 * accuracy(rec.result.network, test_set):.2f}%"
+
+
+def test_nca_page_trains_a_rule_then_repairs(test_set):
+    pytest.importorskip("nnmend.repair.nca", reason="nnmend.repair.nca (NCA) has not landed on this branch")
+    at = start(load=False)
+    at.selectbox(key="model_bundled").set_value("small_mlp_mnist")
+    at.button(key="model_load").click().run()
+    page(at, "damage")
+    at.slider(key="damage_fraction").set_value(0.2)
+    at.button(key="damage_run").click().run()
+    page(at, "repair_nca")
+    assert "No rule for fc1 yet" in texts(at.info)
+    at.number_input(key="nca_train_iterations").set_value(10)
+    at.button(key="nca_train_run").click().run()
+    wait_for(at, lambda a: "trained rules: **fc1**" in texts(a.caption) or bool(a.error))
+    at.radio(key="nca_mode").set_value("informed (oracle mask from the recorded fault)")
+    at.button(key="nca_run").click().run()
+    wait_for(at, lambda a: "Result: NCA" in texts(a.subheader) or bool(a.error))
+    assert not at.error, texts(at.error)
+    rec = at.session_state[WB].repairs["NCA"]
+    assert {m.label: m.value for m in at.metric}["accuracy after"] == f"{100 * accuracy(rec.result.network, test_set):.2f}%"
+
+
+CONFIG_SCRIPT = """
+from dataclasses import dataclass
+import streamlit as st
+from nnmend.app.widgets import config_form
+
+@dataclass(frozen=True)
+class Config:
+    mode: str = "hard"
+    steps: int = 10
+    lr: float = 0.01
+    residual: bool = True
+    limit: int | None = None
+
+st.session_state["cfg"] = config_form(Config, "t", ("mode", "steps", "lr", "residual", "limit"),
+                                      choices={"mode": ("hard", "soft")})
+"""
+
+
+def test_config_form_builds_the_method_config():
+    at = AppTest.from_string(CONFIG_SCRIPT, default_timeout=30).run()
+    cfg = at.session_state["cfg"]
+    assert (cfg.mode, cfg.steps, cfg.lr, cfg.residual, cfg.limit) == ("hard", 10, 0.01, True, None)   # the defaults
+    at.selectbox(key="t_mode").set_value("soft")
+    at.number_input(key="t_steps").set_value(3)
+    at.checkbox(key="t_residual").set_value(False)
+    at.text_input(key="t_limit").set_value("500").run()
+    cfg = at.session_state["cfg"]
+    assert (cfg.mode, cfg.steps, cfg.lr, cfg.residual, cfg.limit) == ("soft", 3, 0.01, False, 500)
+    at.text_input(key="t_limit").set_value("many").run()
+    assert at.session_state["cfg"].limit is None and "not a number" in texts(at.error)
 
 
 # -- attack, verify, report ----------------------------------------------------------------------

@@ -69,6 +69,7 @@ class Workbench:
     attack: dict | None = None
     verify: dict | None = None
     events: list[str] = field(default_factory=list)
+    artefacts: dict[str, Any] = field(default_factory=dict)   # per-method things to keep (e.g. trained NCA rules)
 
     # -- data ---------------------------------------------------------------------------------
     def train_data(self) -> Dataset:
@@ -87,6 +88,7 @@ class Workbench:
         self.model, self.model_label, self.clean_accuracy = None, "", None
         self.damaged = self.fault = self.damaged_accuracy = self.diagnosis = self.probe_adv = None
         self.repairs.clear()
+        self.artefacts.clear()
         self.attack = self.verify = None
 
     def set_model(self, net: nn.Module, label: str) -> None:

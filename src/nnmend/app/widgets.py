@@ -4,9 +4,10 @@ Every page is built from these, so a method page is only its options and the one
 """
 from __future__ import annotations
 
+import dataclasses
 import traceback
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import streamlit as st
 from torch import nn
@@ -84,6 +85,45 @@ def attack_options(prefix: str, *, detailed: bool = True):
         random_start = c[4].checkbox("random start", base.random_start, key=f"{prefix}_random_start")
         spec = replace(spec, steps=int(steps), alpha=float(alpha), random_start=bool(random_start))
     return spec
+
+
+def config_form(config_cls: type, prefix: str, fields: Sequence[str], *, choices: Mapping[str, Sequence] | None = None,
+                tips: Mapping[str, str] | None = None, columns: int = 4, defaults: Mapping[str, Any] | None = None) -> Any:
+    """Widgets for the chosen ``fields`` of a method's frozen config dataclass; returns the config.
+
+    Each widget starts at the dataclass default (the paper's), or at ``defaults`` where the page knows
+    better (e.g. the localised layer); fields not listed keep their defaults. ``choices`` turns a field
+    into a select box; an optional number (default ``None``) is a text box where empty means ``None``.
+    """
+    choices, tips, defaults = dict(choices or {}), dict(tips or {}), dict(defaults or {})
+    base = config_cls()
+    known = {f.name for f in dataclasses.fields(config_cls)}
+    values: dict[str, Any] = {}
+    cols = st.columns(columns)
+    for i, name in enumerate(fields):
+        if name not in known:
+            raise KeyError(f"{config_cls.__name__} has no field {name!r}")
+        default = defaults.get(name, getattr(base, name))
+        col, label, key, tip = cols[i % columns], name.replace("_", " "), f"{prefix}_{name}", tips.get(name)
+        if name in choices:
+            opts = list(choices[name])
+            values[name] = col.selectbox(label, opts, index=opts.index(default) if default in opts else 0, key=key, help=tip)
+        elif isinstance(default, bool):
+            values[name] = col.checkbox(label, default, key=key, help=tip)
+        elif isinstance(default, int):
+            values[name] = int(col.number_input(label, value=default, step=1, key=key, help=tip))
+        elif isinstance(default, float):
+            values[name] = float(col.number_input(label, value=default, format="%.6g", key=key, help=tip))
+        elif default is None:
+            text = col.text_input(label, "", key=key, help=(tip or "") + " (empty: none)").strip()
+            try:
+                values[name] = None if not text else (float(text) if "." in text or "e" in text else int(text))
+            except ValueError:
+                col.error(f"{label}: {text!r} is not a number; using none")
+                values[name] = None
+        else:
+            values[name] = col.text_input(label, str(default), key=key, help=tip)
+    return dataclasses.replace(base, **values)
 
 
 def model_badge(wb: Workbench) -> None:

@@ -20,7 +20,10 @@ def command(host: str, port: int) -> list[str]:
 
     return [sys.executable, "-m", "streamlit", "run", str(SCRIPT), "--server.address", host,
             "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
-            "--client.toolbarMode", "minimal"]
+            "--client.toolbarMode", "minimal",
+            # no "magic" (the pages never rely on it): it ast-parses every page on its first run, and on
+            # CPython 3.11 < 3.11.8 an ast.parse racing another thread's (a background job's) can fail
+            "--runner.magicEnabled", "false"]
 
 
 def run(a: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ from nnmend.app.state import DATASETS, bundled_models, dataset, workbench
 PAGE = PageSpec("Model", section="Network", order=10, icon=":material/deployed_code:",
                 summary="data set and network: bundled, trained here, or uploaded")
 UPLOAD_TYPES = ("pt", "onnx", "nnet")
+DEFAULT_MODEL = "shnn_mlp_mnist"
 
 
 def _train(arch: str, train, epochs: int, batch_size: int, lr: float, seed: int):
@@ -65,7 +66,9 @@ def render() -> None:
 
     src = st.radio("source", ["bundled", "train", "upload"], horizontal=True, key="model_source")
     if src == "bundled":
-        name = st.selectbox("bundled network", bundled_models(), key="model_bundled")
+        names = bundled_models()
+        name = st.selectbox("bundled network", names, key="model_bundled",
+                            index=names.index(DEFAULT_MODEL) if DEFAULT_MODEL in names else 0)
         if st.button("Load", key="model_load", type="primary"):
             with w.guard(f"Loading {name}"):
                 wb.set_model(pretrained(name), name)
