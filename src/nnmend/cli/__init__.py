@@ -9,7 +9,7 @@ import sys
 from ..errors import NnmendError
 
 # One line per command module; each defines register(subparsers) and sets `func` on its parser.
-COMMAND_MODULES: list[str] = ["demo", "steps", "convert", "verify", "nca", "repair"]
+COMMAND_MODULES: list[str] = ["demo", "steps", "convert", "verify", "nca", "repair", "app"]
 
 
 def build_parser() -> argparse.ArgumentParser:
