@@ -82,9 +82,15 @@ class StackedPatches(nn.Module):
     def combine(self, z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """``sum_p w[:, p] · patch_p(z)``: (N, out). ``w`` (N, P) routing weights."""
         if self.n_layers == 1:
-            # linear patches: mix the weights first, (N, P) @ (P, out·in), cheaper than all P outputs
+            # linear patches: mix the weights first, (N, P) @ (P, out·in), cheaper than all P outputs;
+            # routing rows are sparse (one region patch, or the few patches allocation picks)
             zf = z.flatten(1)
-            W = (w @ self.weights[0].flatten(1)).reshape(len(zf), self.out_features, self.in_features)
+            Wf = self.weights[0].flatten(1)
+            if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or w.dtype != Wf.dtype:
+                mixed = w @ Wf
+            else:
+                mixed = torch.sparse.mm(w.to_sparse(), Wf)
+            W = mixed.reshape(-1, self.out_features, self.in_features)
             return torch.bmm(W, zf.unsqueeze(-1)).squeeze(-1) + w @ self.biases[0]
         return torch.einsum("np,npo->no", w, self.forward_all(z))
 
@@ -124,7 +130,7 @@ class PatchProNetwork(nn.Module):
         patches: :class:`StackedPatches` reading ``extractor(x)``.
         region_lo, region_hi: (R, *in_shape) repaired input regions. region_patch: (R,) patch of each region.
         tags: (P, 2) long, (true label, wrong label) per patch, for allocation; ``allocation``: "top2"/"none".
-        chunk: samples per membership test (bounds the (chunk, R, D) comparison's memory).
+        chunk: kept for checkpoint compatibility (unused by the pruned membership test).
     """
 
     def __init__(self, extractor: nn.Module, head: nn.Module, patches: StackedPatches, region_lo: torch.Tensor,
@@ -146,16 +152,30 @@ class PatchProNetwork(nn.Module):
         return self.region_lo.shape[0]
 
     def region_of(self, x: torch.Tensor) -> torch.Tensor:
-        """Index of the first region containing each input, or -1: (N,) long."""
+        """Index of the first region containing each input, or -1: (N,) long.
+
+        A box lies inside the Euclidean ball around its centre with radius ``|half-width|``, so one
+        matrix product (squared distances to every centre) prunes the pairs; the exact box test runs
+        only on the pairs that survive. In ONNX export the plain dense test is traced instead.
+        """
         lo, hi = self.region_lo.flatten(1).to(x.dtype), self.region_hi.flatten(1).to(x.dtype)
         xf = x.flatten(1)
-        out = []
-        for i in range(0, len(xf), self.chunk):            # chunks bound the (chunk, R, D) comparison's memory
-            xb = xf[i:i + self.chunk].unsqueeze(1)
-            inside = ((xb >= lo) & (xb <= hi)).all(-1)                               # (n, R)
-            first = torch.where(inside.any(1), inside.to(torch.int64).argmax(1), torch.full_like(inside[:, 0], -1, dtype=torch.int64))
-            out.append(first)
-        return torch.cat(out) if out else torch.zeros(0, dtype=torch.long, device=x.device)
+        if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():
+            inside = ((xf.unsqueeze(1) >= lo) & (xf.unsqueeze(1) <= hi)).all(-1)
+            return torch.where(inside.any(1), inside.to(torch.int64).argmax(1), torch.full_like(inside[:, 0], -1, dtype=torch.int64))
+        mid, half = (lo + hi) / 2, (hi - lo) / 2
+        d2 = (xf * xf).sum(1, keepdim=True) + (mid * mid).sum(1) - 2 * xf @ mid.T         # (N, R)
+        # generous slack: the prefilter only has to keep every true member (rounding of the expansion)
+        cand = d2 <= (half * half).sum(1) * (1 + 1e-4) + 1e-4 * (1 + (mid * mid).sum(1))
+        n_idx, r_idx = torch.nonzero(cand, as_tuple=True)
+        region = torch.full((len(xf),), -1, dtype=torch.long, device=x.device)
+        if len(n_idx):
+            inside = ((xf[n_idx] >= lo[r_idx]) & (xf[n_idx] <= hi[r_idx])).all(1)
+            n_idx, r_idx = n_idx[inside], r_idx[inside]
+            big = torch.full((len(xf),), self.n_regions, dtype=torch.long, device=x.device)
+            first = big.scatter_reduce(0, n_idx, r_idx, "amin", include_self=True)
+            region = torch.where(first < self.n_regions, first, region)
+        return region
 
     def allocation_weights(self, base_out: torch.Tensor) -> torch.Tensor:
         """The paper's top-2 allocation from the original network's output: (N, P) in {0, 1}."""
@@ -163,8 +183,8 @@ class PatchProNetwork(nn.Module):
         true, wrong = self.tags[:, 0], self.tags[:, 1]
         pair = (true[None] == top2[:, :1]) & (wrong[None] == top2[:, 1:])
         first = true[None] == top2[:, :1]
-        use = torch.where(pair.any(1, keepdim=True), pair, first)
-        return use.to(base_out.dtype)
+        pair, first = pair.to(base_out.dtype), first.to(base_out.dtype)     # (onnxruntime has no bool Where)
+        return torch.where(pair.sum(1, keepdim=True) > 0, pair, first)
 
     def routing(self, x: torch.Tensor, base_out: torch.Tensor) -> torch.Tensor:
         """Routing weights (N, P): the region's patch inside a region, else the allocation rule."""
