@@ -39,6 +39,8 @@ class PatchProConfig:
         use the widened box), so inputs computed in float32 at the ball's edge (PGD's
         ``clamp(x ± eps)``) are routed and covered although they lie 1 ulp outside the exact ball.
     Checks and housekeeping:
+        bound_chunk: boxes per batched CROWN pass of the base (memory ∝ chunk × unstable neurons × input
+            size; 256 suits MLPs, use ~16 for CNN_small).
         verify_timeout: seconds per region for the independent re-check on the saved network.
         dtype: ``"float32"`` or ``"float64"`` for training bounds (the final certificate is float64).
         seed: patch initialisation and sampling. threads: torch threads during the repair (1: the
@@ -67,6 +69,7 @@ class PatchProConfig:
     feature_box: str = "bounds"
     feature_samples: int = 64
     box_tolerance: float = 1e-6
+    bound_chunk: int = 256
     verify_timeout: float = 60.0
     dtype: str = "float32"
     seed: int = 0

@@ -61,8 +61,8 @@ def base_form(head: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tens
     return torch.cat(As), torch.cat(cs)
 
 
-def with_base_forms(head: nn.Module, items: Items, shape: tuple[int, ...], intermediate: str) -> Items:
-    A, c = base_form(head, items.lo, items.hi, items.C, shape, intermediate=intermediate)
+def with_base_forms(head: nn.Module, items: Items, shape: tuple[int, ...], intermediate: str, chunk: int = 256) -> Items:
+    A, c = base_form(head, items.lo, items.hi, items.C, shape, intermediate=intermediate, chunk=chunk)
     return replace(items, A=A.to(items.lo.dtype), c=c.to(items.lo.dtype))
 
 

@@ -90,7 +90,7 @@ def _refresh(head: nn.Module, items: Items, start: int, shape, cfg: PatchProConf
     if start >= len(items):
         return items
     idx = torch.arange(start, len(items))
-    fresh = with_base_forms(head, items.take(idx), shape, cfg.intermediate)
+    fresh = with_base_forms(head, items.take(idx), shape, cfg.intermediate, cfg.bound_chunk)
     return Items.cat([items.take(torch.arange(start)), fresh])
 
 
