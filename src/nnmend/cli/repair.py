@@ -95,9 +95,20 @@ def _nnrepair_summary(report: dict) -> list[str]:
     return lines
 
 
+def _patchpro_entry() -> tuple[Callable, Callable, Callable]:
+    from ..repair.patchpro import cli as patchpro_cli
+
+    return patchpro_cli.options, patchpro_cli.run, patchpro_cli.summary
+
+
 # name -> (add options, run, summary); methods not listed are reserved for their owners.
+# A runner returns ``(network, report)``; ``network=None`` means nothing is to be written (e.g. the
+# property already holds). Optional report keys, consumed here: ``_before_save`` (callable(out path)
+# run before the checkpoint is written, e.g. an ONNX export) and ``_files`` ({suffix: text} written
+# beside the checkpoint).
 _METHODS: dict[str, tuple[Callable, Callable, Callable]] = {
     "nnrepair": (_nnrepair_options, _nnrepair_run, _nnrepair_summary),
+    "patchpro": _patchpro_entry(),
 }
 
 
@@ -121,11 +132,21 @@ def run(args: argparse.Namespace) -> int:
     _, runner, summary = _METHODS[args.method]
     network = _load_model(args.model)
     repaired, report = runner(args, network)
+    before, files = report.pop("_before_save", None), report.pop("_files", {})
+    if repaired is None:
+        print("\n".join(summary(report)))
+        return 0
     report_path = args.out.with_suffix(".json")
     text = json.dumps(report, indent=2, default=str)
+    if before is not None:
+        before(args.out)
     save_network(repaired, args.out)
+    for suffix, content in files.items():
+        with atomic_write(args.out.with_suffix(suffix), "w") as fh:
+            fh.write(content)
     with atomic_write(report_path, "w") as fh:
         fh.write(text)
     print("\n".join(summary(report)))
-    print(f"wrote {args.out} and {report_path}")
+    extra = [str(args.out.with_suffix(s)) for s in files] + ([str(args.out.with_suffix(".onnx"))] if before else [])
+    print(f"wrote {args.out}, {', '.join(extra) + ', ' if extra else ''}{report_path}")
     return 0

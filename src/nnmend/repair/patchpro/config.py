@@ -41,6 +41,8 @@ class PatchProConfig:
     Checks and housekeeping:
         bound_chunk: boxes per batched CROWN pass of the base (memory ∝ chunk × unstable neurons × input
             size; 256 suits MLPs, use ~16 for CNN_small).
+        precheck_timeout: safety properties only: seconds for :func:`nnmend.properties.check` on the
+            base network first; "verified" there means already satisfied (nothing is patched).
         verify_timeout: seconds per region for the independent re-check on the saved network.
         dtype: ``"float32"`` or ``"float64"`` for training bounds (the final certificate is float64).
         seed: patch initialisation and sampling. threads: torch threads during the repair (1: the
@@ -70,6 +72,7 @@ class PatchProConfig:
     feature_samples: int = 64
     box_tolerance: float = 1e-6
     bound_chunk: int = 256
+    precheck_timeout: float = 2.0
     verify_timeout: float = 60.0
     dtype: str = "float32"
     seed: int = 0

@@ -56,7 +56,10 @@ def feature_boxes(extractor: nn.Module, lo: torch.Tensor, hi: torch.Tensor, *, m
     for i in range(0, len(lo), chunk):
         l, h = lo[i:i + chunk].to(p.dtype), hi[i:i + chunk].to(p.dtype)
         if mode == "bounds":
+            # CROWN intersected with IBP: both sound; IBP knows a ReLU output is >= 0, CROWN's line may not
             a, b = bound(extractor, l, h, method="crown")
+            ia, ib = bound(extractor, l, h, method="ibp")
+            a, b = torch.max(a, ia), torch.min(b, ib)
             with torch.no_grad():
                 shape = extractor(l[:1]).shape[1:]
             flo.append(a.detach().reshape(-1, *shape)), fhi.append(b.detach().reshape(-1, *shape))

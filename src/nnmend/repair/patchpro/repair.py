@@ -22,6 +22,7 @@ from torch import nn
 
 from ..._validation import check_choice, check_finite_params
 from ...errors import RepairError
+from ...properties import check
 from ..base import RepairResult
 from .certify import certify_items, overlaps, recheck_saved
 from .config import PatchProConfig
@@ -150,8 +151,14 @@ def _repair(network: nn.Module, problem, cfg: PatchProConfig) -> RepairResult:
             break
     dist, _, _ = _distance(None, items, regions, cfg)
     details["boxes_initial"] = len(items)
-    if bool((dist == 0).all()) and bool(certify_items(None, _as64(items), regions.groups, regions.n_groups,
-                                                        intermediate=cfg.intermediate).all()):
+    proved_by_bounds = bool((dist == 0).all()) and bool(certify_items(None, _as64(items), regions.groups, regions.n_groups,
+                                                                      intermediate=cfg.intermediate).all())
+    if not proved_by_bounds and regions.kind == "safety" and cfg.precheck_timeout > 0 and not empirical:
+        # the project's verifier on the base network: quick to falsify; "verified" means nothing to repair
+        statuses = [check(base, p, cfg.precheck_timeout / len(regions.props)).status for p in regions.props]
+        details["precheck"] = statuses
+        proved_by_bounds = all(s == "verified" for s in statuses)
+    if proved_by_bounds:
         details.update(already_satisfied=True, boxes=len(items), epochs=0, open_boxes=[], n_open=0)
         seconds = time.perf_counter() - t0
         return RepairResult(copy.deepcopy(network).eval(), "patchpro", seconds,
