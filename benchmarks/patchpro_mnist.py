@@ -198,6 +198,8 @@ def main() -> None:
     ap.add_argument("--nets", nargs="+", default=["fnn_small", "fnn_big", "cnn_small"])
     ap.add_argument("--radii", nargs="+", type=float, default=[0.05, 0.1, 0.3])
     ap.add_argument("--ns", nargs="+", type=int, default=list(NS))
+    ap.add_argument("--extra", nargs="*", default=[], metavar="NET:R:N",
+                    help="extra cells beyond the grid, e.g. fnn_small:0.05:1000 (a documented subset of a large grid)")
     ap.add_argument("--attack-ns", nargs="+", type=int, default=[50], help="cells (by n) that get AutoAttack DSR/DGSR")
     ap.add_argument("--baseline-ns", nargs="+", type=int, default=[50], help="cells (by n) that get the baselines")
     ap.add_argument("--attack", choices=sorted(ATTACKS), default="autoattack",
@@ -217,6 +219,10 @@ def main() -> None:
              "baselines": n in args.baseline_ns, "dsr_n": args.dsr_n, "dgsr_n": args.dgsr_n,
              "baseline_epochs": args.baseline_epochs, "seed": args.seed, "attack_name": args.attack}
             for net in args.nets for r in args.radii for n in sorted(args.ns)]
+    for cell in args.extra:
+        net, r, n = cell.split(":")
+        jobs.append({**jobs[0], "net": net, "radius": float(r), "n": int(n), "n_max": int(n), "attack": False,
+                     "baselines": False})
     records = run_jobs(one_cell, jobs, desc="patchpro mnist", keep_going=True)
     total = time.perf_counter() - started
     name = "patchpro_mnist_quick" if args.quick else "patchpro_mnist"
