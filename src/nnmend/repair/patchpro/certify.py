@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from ...bounds import crown_bounds
 from ...bounds.bab import BabConfig, group_max
 from ...io import load_checkpoint, save_checkpoint
 from ...properties import Box, LocalRobustness, SafetyProperty, check
@@ -63,8 +64,49 @@ def _region_property(prop, lo: torch.Tensor, hi: torch.Tensor, n_out: int):
     return SafetyProperty([Box(lo.flatten(), hi.flatten(), box.unsafe)], "overlap")
 
 
+class _Verified:
+    status = "verified"
+
+
+class _Timeout:
+    status = "timeout"
+
+
+def _leaves_open(net, lo: torch.Tensor, hi: torch.Tensor, unsafe: list, shape, chunk: int = 2048) -> torch.Tensor:
+    """Which leaves (k, D) float64 CROWN bounds of ``net`` do *not* prove safe: (k,) bool."""
+    import copy
+
+    net64 = copy.deepcopy(net).double().eval()
+    C = torch.cat([A for A, _ in unsafe]).double()
+    d = torch.cat([b for _, b in unsafe]).double()
+    groups = torch.cat([torch.full((A.shape[0],), j) for j, (A, _) in enumerate(unsafe)])
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(lo), chunk):
+            lb, _ = crown_bounds(net64, lo[i:i + chunk].reshape(-1, *shape), hi[i:i + chunk].reshape(-1, *shape), C)
+            out.append(~(group_max(lb - d, groups, len(unsafe)) > 0).all(1))
+    return torch.cat(out)
+
+
+def boxes_of(prop, n_out: int) -> tuple[torch.Tensor, torch.Tensor]:
+    b = prop.boxes(n_out)[0]
+    return b.lo.flatten(), b.hi.flatten()
+
+
+def _tiles(lo: torch.Tensor, hi: torch.Tensor, region: tuple[torch.Tensor, torch.Tensor], rtol: float = 1e-9) -> bool:
+    """Do the boxes (k, D) lie in ``region`` and fill its volume? Bisection leaves never overlap, so equal
+    volume means they cover it."""
+    rlo, rhi = region
+    lo, hi = lo.double().flatten(1), hi.double().flatten(1)
+    inside = bool(((lo >= rlo - 1e-12) & (hi <= rhi + 1e-12)).all())
+    vol = (hi - lo).clamp_min(0).log().sum(1)
+    total = torch.logsumexp(vol, 0)
+    return inside and abs(float(total - (rhi - rlo).log().sum())) < rtol * 1e3
+
+
 def recheck_saved(network: PatchProNetwork, regions, *, timeout: float = 60.0, path: str | Path | None = None,
-                  bab: BabConfig = BabConfig(samples=0)) -> tuple[PatchProNetwork, dict]:
+                  bab: BabConfig = BabConfig(samples=0), leaves: dict | None = None,
+                  whole_timeout: float = 0.0) -> tuple[PatchProNetwork, dict]:
     """Save ``network``, load it back, and re-check every region's property on the loaded network.
 
     Args:
@@ -74,13 +116,18 @@ def recheck_saved(network: PatchProNetwork, regions, *, timeout: float = 60.0, p
             whether the proof goes through, and a counterexample would still be found by its PGD).
     Returns:
         ``(loaded network, record)`` with per-region statuses, counts and seconds.
+        leaves: ``{region: (lo (k, *s), hi (k, *s))}`` the repair's final boxes of each region (input
+            space). The region is then re-checked on these leaves (after checking that they tile it):
+            float64 CROWN of the loaded network on all leaves at once, the verifier on any it leaves open;
+            ``whole_timeout > 0`` first gives the verifier that long on the whole region with its own
+            splitting. ``record["via_leaves"]`` lists the regions re-checked on leaves.
     """
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         file = Path(path) if path is not None else Path(tmp) / "patchpro.pt"
         save_checkpoint(network, file)
         loaded = load_checkpoint(file).model
-    statuses = []
+    statuses, via_leaves = [], []
     shape = regions.in_shape
     feature = not isinstance(loaded.extractor, torch.nn.Identity)
     if feature:
@@ -100,7 +147,25 @@ def recheck_saved(network: PatchProNetwork, regions, *, timeout: float = 60.0, p
         elif isinstance(prop, LocalRobustness):
             res = check(net, prop, timeout, config=bab)
         else:
-            res = check(net, _with_shape(prop, net, shape), timeout, config=bab)
+            res = _Timeout() if leaves is not None and r in leaves and whole_timeout <= 0 else \
+                check(net, _with_shape(prop, net, shape), timeout if leaves is None else min(timeout, whole_timeout), config=bab)
+        if res.status == "timeout" and leaves is not None and r in leaves and not feature:
+            # the verifier's own splitting did not finish: give it the repair's partition of the region instead.
+            # It re-derives every bound on each leaf from the loaded weights; the leaves must tile the region.
+            rlo, rhi = boxes_of(prop, regions.n_out)
+            # the repair widened each region by box_tolerance: clip the leaves back to the property's box
+            llo = torch.max(leaves[r][0].double().flatten(1), rlo)
+            lhi = torch.min(leaves[r][1].double().flatten(1), rhi)
+            keep = (llo <= lhi).all(1)
+            llo, lhi = llo[keep], lhi[keep]
+            if _tiles(llo, lhi, (rlo, rhi)):
+                unsafe = prop.boxes(regions.n_out)[0].unsafe
+                open_ = _leaves_open(net, llo, lhi, unsafe, shape)
+                # sound float64 CROWN of the loaded network on all leaves at once; the verifier's branch
+                # and bound decides the few it leaves open
+                tiled = SafetyProperty([Box(a, b, unsafe) for a, b in zip(llo[open_], lhi[open_])], "leaves")
+                res = check(net, tiled, timeout, config=bab) if bool(open_.any()) else _Verified()
+                via_leaves.append(r)
         statuses.append(res.status)
     over = overlaps(loaded.region_lo.double(), loaded.region_hi.double())
     over_status = []
@@ -119,7 +184,7 @@ def recheck_saved(network: PatchProNetwork, regions, *, timeout: float = 60.0, p
     record = {"regions": len(statuses), "verified": sum(s == "verified" for s in statuses),
               "statuses": {s: statuses.count(s) for s in sorted(set(statuses))},
               "failed_regions": [i for i, s in enumerate(statuses) if s != "verified"][:50],
-              "overlaps": len(over), "overlaps_verified": sum(s == "verified" for s in over_status),
+              "via_leaves": via_leaves, "overlaps": len(over), "overlaps_verified": sum(s == "verified" for s in over_status),
               "seconds": round(time.perf_counter() - t0, 3)}
     record["all_verified"] = record["verified"] == record["regions"] and record["overlaps_verified"] == record["overlaps"]
     return loaded, record

@@ -211,7 +211,13 @@ def _repair(network: nn.Module, problem, cfg: PatchProConfig) -> RepairResult:
         repaired.nnmend_input_shape = tuple(network.nnmend_input_shape)
     bound_ok = len(open_idx) == 0
     if bound_ok:
-        repaired, rec = recheck_saved(repaired, regions, timeout=cfg.verify_timeout)
+        own = items.patch == items.region                          # not the overlap boxes
+        leaves = {}
+        if cfg.feature_layer is None and len(items) > len(regions.props):
+            for r in items.region[own].unique().tolist():
+                sel = own & (items.region == r)
+                leaves[r] = (items.lo[sel].reshape(-1, *regions.in_shape), items.hi[sel].reshape(-1, *regions.in_shape))
+        repaired, rec = recheck_saved(repaired, regions, timeout=cfg.verify_timeout, leaves=leaves or None)
         details["recheck"] = rec
         verified = rec["all_verified"] and not empirical
     else:
