@@ -197,7 +197,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="two networks, n = 20, r = 0.1 (smoke test)")
     ap.add_argument("--nets", nargs="+", default=["fnn_small", "fnn_big", "cnn_small"])
     ap.add_argument("--radii", nargs="+", type=float, default=[0.05, 0.1, 0.3])
-    ap.add_argument("--ns", nargs="+", type=int, default=list(NS))
+    ap.add_argument("--ns", nargs="*", type=int, default=list(NS))
     ap.add_argument("--extra", nargs="*", default=[], metavar="NET:R:N",
                     help="extra cells beyond the grid, e.g. fnn_small:0.05:1000 (a documented subset of a large grid)")
     ap.add_argument("--attack-ns", nargs="+", type=int, default=[50], help="cells (by n) that get AutoAttack DSR/DGSR")
@@ -209,6 +209,7 @@ def main() -> None:
     ap.add_argument("--baseline-epochs", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--name", default=None, help="results file stem (default patchpro_mnist[_quick])")
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.quick:
@@ -219,13 +220,15 @@ def main() -> None:
              "baselines": n in args.baseline_ns, "dsr_n": args.dsr_n, "dgsr_n": args.dgsr_n,
              "baseline_epochs": args.baseline_epochs, "seed": args.seed, "attack_name": args.attack}
             for net in args.nets for r in args.radii for n in sorted(args.ns)]
+    jobs = jobs if args.ns else []
     for cell in args.extra:
         net, r, n = cell.split(":")
-        jobs.append({**jobs[0], "net": net, "radius": float(r), "n": int(n), "n_max": int(n), "attack": False,
-                     "baselines": False})
+        jobs.append({"net": net, "radius": float(r), "n": int(n), "n_max": int(n), "attack": False, "baselines": False,
+                     "dsr_n": args.dsr_n, "dgsr_n": args.dgsr_n, "baseline_epochs": args.baseline_epochs,
+                     "seed": args.seed, "attack_name": args.attack})
     records = run_jobs(one_cell, jobs, desc="patchpro mnist", keep_going=True)
     total = time.perf_counter() - started
-    name = "patchpro_mnist_quick" if args.quick else "patchpro_mnist"
+    name = args.name or ("patchpro_mnist_quick" if args.quick else "patchpro_mnist")
     jp, mp = write_results(name, records, markdown(records, args, total), args.out,
                            extra={"quick": args.quick, "seed": args.seed, "config": asdict(PatchProConfig.mnist()),
                                   "baseline_config": asdict(BaselineConfig(epochs=args.baseline_epochs)),

@@ -226,3 +226,22 @@ def test_composite_checkpoint_keeps_routing_and_tags(mnist_case, tmp_path):
         assert torch.allclose(loaded(x), res.network(x))
     view = copy.deepcopy(loaded).fixed_allocation(torch.ones(len(rs)))
     assert view(x).shape == (len(x), 10)
+
+
+def test_indicator_matches_the_exact_box_test_at_the_edges():
+    gen = torch.Generator().manual_seed(0)
+    mid = torch.rand((40, 1, 6, 6), generator=gen)
+    half = torch.rand((40, 1, 6, 6), generator=gen) * 0.2
+    lo, hi = mid - half, mid + half
+    net = PatchProNetwork(nn.Identity(), nn.Sequential(nn.Flatten(), nn.Linear(36, 3)), StackedPatches(40, 36, 3),
+                          lo, hi, torch.arange(40), torch.zeros((40, 2), dtype=torch.long))
+    k = torch.randint(40, (3000,), generator=gen)
+    u = torch.rand((3000, 1, 6, 6), generator=gen)
+    u = torch.where(torch.rand(u.shape, generator=gen) < 0.3, u.round(), u)       # many coordinates exactly on an edge
+    out = torch.rand(3000, generator=gen) < 0.5                                   # half the points leave by one coordinate
+    u.flatten(1)[out, torch.randint(36, (int(out.sum()),), generator=gen)] = 1.0 + 1e-3
+    x = lo[k] + u * (hi[k] - lo[k])
+    dense = ((x.flatten(1)[:, None] >= lo.flatten(1)) & (x.flatten(1)[:, None] <= hi.flatten(1))).all(-1)
+    expected = torch.where(dense.any(1), dense.int().argmax(1), torch.full((len(x),), -1))
+    assert torch.equal(net.region_of(x), expected)
+    assert (expected >= 0).sum() > 500 and (expected < 0).sum() > 500
