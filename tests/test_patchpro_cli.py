@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -87,8 +88,10 @@ def test_cli_unprovable_and_bad_inputs_are_clear_errors_and_write_nothing(tmp_pa
 
 
 def _run(script: str, tmp_path: Path) -> dict:
+    # this checkout's package, not whichever nnmend the interpreter has installed
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick", "--out", str(tmp_path)],
-                       capture_output=True, text=True, timeout=600)
+                       capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     return json.loads((tmp_path / script.replace(".py", "_quick.json")).read_text())
 

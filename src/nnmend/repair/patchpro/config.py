@@ -18,6 +18,8 @@ class PatchProConfig:
         optimizer ``"adam"``; lr: 10 for MNIST linear patches (sic, artifact), 1e-3 for ACAS Xu.
         max_epochs: 25 (MNIST artifact; ACAS Xu 35). min_epochs: 1 (ACAS Xu 3).
         batch_size: boxes per step (artifact 50 if n < 100 else 100; ACAS Xu 100).
+        plateau_factor, plateau_patience: ``ReduceLROnPlateau`` on the mean distance per epoch (ACAS Xu
+            artifact: 0.8 and 10; the MNIST artifact has no schedule, factor 1.0 = off).
         margin: a row counts as proved when its lower bound is at least this (paper's hinge 1e-5).
         intermediate: how the frozen base's ReLU bounds are computed (``"crown"`` = DeepPoly-style
             back-substitution; computed once per box, the base is frozen).
@@ -56,6 +58,8 @@ class PatchProConfig:
     max_epochs: int = 25
     min_epochs: int = 1
     batch_size: int = 100
+    plateau_factor: float = 1.0
+    plateau_patience: int = 10
     margin: float = 1e-5
     intermediate: str = "crown"
     patch_intermediate: str = "crown"
@@ -89,5 +93,5 @@ class PatchProConfig:
         5000 initial boxes, budget 10000, top-800 refinement, tiny width 1e-3, no allocation."""
         base = cls(patch_hidden=(10, 10, 10), allocation="none", lr=1e-3, max_epochs=35, min_epochs=3,
                    batch_size=100, refine=True, initial_boxes=5000, max_boxes=10000, refine_top_k=800,
-                   tiny_width=1e-3, init_scale=1.0, dtype="float64")
+                   tiny_width=1e-3, init_scale=1.0, dtype="float64", plateau_factor=0.8, plateau_patience=10)
         return replace(base, **overrides)

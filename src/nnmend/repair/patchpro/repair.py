@@ -170,6 +170,8 @@ def _repair(network: nn.Module, problem, cfg: PatchProConfig) -> RepairResult:
                              cfg.init_scale, cfg.seed).to(dtype)
     params = list(patches.parameters())
     opt = torch.optim.Adam(params, lr=cfg.lr) if cfg.optimizer == "adam" else torch.optim.SGD(params, lr=cfg.lr, momentum=0.9)
+    sched = (torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=cfg.plateau_factor, patience=cfg.plateau_patience)
+             if cfg.plateau_factor < 1.0 else None)
     gen = torch.Generator().manual_seed(cfg.seed)
     history, epoch = [], 0
     t_train = time.perf_counter()
@@ -190,6 +192,8 @@ def _repair(network: nn.Module, problem, cfg: PatchProConfig) -> RepairResult:
         history.append({"epoch": epoch, "boxes": len(items), "open": n_open, "mean_distance": float(dist.mean())})
         if n_open == 0 and epoch >= cfg.min_epochs:
             break
+        if sched is not None:
+            sched.step(float(dist.mean()))
         if cfg.refine and n_open and len(items) < cfg.max_boxes:
             items, _ = _refine_round(head_t, items, dist, lb, slope, min(cfg.refine_top_k, n_open, cfg.max_boxes - len(items)),
                                      shape, cfg)
