@@ -141,6 +141,9 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.method == "patch_layer":
+        raise NnmendError("SHNN patch layers have their own command: `nnmend heal MODEL --reference CLEAN "
+                          "--layer auto --out OUT` (structural) or `nnmend heal MODEL --adversarial pgd --out OUT`")
     if args.method not in _METHODS:
         raise NnmendError(f"--method {args.method} is not available in this build yet "
                           f"(available: {', '.join(_METHODS)})")
