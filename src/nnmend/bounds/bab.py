@@ -72,6 +72,20 @@ def group_max(vals: torch.Tensor, groups: torch.Tensor, k: int) -> torch.Tensor:
     return out.scatter_reduce(1, groups.expand(vals.shape[0], -1), vals, "amax", include_self=True)
 
 
+def bisect(lo: torch.Tensor, hi: torch.Tensor, dim: torch.Tensor
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Halve each flat box ``[lo, hi]`` (B, n) at the midpoint of dimension ``dim`` (B,).
+
+    Returns ``(left_lo, left_hi, right_lo, right_hi)``, each (B, n); ``left_lo is lo``, ``right_hi is hi``.
+    Shared by branch and bound and by repair methods that refine their property boxes (PatchPro).
+    """
+    rows = torch.arange(len(dim), device=lo.device)
+    mid = (lo[rows, dim] + hi[rows, dim]) / 2
+    left_hi, right_lo = hi.clone(), lo.clone()
+    left_hi[rows, dim], right_lo[rows, dim] = mid, mid
+    return lo, left_hi, right_lo, hi
+
+
 def violation(y: torch.Tensor, C: torch.Tensor, d: torch.Tensor, groups: torch.Tensor, k: int) -> torch.Tensor:
     """``v(y) = min_k max_{i in k} (C_i y - d_i)``: <= 0 exactly when ``y`` lies in the unsafe set."""
     return group_max(y.flatten(1) @ C.T - d, groups, k).min(1).values
@@ -216,10 +230,7 @@ def _search(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor,
         too_small += int((~splittable).sum())
         flo, fhi, proven, dim = flo[splittable], fhi[splittable], proven[splittable], dim[splittable]
         pre = {n: (l[splittable], u[splittable]) for n, (l, u) in pre.items()}
-        rows = torch.arange(len(dim))
-        mid = (flo[rows, dim] + fhi[rows, dim]) / 2
-        left_hi, right_lo = fhi.clone(), flo.clone()
-        left_hi[rows, dim], right_lo[rows, dim] = mid, mid
+        _, left_hi, right_lo, _ = bisect(flo, fhi, dim)
         shape = blo.shape[1:]
         open_lo = torch.cat([open_lo, flo.reshape(-1, *shape), right_lo.reshape(-1, *shape)])
         open_hi = torch.cat([open_hi, left_hi.reshape(-1, *shape), fhi.reshape(-1, *shape)])
