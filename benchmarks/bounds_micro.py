@@ -22,6 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent / "src"))
 
+from _lirpa import load_auto_lirpa  # noqa: E402
 from nnmend.acasxu import acasxu  # noqa: E402
 from nnmend.benchmarking import run_jobs, write_results  # noqa: E402
 from nnmend.bounds import bound  # noqa: E402
@@ -34,27 +35,10 @@ LIRPA = {"IBP": ("IBP", {}), "CROWN": ("backward", {}), "alpha-CROWN": ("CROWN-o
 
 
 def _auto_lirpa():
-    """auto_LiRPA 0.3 with dependency_trials.md's shim, or None (the benchmark then reports ours only)."""
+    """auto_LiRPA 0.3 with the shim, or None (the benchmark then reports ours only)."""
     try:
-        import types
-
-        import numpy as np
-
-        if not hasattr(np.lib, "arraysetops"):
-            m = types.ModuleType("numpy.lib.arraysetops")
-            m.isin = np.isin
-            sys.modules["numpy.lib.arraysetops"] = m
-        import torch.onnx.symbolic_helper as sh
-        if not hasattr(sh, "_set_opset_version"):
-            from torch.onnx._internal.torchscript_exporter._globals import GLOBALS
-            sh._set_opset_version = lambda v: setattr(GLOBALS, "export_onnx_opset_version", v)
-        if not hasattr(torch._C.Node, "__getitem__"):
-            torch._C.Node.__getitem__ = lambda self, k: getattr(self, self.kindOf(k))(k)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import auto_LiRPA
-        return auto_LiRPA
-    except Exception:  # noqa: BLE001
+        return load_auto_lirpa()
+    except ImportError:
         return None
 
 
@@ -99,7 +83,7 @@ def one_case(model: str, eps: float, method: str, n: int, repeats: int) -> dict:
 
 def markdown(records: list[dict], lirpa_ok: bool) -> str:
     lines = ["# Bounds micro-benchmark", "",
-             "Time per box = wall time of one batched call / number of boxes (median of repeats, 2 torch threads, "
+             f"Time per box = wall time of one batched call / number of boxes (median of repeats, {torch.get_num_threads()} torch thread(s), "
              f"shared 2-core CPU). Width = mean of ub - lb over boxes and outputs. alpha-CROWN: {ALPHA_ITERS} Adam steps. "
              + ("auto_LiRPA 0.3 (with the test shim) on the same boxes beside ours." if lirpa_ok else "auto_LiRPA not importable: ours only."),
              "", "| network | eps | method | ours ms/box | ours width | auto_LiRPA ms/box | auto_LiRPA width |",
