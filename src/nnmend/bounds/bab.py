@@ -103,6 +103,32 @@ def _confirm(net64: nn.Module, x: torch.Tensor, lo: torch.Tensor, hi: torch.Tens
     return x[i].clone(), y[i].clone()
 
 
+def split_dims(lb: torch.Tensor, A_in: torch.Tensor, proven: torch.Tensor, groups: torch.Tensor, k: int,
+               width: torch.Tensor, min_width: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The dimension to bisect per box: largest ``|A_in| x width`` of the row nearest to a proof in each
+    open disjunct (ReluVal's smear, with CROWN slopes). ``lb`` (B, R) row lower bounds minus ``d``,
+    ``A_in`` (B, R, n) their input slopes, ``proven`` (B, k), ``width`` (B, n).
+    Returns ``(dim (B,), splittable (B,) bool)`` (False where every dimension is below ``min_width``)."""
+    B = lb.shape[0]
+    row_open = ~proven.gather(1, groups.expand(B, -1))                            # (B, R)
+    best = torch.where(row_open, lb, -float("inf"))
+    is_best = (best == group_max(best, groups, k).gather(1, groups.expand(B, -1))) & row_open
+    score = (A_in.abs() * is_best.unsqueeze(-1)).sum(1) * width                     # (B, n)
+    score = torch.where(width > min_width, score + width * 1e-12, torch.zeros_like(score))
+    dim = score.argmax(1)
+    return dim, width.gather(1, dim[:, None]).squeeze(1) > min_width
+
+
+def bisect(flo: torch.Tensor, fhi: torch.Tensor, dim: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Halve each flat box ``[flo, fhi]`` (B, n) along ``dim``: returns ``(left_hi, right_lo)``; the
+    halves are ``[flo, left_hi]`` and ``[right_lo, fhi]``."""
+    rows = torch.arange(len(dim))
+    mid = (flo[rows, dim] + fhi[rows, dim]) / 2
+    left_hi, right_lo = fhi.clone(), flo.clone()
+    left_hi[rows, dim], right_lo[rows, dim] = mid, mid
+    return left_hi, right_lo
+
+
 def bab_box(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, d: torch.Tensor,
             groups: torch.Tensor, *, deadline: float, config: BabConfig = BabConfig()) -> BabOutcome:
     """Decide whether the unsafe set ``{y : some disjunct of C y <= d holds}`` is reachable from ``[lo, hi]``.
@@ -204,22 +230,11 @@ def _search(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor,
         if cex is not None:
             return BabOutcome("falsified", cex, {**stats, "found_by": "bab"})
 
-        # branch: per open disjunct, the row closest to being proven decides the score
-        width = fhi - flo
-        row_open = ~proven.gather(1, groups.expand(B, -1))                            # (B, R)
-        best = torch.where(row_open, lb, -float("inf"))
-        is_best = (best == group_max(best, groups, k).gather(1, groups.expand(B, -1))) & row_open
-        score = (A_in.abs() * is_best.unsqueeze(-1)).sum(1) * width                     # (B, n)
-        score = torch.where(width > cfg.min_width, score + width * 1e-12, torch.zeros_like(score))
-        dim = score.argmax(1)
-        splittable = width.gather(1, dim[:, None]).squeeze(1) > cfg.min_width
+        dim, splittable = split_dims(lb, A_in, proven, groups, k, fhi - flo, cfg.min_width)
         too_small += int((~splittable).sum())
         flo, fhi, proven, dim = flo[splittable], fhi[splittable], proven[splittable], dim[splittable]
         pre = {n: (l[splittable], u[splittable]) for n, (l, u) in pre.items()}
-        rows = torch.arange(len(dim))
-        mid = (flo[rows, dim] + fhi[rows, dim]) / 2
-        left_hi, right_lo = fhi.clone(), flo.clone()
-        left_hi[rows, dim], right_lo[rows, dim] = mid, mid
+        left_hi, right_lo = bisect(flo, fhi, dim)
         shape = blo.shape[1:]
         open_lo = torch.cat([open_lo, flo.reshape(-1, *shape), right_lo.reshape(-1, *shape)])
         open_hi = torch.cat([open_hi, left_hi.reshape(-1, *shape), fhi.reshape(-1, *shape)])
