@@ -22,6 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent / "src"))
 
+from _lirpa import load_auto_lirpa  # noqa: E402
 from nnmend.acasxu import acasxu  # noqa: E402
 from nnmend.benchmarking import run_jobs, write_results  # noqa: E402
 from nnmend.bounds import bound  # noqa: E402
@@ -34,27 +35,10 @@ LIRPA = {"IBP": ("IBP", {}), "CROWN": ("backward", {}), "alpha-CROWN": ("CROWN-o
 
 
 def _auto_lirpa():
-    """auto_LiRPA 0.3 with dependency_trials.md's shim, or None (the benchmark then reports ours only)."""
+    """auto_LiRPA 0.3 with the shim, or None (the benchmark then reports ours only)."""
     try:
-        import types
-
-        import numpy as np
-
-        if not hasattr(np.lib, "arraysetops"):
-            m = types.ModuleType("numpy.lib.arraysetops")
-            m.isin = np.isin
-            sys.modules["numpy.lib.arraysetops"] = m
-        import torch.onnx.symbolic_helper as sh
-        if not hasattr(sh, "_set_opset_version"):
-            from torch.onnx._internal.torchscript_exporter._globals import GLOBALS
-            sh._set_opset_version = lambda v: setattr(GLOBALS, "export_onnx_opset_version", v)
-        if not hasattr(torch._C.Node, "__getitem__"):
-            torch._C.Node.__getitem__ = lambda self, k: getattr(self, self.kindOf(k))(k)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import auto_LiRPA
-        return auto_LiRPA
-    except Exception:  # noqa: BLE001
+        return load_auto_lirpa()
+    except ImportError:
         return None
 
 

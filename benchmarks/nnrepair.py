@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import platform
 import sys
 import time
@@ -37,6 +38,7 @@ from nnmend.repair.constraint.config import STRATEGIES
 
 RESULTS = Path(__file__).resolve().parent / "results"
 EPS = 0.05
+MATCHED_EPS = 0.12   # FGSM radius at which mnist_full's Adv-Test accuracy is near the paper's 28.37 %
 # Paper Table 2 (MNIST rows): original accuracies and the best improvement in pp, with its strategy.
 PAPER = {
     ("accuracy", "mnist_lq", "intermediate"): {"orig": {"test": 96.34}, "delta": {"test": 0.20}, "best": "Votes, F1 ON(3)"},
@@ -77,6 +79,11 @@ def jobs(quick: bool) -> list[dict]:
                 if model == "mnist_hq" and setting == "nnmend":
                     continue
                 out.append(dict(scenario=scenario, model=model, layer=layer, setting=setting))
+    # Our mnist_full keeps 83 % under FGSM at eps 0.05, the paper's model 28 %: at eps 0.12 ours starts near the
+    # paper's 28 %, so these rows compare the repair with the same head-room.
+    for layer in ("last", "intermediate"):
+        for setting in ("paper", "nnmend"):
+            out.append(dict(scenario="adversarial", model="mnist_full", layer=layer, setting=setting, eps=MATCHED_EPS))
     return out
 
 
@@ -107,7 +114,8 @@ def _score_all(ens, original, evals: dict, active_sets: dict) -> dict:
 
 def run_job(job: dict, *, train, test, quick: bool, seed: int = 0) -> dict:
     net = pretrained(job["model"])
-    sc = build_scenario(job["scenario"], net, train=train, test=test, adv_pool=min(10_000, len(train)))
+    sc = build_scenario(job["scenario"], net, train=train, test=test, adv_pool=min(10_000, len(train)),
+                        eps=job.get("eps", EPS))
     cfg = settings(job["setting"], job["scenario"], job["layer"])
     t0 = time.perf_counter()
     res = repair(net, sc.problem, cfg)
@@ -166,8 +174,9 @@ def markdown(records: list[dict], meta: dict) -> str:
         h = r["headline"]
         pd = paper.get("delta", {})
         hd = f"{b[h] - o[h]:+.2f}" if h != "test" else "—"
+        scen = r["scenario"] + (f" (ε {r['eps']})" if "eps" in r else "")
         lines.append(
-            f"| {r['scenario']} | {r['model']} | {r['layer']} | {r['setting']} | {r['best']} ({r['best_n_experts']} experts) | "
+            f"| {scen} | {r['model']} | {r['layer']} | {r['setting']} | {r['best']} ({r['best_n_experts']} experts) | "
             f"{o['test']:.2f} | {b['test'] - o['test']:+.2f} | {pd.get('test', float('nan')):+.2f} | {h} | {o[h]:.2f} | {hd} | "
             f"{pd.get(h, float('nan')):+.2f} | {r['attacks']['original']['fgsm']:.2f} → {r['attacks']['repaired']['fgsm']:.2f} | "
             f"{r['attacks']['original']['pgd']:.2f} → {r['attacks']['repaired']['pgd']:.2f} | "
@@ -194,13 +203,17 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--quick", action="store_true", help="small data, two jobs (the test suite's smoke run)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=RESULTS, help="results folder (default benchmarks/results)")
+    ap.add_argument("--filter", default=None, help="regex on the job (e.g. 'eps'): run only matching jobs")
+    ap.add_argument("--append", action="store_true",
+                    help="merge into the existing results, replacing records of the same job")
     args = ap.parse_args(argv)
     torch.manual_seed(args.seed)
     t0 = time.perf_counter()
     train = load_dataset("mnist", "train", limit=3000 if args.quick else None)
     test = load_dataset("mnist", "test", limit=500 if args.quick else None)
     records = []
-    for job in progress(jobs(args.quick), desc="nnrepair jobs"):
+    todo = [j for j in jobs(args.quick) if not args.filter or re.search(args.filter, str(j))]
+    for job in progress(todo, desc="nnrepair jobs"):
         print(f"job {job}", file=sys.stderr, flush=True)
         records.append(run_job(job, train=train, test=test, quick=args.quick, seed=args.seed))
     import scipy
@@ -210,8 +223,16 @@ def main(argv: list[str] | None = None) -> dict:
             "versions": {"python": platform.python_version(), "torch": torch.__version__, "scipy": scipy.__version__,
                          "sklearn": sklearn.__version__},
             "data": {"train": len(train), "test": len(test)}, "paper": {f"{k[0]}/{k[1]}/{k[2]}": v for k, v in PAPER.items()}}
-    out = {"meta": meta, "records": records}
     stem = "nnrepair_quick" if args.quick else "nnrepair"
+    if args.append and (args.out / f"{stem}.json").exists():
+        old = json.loads((args.out / f"{stem}.json").read_text())
+        key = lambda r: (r["scenario"], r["model"], r["layer"], r["setting"], r.get("eps", EPS))  # noqa: E731
+        new = {key(r) for r in records}
+        order = {key(j): i for i, j in enumerate(jobs(args.quick))}
+        records = sorted([r for r in old["records"] if key(r) not in new] + records, key=lambda r: order.get(key(r), 1e9))
+        meta["seconds"] += old["meta"]["seconds"]
+        meta["merged_runs"] = old["meta"].get("merged_runs", 1) + 1
+    out = {"meta": meta, "records": records}
     with atomic_write(args.out / f"{stem}.json", "w") as fh:
         json.dump(out, fh, indent=1)
     with atomic_write(args.out / f"{stem}.md", "w") as fh:

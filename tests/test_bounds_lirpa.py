@@ -1,15 +1,14 @@
 """CROWN and IBP agree with auto_LiRPA 0.3 (installed --no-deps) to 1e-4 on the same cases.
 
-The compatibility shim below is dependency_trials.md's (numpy 2 / torch 2.13 vs auto_LiRPA 0.3); it
-lives in this test file only, never in the package.
+The compatibility shim (dependency_trials.md: numpy 2 / torch 2.13 vs auto_LiRPA 0.3) lives in
+benchmarks/_lirpa.py, never in the package.
 """
 from __future__ import annotations
 
 import sys
-import types
 import warnings
+from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -18,25 +17,15 @@ from nnmend.bounds import crown_bounds, interval_bounds
 
 from _bound_nets import random_boxes
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from _lirpa import load_auto_lirpa  # noqa: E402
+
 
 def _auto_lirpa():
     try:
-        if not hasattr(np.lib, "arraysetops"):
-            m = types.ModuleType("numpy.lib.arraysetops")
-            m.isin = np.isin
-            sys.modules["numpy.lib.arraysetops"] = m
-        import torch.onnx.symbolic_helper as sh
-        if not hasattr(sh, "_set_opset_version"):
-            from torch.onnx._internal.torchscript_exporter._globals import GLOBALS
-            sh._set_opset_version = lambda v: setattr(GLOBALS, "export_onnx_opset_version", v)
-        if not hasattr(torch._C.Node, "__getitem__"):
-            torch._C.Node.__getitem__ = lambda self, k: getattr(self, self.kindOf(k))(k)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import auto_LiRPA
-        return auto_LiRPA
-    except Exception as exc:  # noqa: BLE001 - any import failure means "not available here"
-        pytest.skip(f"auto_LiRPA 0.3 not importable with the shim: {type(exc).__name__}: {exc}")
+        return load_auto_lirpa()
+    except ImportError as exc:
+        pytest.skip(str(exc))
 
 
 def _cases():

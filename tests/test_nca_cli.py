@@ -79,3 +79,23 @@ def test_train_command_errors_are_one_line(files, capsys):
     d, _ = files
     code = main(["nca", "train", str(d / "net.pt"), "--layer", "fc9", "--out", str(d / "r.pt")])
     assert code == 2 and "fc9" in capsys.readouterr().err
+
+
+def test_shared_repair_command_runs_nca(files, capsys):
+    d, net = files
+    tampered = mlp([12, 10, 3], flatten=False)
+    tampered.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        get_layer(tampered, "fc1").weight[:3] = float("inf")
+    save_network(tampered, d / "tampered3.pt")
+    out = d / "fixed3.pt"
+    code = main(["repair", str(d / "tampered3.pt"), "--method", "nca", "--rule", str(d / "rule.pt"), "--steps", "4",
+                 "--out", str(out)])
+    assert code == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["method"] == "nca" and report["nonfinite_cells"] == 36 and report["layer"] == "fc1"
+    assert torch.isfinite(get_layer(load_network(out), "fc1").weight).all()
+    assert "nca (blind) on layer fc1" in capsys.readouterr().out
+    code = main(["repair", str(d / "tampered3.pt"), "--method", "nca", "--out", str(d / "never.pt")])
+    assert code == 2 and not (d / "never.pt").exists()
+    assert "--rule" in capsys.readouterr().err

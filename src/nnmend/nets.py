@@ -49,7 +49,25 @@ def small_mlp() -> nn.Sequential:
     return mlp([784, 100, 10])
 
 
-ZOO: dict[str, Callable[[], nn.Module]] = {"shnn_mlp": shnn_mlp, "small_mlp": small_mlp}
+def fnn_small() -> nn.Sequential:
+    """PatchPro's MNIST FNN_small (paper 002, research B.3): 784-50-50-50-50-50-32-10 ReLU MLP."""
+    return mlp([784, 50, 50, 50, 50, 50, 32, 10])
+
+
+def fnn_big() -> nn.Sequential:
+    """PatchPro's MNIST FNN_big (paper 002, research B.3): 784-200-200-200-200-200-32-10 ReLU MLP."""
+    return mlp([784, 200, 200, 200, 200, 200, 32, 10])
+
+
+def cnn_small() -> nn.Sequential:
+    """PatchPro's MNIST CNN_small (paper 002, research B.3): Conv(1,16,k4,s2,p1)-ReLU-Flatten-100-10."""
+    return nn.Sequential(OrderedDict([
+        ("conv1", nn.Conv2d(1, 16, 4, stride=2, padding=1)), ("relu1", nn.ReLU()), ("flatten", nn.Flatten()),
+        ("fc1", nn.Linear(16 * 14 * 14, 100)), ("relu2", nn.ReLU()), ("fc2", nn.Linear(100, 10))]))
+
+
+ZOO: dict[str, Callable[[], nn.Module]] = {"shnn_mlp": shnn_mlp, "small_mlp": small_mlp, "fnn_small": fnn_small,
+                                           "fnn_big": fnn_big, "cnn_small": cnn_small}
 
 
 def register_architecture(name: str, builder: Callable[[], nn.Module]) -> None:

@@ -6,6 +6,6 @@ relaxations (``operators/``), as in auto_LiRPA. Supported layers: Linear, Conv2d
 BatchNorm (eval), ElementwiseAffine, Identity, Dropout (eval), nested Sequential, and
 :class:`nnmend.layers.SumOfNetworks` (bounded symbolically).
 """
-from .api import METHODS, alpha_crown_bounds, bound, crown_bounds, interval_bounds
+from .api import METHODS, alpha_crown_bounds, bound, crown_bounds, crown_linear_form, interval_bounds
 
-__all__ = ["bound", "interval_bounds", "crown_bounds", "alpha_crown_bounds", "METHODS"]
+__all__ = ["bound", "interval_bounds", "crown_bounds", "alpha_crown_bounds", "crown_linear_form", "METHODS"]

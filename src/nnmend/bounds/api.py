@@ -6,7 +6,7 @@ from torch import nn
 
 from .._validation import check_choice
 from ..errors import DataError, ModelError
-from .backward import concretize, crown_lower, intermediate_bounds, spec_matrix
+from .backward import backsub, concretize, crown_lower, intermediate_bounds, spec_matrix
 from .graph import Node, compile_network
 from .interval import interval_pass
 from .operators import BoundOp
@@ -121,6 +121,33 @@ def alpha_crown_bounds(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: to
     nodes, lo, hi = _prepare(net, lo, hi)
     pre = intermediate_bounds(nodes, lo, hi, intermediate)
     return _both(nodes, lo, hi, C, pre, lambda *a: alpha_crown_lower(*a, iters=iters, lr=lr))
+
+
+def crown_linear_form(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor | None = None, *,
+                      intermediate: str = "crown") -> tuple[torch.Tensor, torch.Tensor]:
+    """The CROWN lower linear form of ``C · net(x)`` on each box, before concretisation.
+
+    ``C · net(x) >= A_in · x + const`` for every ``x`` in ``[lo, hi]``. Methods that add their own exact
+    or relaxed linear forms of other branches (PatchPro adds its patches' forms) combine them with this
+    one and concretise the sum with :func:`nnmend.bounds.backward.concretize`, which keeps the
+    correlation that adding intervals would lose.
+
+    Args:
+        net, lo, hi, C, intermediate: as in :func:`crown_bounds`.
+    Returns:
+        ``(A_in (B, m, *in_shape), const (B, m))``; differentiable with respect to the parameters.
+
+    Example::
+
+        A, c = crown_linear_form(base, lo, hi, C)
+        lb = concretize(A + A_patch, c + c_patch, lo, hi)     # == crown_bounds of base + patch
+    """
+    check_choice("intermediate", intermediate, INTERMEDIATE)
+    nodes, lo, hi = _prepare(net, lo, hi)
+    pre = intermediate_bounds(nodes, lo, hi, intermediate)
+    out_lo, _ = interval_pass(nodes, lo, hi)             # fills every node's shapes
+    A = spec_matrix(C, lo.shape[0], tuple(out_lo.shape[1:]), lo)
+    return backsub(A, [(nodes, len(nodes))], pre)
 
 
 def bound(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor | None = None, *,

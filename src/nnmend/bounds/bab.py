@@ -72,6 +72,37 @@ def group_max(vals: torch.Tensor, groups: torch.Tensor, k: int) -> torch.Tensor:
     return out.scatter_reduce(1, groups.expand(vals.shape[0], -1), vals, "amax", include_self=True)
 
 
+def bisect(lo: torch.Tensor, hi: torch.Tensor, dim: torch.Tensor
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Halve each flat box ``[lo, hi]`` (B, n) at the midpoint of dimension ``dim`` (B,).
+
+    Returns ``(left_lo, left_hi, right_lo, right_hi)``, each (B, n); ``left_lo is lo``, ``right_hi is hi``.
+    Shared by branch and bound and by repair methods that refine their property boxes (PatchPro).
+    """
+    rows = torch.arange(len(dim), device=lo.device)
+    mid = (lo[rows, dim] + hi[rows, dim]) / 2
+    left_hi, right_lo = hi.clone(), lo.clone()
+    left_hi[rows, dim], right_lo[rows, dim] = mid, mid
+    return lo, left_hi, right_lo, hi
+
+
+def split_dims(lb: torch.Tensor, A_in: torch.Tensor, proven: torch.Tensor, groups: torch.Tensor, k: int,
+               width: torch.Tensor, min_width: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The dimension to bisect per box (ReluVal's smear with CROWN slopes): per open disjunct, the row
+    closest to a proof decides; score ``|A_in| x width``. ``lb`` (B, R) row lower bounds minus ``d``,
+    ``A_in`` (B, R, n) their input slopes, ``proven`` (B, k) disjuncts already unreachable, ``width`` (B, n).
+    Returns ``(dim (B,), splittable (B,) bool)``, False where the chosen width is below ``min_width``.
+    Shared by branch and bound and by ProRepair's property refinement."""
+    B = lb.shape[0]
+    row_open = ~proven.gather(1, groups.expand(B, -1))                            # (B, R)
+    best = torch.where(row_open, lb, -float("inf"))
+    is_best = (best == group_max(best, groups, k).gather(1, groups.expand(B, -1))) & row_open
+    score = (A_in.abs() * is_best.unsqueeze(-1)).sum(1) * width                     # (B, n)
+    score = torch.where(width > min_width, score + width * 1e-12, torch.zeros_like(score))
+    dim = score.argmax(1)
+    return dim, width.gather(1, dim[:, None]).squeeze(1) > min_width
+
+
 def violation(y: torch.Tensor, C: torch.Tensor, d: torch.Tensor, groups: torch.Tensor, k: int) -> torch.Tensor:
     """``v(y) = min_k max_{i in k} (C_i y - d_i)``: <= 0 exactly when ``y`` lies in the unsafe set."""
     return group_max(y.flatten(1) @ C.T - d, groups, k).min(1).values
@@ -101,32 +132,6 @@ def _confirm(net64: nn.Module, x: torch.Tensor, lo: torch.Tensor, hi: torch.Tens
         return None
     i = bad[0, 0]
     return x[i].clone(), y[i].clone()
-
-
-def split_dims(lb: torch.Tensor, A_in: torch.Tensor, proven: torch.Tensor, groups: torch.Tensor, k: int,
-               width: torch.Tensor, min_width: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The dimension to bisect per box: largest ``|A_in| x width`` of the row nearest to a proof in each
-    open disjunct (ReluVal's smear, with CROWN slopes). ``lb`` (B, R) row lower bounds minus ``d``,
-    ``A_in`` (B, R, n) their input slopes, ``proven`` (B, k), ``width`` (B, n).
-    Returns ``(dim (B,), splittable (B,) bool)`` (False where every dimension is below ``min_width``)."""
-    B = lb.shape[0]
-    row_open = ~proven.gather(1, groups.expand(B, -1))                            # (B, R)
-    best = torch.where(row_open, lb, -float("inf"))
-    is_best = (best == group_max(best, groups, k).gather(1, groups.expand(B, -1))) & row_open
-    score = (A_in.abs() * is_best.unsqueeze(-1)).sum(1) * width                     # (B, n)
-    score = torch.where(width > min_width, score + width * 1e-12, torch.zeros_like(score))
-    dim = score.argmax(1)
-    return dim, width.gather(1, dim[:, None]).squeeze(1) > min_width
-
-
-def bisect(flo: torch.Tensor, fhi: torch.Tensor, dim: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Halve each flat box ``[flo, fhi]`` (B, n) along ``dim``: returns ``(left_hi, right_lo)``; the
-    halves are ``[flo, left_hi]`` and ``[right_lo, fhi]``."""
-    rows = torch.arange(len(dim))
-    mid = (flo[rows, dim] + fhi[rows, dim]) / 2
-    left_hi, right_lo = fhi.clone(), flo.clone()
-    left_hi[rows, dim], right_lo[rows, dim] = mid, mid
-    return left_hi, right_lo
 
 
 def bab_box(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, d: torch.Tensor,
@@ -234,7 +239,7 @@ def _search(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor,
         too_small += int((~splittable).sum())
         flo, fhi, proven, dim = flo[splittable], fhi[splittable], proven[splittable], dim[splittable]
         pre = {n: (l[splittable], u[splittable]) for n, (l, u) in pre.items()}
-        left_hi, right_lo = bisect(flo, fhi, dim)
+        _, left_hi, right_lo, _ = bisect(flo, fhi, dim)
         shape = blo.shape[1:]
         open_lo = torch.cat([open_lo, flo.reshape(-1, *shape), right_lo.reshape(-1, *shape)])
         open_hi = torch.cat([open_hi, left_hi.reshape(-1, *shape), fhi.reshape(-1, *shape)])

@@ -71,6 +71,24 @@ def _unstable_spec(unstable: torch.Tensor, like: torch.Tensor) -> tuple[torch.Te
     return torch.cat([eye, -eye], 1), idx, valid
 
 
+def _interval_is_exact(frames: Frames) -> bool:
+    """True when the form's point is reached from the input by at most one weight layer (Linear/Conv2d)
+    and otherwise only element-wise or shape operators: every neuron there is one affine function of the
+    box's coordinates, so its interval bound is already its exact range and back-substitution (costly
+    for a wide first layer, e.g. a convolution) cannot tighten it."""
+    from .operators.normalization import _ElementwiseBase
+    from .operators.shape import BoundFlatten, BoundIdentity
+
+    weights = 0
+    for nodes, upto in frames:
+        for n in nodes[:upto]:
+            if isinstance(n, SumNode) or n.is_relu:
+                return False
+            # anything not known to map boxes to boxes exactly counts as a weight layer (conservative)
+            weights += not isinstance(n, (BoundFlatten, BoundIdentity, _ElementwiseBase))
+    return weights <= 1
+
+
 def intermediate_bounds(nodes: list[Node], lo: torch.Tensor, hi: torch.Tensor, mode: str = "crown",
                         known: dict | None = None) -> dict:
     """Pre-activation bounds ``{relu_op: (l, u)}`` for every ReLU, each (B, *shape).
@@ -103,7 +121,7 @@ def intermediate_bounds(nodes: list[Node], lo: torch.Tensor, hi: torch.Tensor, m
                     l, u = torch.max(l, known[n][0]), torch.min(u, known[n][1])
                 lf, uf = l.flatten(1), u.flatten(1)
                 unstable = (lf < 0) & (uf > 0)
-                if unstable.any():
+                if unstable.any() and not _interval_is_exact(frames):
                     A0, idx, valid = _unstable_spec(unstable, lo)
                     r = idx.shape[1]
                     A, c = backsub(A0.reshape(B, 2 * r, *n.in_shape), frames, pre)

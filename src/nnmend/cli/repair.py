@@ -37,8 +37,6 @@ def _load_model(spec: str):
 # --- nnrepair ---------------------------------------------------------------------------------------
 def _nnrepair_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("nnrepair (paper 004: constraint solving per class, experts)")
-    g.add_argument("--layer", default="intermediate",
-                   help="Linear layer to repair: a name (fc1), 'intermediate' or 'last' (default intermediate)")
     g.add_argument("--scenario", default="accuracy", choices=("accuracy", "poisoned", "adversarial"),
                    help="repair data and scoring sets (default accuracy)")
     g.add_argument("--strategy", default="confidence", choices=("naive", "confidence", "voting", "merged"))
@@ -66,7 +64,7 @@ def _nnrepair_run(args: argparse.Namespace, network) -> tuple[object, dict]:
     test = load_dataset("mnist", "test", limit=args.limit)
     scenario = build_scenario(args.scenario, network, train=train, test=test,
                               adv_pool=min(10_000, len(train)))
-    config = NNRepairConfig(layer=args.layer, strategy=args.strategy, f1_filter=args.f1_filter, mode=args.mode,
+    config = NNRepairConfig(layer=args.layer or "intermediate", strategy=args.strategy, f1_filter=args.f1_filter, mode=args.mode,
                             objective=args.objective, on_infeasible=args.on_infeasible,
                             non_interference=args.non_interference, decision_rows=args.decision_rows,
                             extra_clean=args.extra_clean, last_failing=args.last_failing,
@@ -95,10 +93,36 @@ def _nnrepair_summary(report: dict) -> list[str]:
     return lines
 
 
+# --- nca ---------------------------------------------------------------------------------------------
+def _nca_options(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("nca (paper 001: a neural cellular automaton regrows a tampered layer)")
+    g.add_argument("--rule", metavar="RULE", help="rule checkpoint from `nnmend nca train` (required for nca)")
+    g.add_argument("--mask", metavar="MASK", help="trusted-cell mask (.npy or .pt, 1 = trusted): informed mode; "
+                   "without it the automaton repairs blind")
+    g.add_argument("--steps", type=int, default=None, help="update steps (default: the rule's training horizon)")
+
+
+def _nca_run(args: argparse.Namespace, network) -> tuple[object, dict]:
+    from ..repair.nca.cli import run_repair
+
+    return run_repair(args)
+
+
+def _nca_summary(report: dict) -> list[str]:
+    line = (f"nca ({report['mode']}) on layer {report['layer']}: {report['steps']} steps, {report['seconds']:.2f} s, "
+            f"rule storage {report['storage']}")
+    if "cells_flagged" in report:
+        line += f", {report['cells_flagged']} cells flagged as corrupted"
+    return [line]
+
+
 # name -> (add options, run, summary); methods not listed are reserved for their owners.
 _METHODS: dict[str, tuple[Callable, Callable, Callable]] = {
     "nnrepair": (_nnrepair_options, _nnrepair_run, _nnrepair_summary),
+    "nca": (_nca_options, _nca_run, _nca_summary),
 }
+# methods that read the model themselves (e.g. to allow NaN weights in a tampered layer)
+_LOADS_OWN_MODEL = {"nca"}
 
 
 def register(subparsers) -> None:
@@ -109,17 +133,22 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, type=Path, help="where to write the repaired network (.pt); the "
                    "report goes beside it as .json")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--layer", default=None, help="layer to repair (method-specific default: nnrepair "
+                   "'intermediate'; nca the rule's layer); nnrepair also takes 'intermediate' or 'last'")
     for add, _, _ in _METHODS.values():
         add(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.method == "patch_layer":
+        raise NnmendError("SHNN patch layers have their own command: `nnmend heal MODEL --reference CLEAN "
+                          "--layer auto --out OUT` (structural) or `nnmend heal MODEL --adversarial pgd --out OUT`")
     if args.method not in _METHODS:
         raise NnmendError(f"--method {args.method} is not available in this build yet "
                           f"(available: {', '.join(_METHODS)})")
     _, runner, summary = _METHODS[args.method]
-    network = _load_model(args.model)
+    network = None if args.method in _LOADS_OWN_MODEL else _load_model(args.model)
     repaired, report = runner(args, network)
     report_path = args.out.with_suffix(".json")
     text = json.dumps(report, indent=2, default=str)

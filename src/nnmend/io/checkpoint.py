@@ -50,7 +50,7 @@ _CONTAINERS = {"Sequential": nn.Sequential, "ModuleList": nn.ModuleList, "Module
 _CUSTOM: dict[str, type] = {}
 # Modules that define serializable classes; imported before a checkpoint is rebuilt.
 SERIALIZABLE_MODULES = ["nnmend.layers", "nnmend.repair.patch_layer", "nnmend.repair.nca.rule",
-                        "nnmend.repair.constraint.experts"]
+                        "nnmend.repair.constraint.experts", "nnmend.repair.patchpro.modules"]
 
 
 def _ensure_registered() -> None:

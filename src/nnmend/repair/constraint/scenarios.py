@@ -46,8 +46,11 @@ class Scenario:
 
 
 def build_scenario(name: str, network: nn.Module, *, train: Dataset | None = None, test: Dataset | None = None,
-                   adv_pool: int = 10_000) -> Scenario:
-    """Build scenario ``name`` for ``network`` (the original, unrepaired model) on MNIST or given data."""
+                   adv_pool: int = 10_000, eps: float = FGSM_EPS) -> Scenario:
+    """Build scenario ``name`` for ``network`` (the original, unrepaired model) on MNIST or given data.
+
+    ``eps``: FGSM radius of the adversarial scenario (paper: 0.05).
+    """
     check_choice("scenario", name, SCENARIOS)
     train = load_dataset("mnist", "train") if train is None else train
     test = load_dataset("mnist", "test") if test is None else test
@@ -63,8 +66,8 @@ def build_scenario(name: str, network: nn.Module, *, train: Dataset | None = Non
         evals["asr"] = (asr.x, torch.full_like(asr.y, POISON_TARGET))   # accuracy on this = attack success rate
     else:
         pool = train.subset(start=max(0, len(train) - adv_pool))
-        problem = RepairProblem(fgsm(network, pool.x, pool.y, FGSM_EPS), pool.y, train.x, train.y, scenario=name)
-        evals["adv_test"] = (fgsm(network, test.x, test.y, FGSM_EPS), test.y)
+        problem = RepairProblem(fgsm(network, pool.x, pool.y, eps), pool.y, train.x, train.y, scenario=name)
+        evals["adv_test"] = (fgsm(network, test.x, test.y, eps), test.y)
     return Scenario(name, problem, evals, HEADLINE[name])
 
 

@@ -51,8 +51,12 @@ def load_mask(path: str | Path) -> torch.Tensor:
     return mask
 
 
-def cli_repair(args: Any) -> int:
-    """``nnmend repair --method nca MODEL --rule RULE [--mask MASK] [--layer L] [--steps N] --out OUT``."""
+def run_repair(args: Any) -> tuple[torch.nn.Module, dict]:
+    """Repair ``args.model`` with the rule ``args.rule``; returns the network and a JSON-able report.
+
+    Reads ``args.rule``, optional ``args.layer`` (default: the rule's layer), ``args.mask`` (trusted
+    mask: True/1 = trusted; informed mode), ``args.steps``, ``args.seed``. Writes nothing.
+    """
     rule_path = getattr(args, "rule", None)
     if not rule_path:
         raise RepairError("--method nca needs --rule RULE (train one with `nnmend nca train`)")
@@ -64,12 +68,18 @@ def cli_repair(args: Any) -> int:
     mask = load_mask(args.mask) if getattr(args, "mask", None) else None
     cfg = NCARepairConfig(steps=getattr(args, "steps", None), seed=getattr(args, "seed", None) or 0)
     result = repair(network, NCAProblem(layer, rule, mask), cfg)
-    save_network(result.network, args.out)
     d = result.details
-    summary = {"method": "nca", "mode": d["mode"], "layer": layer, "steps": d["steps"],
-               "seconds": round(result.seconds, 3), "nonfinite_cells": d["nonfinite_cells"],
-               "storage": storage_bytes(rule), "out": str(args.out)}
+    report = {"method": "nca", "mode": d["mode"], "layer": layer, "steps": d["steps"],
+              "seconds": round(result.seconds, 3), "nonfinite_cells": d["nonfinite_cells"],
+              "storage": storage_bytes(rule), "out": str(args.out)}
     if d["mode"] == "blind":
-        summary["cells_flagged"] = int(d["detected"].sum())
-    print(json.dumps(summary, indent=2))
+        report["cells_flagged"] = int(d["detected"].sum())
+    return result.network, report
+
+
+def cli_repair(args: Any) -> int:
+    """``nnmend repair --method nca MODEL --rule RULE [--mask MASK] [--layer L] [--steps N] --out OUT``."""
+    network, report = run_repair(args)
+    save_network(network, args.out)
+    print(json.dumps(report, indent=2))
     return 0

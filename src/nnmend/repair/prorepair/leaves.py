@@ -35,7 +35,7 @@ class Leaves:
 
 def split(leaves: Leaves, dim: torch.Tensor) -> Leaves:
     """Bisect every leaf along its ``dim``: returns 2L leaves (left halves first), flags inherited."""
-    left_hi, right_lo = bisect(leaves.lo, leaves.hi, dim)
+    _, left_hi, right_lo, _ = bisect(leaves.lo, leaves.hi, dim)
     return Leaves(torch.cat([leaves.lo, right_lo]), torch.cat([left_hi, leaves.hi]),
                   torch.cat([leaves.needs_repair, leaves.needs_repair]))
 

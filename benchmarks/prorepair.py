@@ -1,0 +1,107 @@
+"""ProRepair benchmark (paper 003): ACAS Xu region-wise repair on the 36 instances of research notes A.2.
+
+Instances: φ2 on N2,1 … N5,9 without N3,3 and N4,2 (34), φ7 on N1,9, φ8 on N2,9, with the bundled
+VNN-LIB ``prop_2/7/8`` (φ2's unsafe set is "COC maximal"; the advisory is the argmin). Each instance
+is repaired with the default :class:`ProRepairConfig` and a time budget; "proved" means the saved
+and reloaded network passes :func:`nnmend.properties.check`. Fidelity drawdown (FDD): fraction of
+5,000 uniform samples of the ``.nnet`` input domain (seed 2) whose advisory changes, leaving out
+samples where the original network violates the property (those must change).
+
+Usage::
+
+    nice -n 10 python benchmarks/prorepair.py                 # all 36 instances
+    python benchmarks/prorepair.py --instances 2_1_2 2_9_8    # a subset
+    python benchmarks/prorepair.py --quick                    # smoke test (one instance, tiny budget)
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from nnmend.acasxu import acasxu, acasxu_property_path
+from nnmend.benchmarking import run_jobs, write_results
+from nnmend.properties import read_property
+from nnmend.repair.prorepair import ProRepairConfig, RegionProblem, repair
+from nnmend.repair.prorepair.api import _domain, _drop_violations
+
+RESULTS = Path(__file__).parent / "results"
+PAPER = {"instances": 36, "proved": 36, "best_prior_proved": 8}
+
+
+def instances() -> list[tuple[int, int, int]]:
+    rows = [(i, j, 2) for i in range(2, 6) for j in range(1, 10) if (i, j) not in ((3, 3), (4, 2))]
+    return rows + [(1, 9, 7), (2, 9, 8)]
+
+
+def fidelity_drawdown(original, repaired, prop, n: int = 5000, seed: int = 2) -> float:
+    boxes = prop.boxes(5)
+    lo, hi = _domain(original, [(b.lo.float().reshape(-1), b.hi.float().reshape(-1)) for b in boxes])
+    x = lo + torch.rand(n, len(lo), generator=torch.Generator().manual_seed(seed)) * (hi - lo)
+    with torch.no_grad():
+        x, y0 = _drop_violations(x, original(x), boxes)
+        return float((repaired(x).argmin(1) != y0.argmin(1)).float().mean())
+
+
+def one(net: str, prop: int, budget: float, max_rounds: int) -> dict:
+    torch.set_num_threads(1)
+    i, j = map(int, net.split("_"))
+    network = acasxu(i, j)
+    p = read_property(acasxu_property_path(prop))
+    cfg = ProRepairConfig(time_budget=budget, max_rounds=max_rounds, certify_timeout=120.0)
+    t0 = time.perf_counter()
+    res = repair(network, RegionProblem(p), cfg)
+    d = res.details
+    return {"before": d.get("before"), "proved": bool(res.verified), "certificate": d.get("certificate"),
+            "loop_status": d.get("loop_status"), "leaves": d.get("leaves"), "rounds": len(d.get("rounds", [])),
+            "repair_seconds": d.get("repair_seconds"), "seconds": round(time.perf_counter() - t0, 2),
+            "fdd": fidelity_drawdown(network, res.network, p), "unproven_regions": len(d.get("unproven_regions", []))}
+
+
+def markdown(records: list[dict], quick: bool) -> str:
+    done = [r for r in records if "error" not in r]
+    proved = sum(r["proved"] for r in done)
+    ok_fdd = sum(r["proved"] and r["fdd"] < 0.01 for r in done)
+    lines = [f"# ProRepair — ACAS Xu region-wise repair{' (quick)' if quick else ''}", "",
+             f"{len(done)} of {len(instances())} instances run; proved on the saved network: {proved}; "
+             f"proved with FDD < 1 %: {ok_fdd}. Paper: {PAPER['proved']}/36 proved (best prior method "
+             f"{PAPER['best_prior_proved']}); its FDD and times are not public (research notes A.4).", "",
+             "| network | property | before | proved (saved net) | FDD % | leaves | rounds | seconds |",
+             "|---|---|---|---|---:|---:|---:|---:|"]
+    for r in records:
+        if "error" in r:
+            lines.append(f"| {r['net']} | φ{r['prop']} | error: {r['error']} | | | | | |")
+            continue
+        lines.append(f"| {r['net']} | φ{r['prop']} | {r['before']} | {'yes' if r['proved'] else 'no'} | "
+                     f"{100 * r['fdd']:.2f} | {r['leaves']} | {r['rounds']} | {r['seconds']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--instances", nargs="*", help="NET_PROP like 2_1_2 (default: all 36)")
+    ap.add_argument("--budget", type=float, default=300.0, help="repair seconds per instance")
+    ap.add_argument("--results", type=Path, default=RESULTS)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    if args.quick:
+        jobs = [{"net": "2_1", "prop": 2, "budget": 20.0, "max_rounds": 3}]
+    else:
+        chosen = instances()
+        if args.instances:
+            want = {tuple(map(int, s.split("_"))) for s in args.instances}
+            chosen = [t for t in chosen if t in want]
+        jobs = [{"net": f"{i}_{j}", "prop": k, "budget": args.budget, "max_rounds": 40} for i, j, k in chosen]
+    started = time.perf_counter()
+    records = run_jobs(one, jobs, desc="prorepair acasxu", keep_going=True)
+    name = "prorepair_quick" if args.quick else "prorepair"
+    write_results(name, records, markdown(records, args.quick), args.results, started=started,
+                  extra={"quick": args.quick, "seed": 0, "subset": bool(args.instances),
+                         "config": repr(ProRepairConfig())})
+
+
+if __name__ == "__main__":
+    main()
