@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ...nets import clone
 from ...errors import DataError, PropertyError, RepairError
 from ...properties import SafetyProperty, check
 from ..base import RepairResult
@@ -75,8 +76,18 @@ def repair(network: nn.Module, problem: RegionProblem | PointProblem, config: Pr
         prop = read_property(acasxu_property_path(2))
         result = repair(acasxu(2, 1), RegionProblem(prop), ProRepairConfig(time_budget=300))
     """
+    before = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    try:
+        return _repair(network, problem, config, log)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _repair(network: nn.Module, problem, config: ProRepairConfig, log) -> RepairResult:
     torch.manual_seed(config.seed)
-    net0 = network.eval()
+    net0 = clone(network)           # eval-mode copy: the caller's network (and its train flag) stay untouched
     h, _ = split_network(net0, config.split_layer)
     names = [n for n, _ in net0.named_children()]
     eidx = edit_indices(h, config.edit_layers, names)
@@ -111,7 +122,7 @@ def _region(net0, edited, split_idx, eidx, params, problem: RegionProblem, cfg, 
     details["before"] = before.status
     if before.status == "verified":
         details["already_satisfied"] = True
-        return RepairResult(net0, "prorepair", time.monotonic() - start, {"proved": True},
+        return RepairResult(clone(net0), "prorepair", time.monotonic() - start, {"proved": True},
                             {**details, "message": "the property already holds; nothing repaired"}, True)
     spec = box_spec(boxes[0].unsafe, 1)
     state = RegionState(edited, split_idx, eidx, shape, (spec.C[0], spec.d[0], spec.groups, spec.k))
@@ -195,7 +206,7 @@ def _point(net0, edited, split_idx, params, problem: PointProblem, cfg, details,
         wrong = net0(x).argmax(1) != y
     details["wrong_before"] = int(wrong.sum())
     if not wrong.any():
-        return RepairResult(net0, "prorepair", time.monotonic() - start, {"rsr": 1.0},
+        return RepairResult(clone(net0), "prorepair", time.monotonic() - start, {"rsr": 1.0},
                             {**details, "already_satisfied": True,
                              "message": "every repair input is already classified correctly; nothing repaired"}, None)
     run = point_repair(edited, split_idx, params, x, y, problem.clean_x.float(), problem.clean_y.long(), cfg, log)

@@ -136,15 +136,18 @@ def grown_proxy(g: nn.Module, spec: RowSpec, flo: torch.Tensor, fhi: torch.Tenso
     flo, fhi = flo.detach().float(), fhi.detach().float()
     c = ((flo + fhi) / 2).clone()
     r = (fhi - flo) / 2 + margin
-    # move unsafe centres: signed-gradient ascent on the head's safety value, step ~ margin
+    # move unsafe centres to the correct side: linearised (Newton) steps onto the level set
+    # v = 2·margin·||grad||, the non-affine analogue of the affine head's projection
     for _ in range(ascent_steps):
         c.requires_grad_(True)
         v = _head_value(g, spec, c)
-        bad = v <= margin
+        grad, = torch.autograd.grad(v.sum(), c)
+        gn = grad.norm(dim=1).clamp(min=1e-12)
+        bad = v <= 2 * margin * gn
         if not bad.any():
             break
-        grad, = torch.autograd.grad(v[bad].sum(), c)
-        c = (c + margin * grad.sign() * bad.unsqueeze(1).float()).detach()
+        step = ((2 * margin * gn - v).clamp(min=0) / gn**2 * 1.5).unsqueeze(1) * grad
+        c = (c + step * bad.unsqueeze(1).float()).detach()
     c = c.detach()
 
     def proven(s: torch.Tensor) -> torch.Tensor:
