@@ -122,7 +122,7 @@ def markdown_backdoor(records: list[dict], quick: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-ADV_CONFIG = dict(lr=1e-2, steps=50, max_rounds=20, preserve_weight=1.0)
+ADV_CONFIG = dict(lr=3e-3, steps=50, max_rounds=40, preserve_weight=10.0, edit_layers=("*",))
 
 
 def one_adversarial(net: str, radius: float, n: int, patchpro: bool) -> dict:

@@ -14,7 +14,8 @@ class ProRepairConfig:
             ``nn.Sequential``); ``None`` = the last Linear layer, so ``g`` is one affine map and proxy
             boxes have a closed form.
         edit_layers: names of the Linear/Conv2d layers of ``h`` whose weights and biases are edited;
-            ``None`` = the last weight layer of ``h`` (the localised default).
+            ``None`` = the last weight layer of ``h`` (the localised default); ``("*",)`` = every weight
+            layer of ``h`` (point-wise repairs of adversarial inputs need it to keep drawdown low).
     Proxy boxes:
         proxy_margin: feature-space distance (L2) that every proxy box keeps from the boundary of the
             head's correct-output set, in units of the clean features' spread (default 0.1); gives

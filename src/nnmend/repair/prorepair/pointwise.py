@@ -6,11 +6,11 @@ from __future__ import annotations
 import time
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .config import ProRepairConfig
 from .proxy import box_distance, synthesize
+from .regionwise import preservation
 from .spec import label_spec
 
 
@@ -26,6 +26,8 @@ def point_repair(net: nn.Sequential, split_idx: int, params: list[nn.Parameter],
     gen = torch.Generator().manual_seed(cfg.seed)
     with torch.no_grad():
         scale = h(clean_x[:2048]).flatten(1).std(0).mean().clamp(min=1e-6)
+        clean_logits = net(clean_x)
+        y_var = clean_logits.var(0).mean().clamp(min=1e-12)
     record = {"rounds": [], "status": "budget"}
     for rnd in range(cfg.max_rounds):
         with torch.no_grad():
@@ -47,7 +49,7 @@ def point_repair(net: nn.Sequential, split_idx: int, params: list[nn.Parameter],
             sub = type(boxes)(boxes.lo[b], boxes.hi[b], boxes.certified[b])
             dist = (box_distance(zb, zb, sub, scale) + 1e-12).sqrt().mean()
             c = torch.randint(len(clean_x), (cfg.batch_size,), generator=gen)
-            keep = F.cross_entropy(net(clean_x[c]), clean_y[c])
+            keep = preservation(net(clean_x[c]), clean_logits[c], y_var, argmin=False)
             loss = dist + cfg.preserve_weight * keep
             opt.zero_grad()
             loss.backward()

@@ -53,10 +53,12 @@ def split_network(network: nn.Module, split_layer: str | None) -> tuple[nn.Seque
 
 
 def edit_indices(h: nn.Sequential, edit_layers: tuple[str, ...] | None, names: list[str]) -> list[int]:
-    """Positions in ``h`` of the layers to edit (default: the last weight layer of ``h``)."""
+    """Positions in ``h`` of the layers to edit (default: the last weight layer of ``h``; ``("*",)``: all of them)."""
     weight = [i for i, m in enumerate(h) if isinstance(m, WEIGHT_LAYERS)]
     if not edit_layers:
         return [weight[-1]]
+    if tuple(edit_layers) == ("*",):
+        return weight
     out = []
     for name in edit_layers:
         if name not in names[: len(h)]:
