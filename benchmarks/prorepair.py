@@ -72,7 +72,7 @@ def one(net: str, prop: int, budget: float, max_rounds: int) -> dict:
             "fdd": fidelity_drawdown(network, res.network, p), "unproven_regions": len(d.get("unproven_regions", []))}
 
 
-BACKDOOR_CONFIG = dict(lr=1e-2, steps=50, max_rounds=25, preserve_weight=1.0, edit_layers=("conv1", "conv2", "fc1"))
+BACKDOOR_CONFIG = dict(lr=1e-2, steps=50, max_rounds=25, preserve_weight=1.0, edit_layers=("*",), preserve="labels")
 
 
 def one_backdoor(model: str, n: int, max_rounds: int) -> dict:

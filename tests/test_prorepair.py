@@ -139,7 +139,7 @@ def test_point_repair_fixes_points_and_resists_a_white_box_attack(tmp_path):
     x = torch.rand(40, 8, generator=gen)
     with torch.no_grad():
         y = (net(x).argmax(1) + 1) % 3                      # every repair point starts wrong
-    res = repair(net, PointProblem(x, y, clean_x, clean_y), ProRepairConfig(lr=1e-2, steps=60, max_rounds=15))
+    res = repair(net, PointProblem(x, y, clean_x, clean_y), ProRepairConfig(lr=1e-2, steps=60, max_rounds=15, preserve="labels"))
     path = tmp_path / "p.pt"
     save_network(res.network, path)
     loaded = load_network(path)

@@ -86,6 +86,9 @@ def repair(network: nn.Module, problem: RegionProblem | PointProblem, config: Pr
 
 
 def _repair(network: nn.Module, problem, config: ProRepairConfig, log) -> RepairResult:
+    from ..._validation import check_choice
+
+    check_choice("preserve", config.preserve, ("decisions", "labels"))
     torch.manual_seed(config.seed)
     net0 = clone(network)           # eval-mode copy: the caller's network (and its train flag) stay untouched
     h, _ = split_network(net0, config.split_layer)

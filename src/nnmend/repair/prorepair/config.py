@@ -26,6 +26,9 @@ class ProRepairConfig:
         lr: Adam step size on the edited parameters (default 1e-3). steps: Adam steps per round
             (default 100). preserve_weight: weight λ of the preservation term (MSE between edited and
             original logits on clean/preservation inputs, default 1.0). batch_size: preservation batch.
+        preserve: point-wise preservation term: ``"decisions"`` (default; logit drift plus a hinge against
+            decision flips of the original network, as region-wise) or ``"labels"`` (cross-entropy with the
+            clean labels: better when the original is itself defective on clean data, e.g. a backdoored net).
         max_rounds: refinement rounds (region-wise) or training rounds (point-wise) (default 30).
         time_budget: seconds for the whole repair (default 600); on expiry the result lists what is open.
     Region-wise refinement:
@@ -54,6 +57,7 @@ class ProRepairConfig:
     steps: int = 100
     preserve_weight: float = 10.0
     batch_size: int = 1024
+    preserve: str = "decisions"
     max_rounds: int = 30
     time_budget: float = 600.0
     initial_splits: int = 6

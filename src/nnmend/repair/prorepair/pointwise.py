@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .config import ProRepairConfig
@@ -49,7 +50,9 @@ def point_repair(net: nn.Sequential, split_idx: int, params: list[nn.Parameter],
             sub = type(boxes)(boxes.lo[b], boxes.hi[b], boxes.certified[b])
             dist = (box_distance(zb, zb, sub, scale) + 1e-12).sqrt().mean()
             c = torch.randint(len(clean_x), (cfg.batch_size,), generator=gen)
-            keep = preservation(net(clean_x[c]), clean_logits[c], y_var, argmin=False)
+            out = net(clean_x[c])
+            keep = (F.cross_entropy(out, clean_y[c]) if cfg.preserve == "labels"
+                    else preservation(out, clean_logits[c], y_var, argmin=False))
             loss = dist + cfg.preserve_weight * keep
             opt.zero_grad()
             loss.backward()
