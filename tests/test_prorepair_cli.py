@@ -106,3 +106,19 @@ def test_prorepair_benchmark_quick(tmp_path):
     bd = json.loads((tmp_path / "prorepair_backdoor_quick.json").read_text())["records"][0]
     assert "error" not in bd and bd["asr_after"] < bd["asr_before"]
     assert "ASR" in (tmp_path / "prorepair_backdoor_quick.md").read_text()
+
+
+def test_workbench_page_repairs_misclassified_training_inputs():
+    pytest = __import__("pytest")
+    pytest.importorskip("streamlit")
+    from test_app import page, start, texts, wait_for
+
+    at = start()
+    page(at, "repair_prorepair")
+    at.number_input(key="prorepair_n").set_value(500)
+    at.number_input(key="prorepair_max_rounds").set_value(3)
+    at.button(key="prorepair_run").click().run()
+    wait_for(at, lambda a: "Result: ProRepair" in texts(a.subheader) or bool(a.error))
+    assert not at.error, texts(at.error)
+    rec = at.session_state["nnmend_workbench"].repairs["ProRepair"]
+    assert rec.result.method == "prorepair" and "misclassified" in rec.note
