@@ -133,6 +133,8 @@ def _prorepair_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--split-layer", default=None, help="first layer of the frozen head g (default: the last Linear)")
     g.add_argument("--edit-layers", nargs="*", default=None, help="layers of h to edit (default: h's last weight layer)")
     g.add_argument("--budget", type=float, default=600.0, help="repair seconds (default 600)")
+    g.add_argument("--decision", choices=("argmax", "argmin"), default=None,
+                   help="decision rule to preserve (ACAS Xu: argmin; default: from the model's metadata, else argmax)")
 
 
 def _prorepair_points(path: Path, network):
@@ -166,7 +168,7 @@ def _prorepair_run(args: argparse.Namespace, network) -> tuple[object, dict]:
         raise NnmendError("prorepair: give exactly one of --property P.vnnlib (region-wise) or --points SAMPLES.pt "
                           "(point-wise)")
     cfg = ProRepairConfig(split_layer=args.split_layer, edit_layers=tuple(args.edit_layers) if args.edit_layers else None,
-                          time_budget=args.budget, seed=args.seed)
+                          time_budget=args.budget, seed=args.seed, decision=args.decision)
     if args.property is not None:
         problem = RegionProblem(read_property(args.property))
     else:

@@ -89,6 +89,8 @@ def _repair(network: nn.Module, problem, config: ProRepairConfig, log) -> Repair
     from ..._validation import check_choice
 
     check_choice("preserve", config.preserve, ("decisions", "labels"))
+    if config.decision is not None:
+        check_choice("decision", config.decision, ("argmax", "argmin"))
     torch.manual_seed(config.seed)
     net0 = clone(network)           # eval-mode copy: the caller's network (and its train flag) stay untouched
     h, _ = split_network(net0, config.split_layer)
@@ -129,6 +131,9 @@ def _region(net0, edited, split_idx, eidx, params, problem: RegionProblem, cfg, 
                             {**details, "message": "the property already holds; nothing repaired"}, True)
     spec = box_spec(boxes[0].unsafe, 1)
     state = RegionState(edited, split_idx, eidx, shape, (spec.C[0], spec.d[0], spec.groups, spec.k))
+    if cfg.decision is not None:
+        state.argmin = cfg.decision == "argmin"
+    details["decision"] = "argmin" if state.argmin else "argmax"
     flat = [(b.lo.float().reshape(-1), b.hi.float().reshape(-1)) for b in boxes]
     px = problem.preserve_x
     if px is None:

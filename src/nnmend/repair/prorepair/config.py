@@ -29,6 +29,8 @@ class ProRepairConfig:
         preserve: point-wise preservation term: ``"decisions"`` (default; logit drift plus a hinge against
             decision flips of the original network, as region-wise) or ``"labels"`` (cross-entropy with the
             clean labels: better when the original is itself defective on clean data, e.g. a backdoored net).
+        decision: ``"argmax"`` or ``"argmin"`` (ACAS Xu's advisory), the decision rule the preservation
+            hinge protects; ``None`` = the network's ``nnmend_meta["advisory"]`` if recorded, else argmax.
         max_rounds: refinement rounds (region-wise) or training rounds (point-wise) (default 30).
         time_budget: seconds for the whole repair (default 600); on expiry the result lists what is open.
     Region-wise refinement:
@@ -58,6 +60,7 @@ class ProRepairConfig:
     preserve_weight: float = 10.0
     batch_size: int = 1024
     preserve: str = "decisions"
+    decision: str | None = None
     max_rounds: int = 30
     time_budget: float = 600.0
     initial_splits: int = 6

@@ -48,7 +48,7 @@ class RegionState:
         self.relu = len(self.h) > self.edit + 1
         self.C, self.d, self.groups, self.k = spec_rows
         self.rel: dict | None = None
-        self.argmin = getattr(net, "nnmend_meta", {}).get("advisory") == "argmin"
+        self.argmin = getattr(net, "nnmend_meta", {}).get("advisory") == "argmin"   # api may override
 
     def spec(self, n: int) -> RowSpec:
         return RowSpec(self.C.expand(n, -1, -1), self.d.expand(n, -1), self.groups, self.k)
