@@ -145,6 +145,21 @@ def preservation(y: torch.Tensor, y0: torch.Tensor, y_var: torch.Tensor, argmin:
     return F.mse_loss(y, y0) / y_var + flip.mean()
 
 
+def _bab_counterexamples(state: RegionState, boxes, cfg: ProRepairConfig, rnd: int) -> tuple[torch.Tensor, bool]:
+    """Counterexamples that the shared branch and bound finds in a short time, one per region at most (flat),
+    and whether it proved every region instead."""
+    from ...bounds.bab import BabConfig, bab_box
+
+    found, proved = [], True
+    for lo, hi in boxes:
+        out = bab_box(state.net, state.shaped(lo[None])[0], state.shaped(hi[None])[0], state.C, state.d, state.groups,
+                      deadline=time.monotonic() + cfg.bab_seconds, config=BabConfig(threads=None, seed=cfg.seed + rnd))
+        proved &= out.status == "verified"
+        if out.status == "falsified":
+            found.append(out.counterexample[0].float().reshape(-1))
+    return (torch.stack(found) if found else torch.zeros(0, boxes[0][0].numel())), proved
+
+
 def _violation(y: torch.Tensor, spec: tuple) -> torch.Tensor:
     C, d, groups, k = spec
     return group_max(y.flatten(1) @ C.T - d, groups, k).min(1).values
@@ -187,6 +202,13 @@ def region_repair(state: RegionState, params: list[nn.Parameter], boxes: list[tu
             record["rounds"].append(row)
             break
         found, cex = state.counterexamples(leaves, open_idx, lb, A_in, cfg, seed=rnd)
+        if not found.any() and cfg.bab_seconds > 0:
+            cex, proved = _bab_counterexamples(state, boxes, cfg, rnd)      # rare violations: ask branch and bound
+            row["bab_counterexamples"] = len(cex)
+            if proved:                    # branch and bound proved every region of the edited network
+                record["rounds"].append(row)
+                record["status"] = "proven"
+                break
         if len(cex):                      # counterexamples become point items (zero-width leaves)
             new = Leaves(cex, cex.clone(), torch.ones(len(cex), dtype=torch.bool))
             rel = prefix_relaxation(state.prefix, state.shaped(cex), state.shaped(cex)) if state.fast else None
