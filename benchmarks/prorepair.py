@@ -181,6 +181,9 @@ def markdown(records: list[dict], quick: bool) -> str:
              f"{len(done)} of {len(instances())} instances run; proved on the saved network: {proved}; "
              f"proved with FDD < 1 %: {ok_fdd}. Paper: {PAPER['proved']}/36 proved (best prior method "
              f"{PAPER['best_prior_proved']}); its FDD and times are not public (research notes A.4).", "",
+             "Time budget: wall-clock seconds of the repair loop per instance (`--budget`), then the independent "
+             "check of the saved network (120 s). On a shared, loaded 2-core host the loop gets a fraction of a core, "
+             "so instances that run out of budget are reported as not proved, with their open leaves in the JSON.", "",
              "| network | property | before | proved (saved net) | FDD % | leaves | rounds | seconds |",
              "|---|---|---|---|---:|---:|---:|---:|"]
     for r in records:
