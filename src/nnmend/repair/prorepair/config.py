@@ -41,7 +41,7 @@ class ProRepairConfig:
             bisections deep (volume 2^-depth of its region's box): looser leaves would demand large edits;
             their counterexample points join at once as point items. pgd_steps / pgd_boxes: counterexample search per round.
         bab_seconds: when no open leaf yields a counterexample, the shared branch and bound searches the
-            whole region this long (default 5 s) for one (violations of φ7 on N1,9 are too rare to sample).
+            whole region this long (default 2 s) for one (violations of φ7 on N1,9 are too rare to sample).
         bound_method: sound bounds for the proofs inside the loop ("crown").
     Certificate:
         certify_timeout: seconds for the independent re-check of the saved network (default 300).
@@ -71,7 +71,7 @@ class ProRepairConfig:
     repair_depth: float = 16.0
     pgd_steps: int = 20
     pgd_boxes: int = 512
-    bab_seconds: float = 5.0
+    bab_seconds: float = 2.0
     bound_method: str = "crown"
     certify_timeout: float = 300.0
     seed: int = 0
