@@ -159,7 +159,7 @@ def markdown_adversarial(records: list[dict], quick: bool) -> str:
              "Same PGD repair sets for both. ProRepair repairs the adversarial points (point-wise, no proof "
              "beyond them); PatchPro proves the whole L∞ balls. Paper (ProRepair): 5×–2000× faster than "
              "provable baselines for point-wise repair; per-cell numbers not public.", "",
-             "| network | r | n | ProRepair RSR | RGR | DD pp | s | PatchPro RSR | RGR | DD pp | s | verified | speed-up |",
+             "| network | r | n | ProRepair RSR | RGR | DD pp | s | PatchPro RSR | RGR | DD pp | s | verified | ProRepair speed-up (PatchPro s / ProRepair s) |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
     for r in records:
         if "error" in r:
