@@ -202,6 +202,7 @@ def main(argv=None) -> None:
     ap.add_argument("--instances", nargs="*", help="NET_PROP like 2_1_2 (default: all 36)")
     ap.add_argument("--budget", type=float, default=300.0, help="repair seconds per instance")
     ap.add_argument("--results", type=Path, default=RESULTS)
+    ap.add_argument("--tag", default="", help="suffix of the result files (keeps an earlier run's files)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     started = time.perf_counter()
@@ -231,7 +232,7 @@ def main(argv=None) -> None:
             chosen = [t for t in chosen if t in want]
         jobs = [{"net": f"{i}_{j}", "prop": k, "budget": args.budget, "max_rounds": 40} for i, j, k in chosen]
     records = run_jobs(one, jobs, desc="prorepair acasxu", keep_going=True)
-    name = "prorepair_quick" if args.quick else "prorepair"
+    name = ("prorepair_quick" if args.quick else "prorepair") + (f"_{args.tag}" if args.tag else "")
     write_results(name, records, markdown(records, args.quick), args.results, started=started,
                   extra={"quick": args.quick, "seed": 0, "subset": bool(args.instances),
                          "config": repr(ProRepairConfig())})
