@@ -83,7 +83,7 @@ def one_case(model: str, eps: float, method: str, n: int, repeats: int) -> dict:
 
 def markdown(records: list[dict], lirpa_ok: bool) -> str:
     lines = ["# Bounds micro-benchmark", "",
-             "Time per box = wall time of one batched call / number of boxes (median of repeats, 2 torch threads, "
+             f"Time per box = wall time of one batched call / number of boxes (median of repeats, {torch.get_num_threads()} torch thread(s), "
              f"shared 2-core CPU). Width = mean of ub - lb over boxes and outputs. alpha-CROWN: {ALPHA_ITERS} Adam steps. "
              + ("auto_LiRPA 0.3 (with the test shim) on the same boxes beside ours." if lirpa_ok else "auto_LiRPA not importable: ours only."),
              "", "| network | eps | method | ours ms/box | ours width | auto_LiRPA ms/box | auto_LiRPA width |",
