@@ -86,6 +86,23 @@ def bisect(lo: torch.Tensor, hi: torch.Tensor, dim: torch.Tensor
     return lo, left_hi, right_lo, hi
 
 
+def split_dims(lb: torch.Tensor, A_in: torch.Tensor, proven: torch.Tensor, groups: torch.Tensor, k: int,
+               width: torch.Tensor, min_width: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The dimension to bisect per box (ReluVal's smear with CROWN slopes): per open disjunct, the row
+    closest to a proof decides; score ``|A_in| x width``. ``lb`` (B, R) row lower bounds minus ``d``,
+    ``A_in`` (B, R, n) their input slopes, ``proven`` (B, k) disjuncts already unreachable, ``width`` (B, n).
+    Returns ``(dim (B,), splittable (B,) bool)``, False where the chosen width is below ``min_width``.
+    Shared by branch and bound and by ProRepair's property refinement."""
+    B = lb.shape[0]
+    row_open = ~proven.gather(1, groups.expand(B, -1))                            # (B, R)
+    best = torch.where(row_open, lb, -float("inf"))
+    is_best = (best == group_max(best, groups, k).gather(1, groups.expand(B, -1))) & row_open
+    score = (A_in.abs() * is_best.unsqueeze(-1)).sum(1) * width                     # (B, n)
+    score = torch.where(width > min_width, score + width * 1e-12, torch.zeros_like(score))
+    dim = score.argmax(1)
+    return dim, width.gather(1, dim[:, None]).squeeze(1) > min_width
+
+
 def violation(y: torch.Tensor, C: torch.Tensor, d: torch.Tensor, groups: torch.Tensor, k: int) -> torch.Tensor:
     """``v(y) = min_k max_{i in k} (C_i y - d_i)``: <= 0 exactly when ``y`` lies in the unsafe set."""
     return group_max(y.flatten(1) @ C.T - d, groups, k).min(1).values
@@ -218,15 +235,7 @@ def _search(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor,
         if cex is not None:
             return BabOutcome("falsified", cex, {**stats, "found_by": "bab"})
 
-        # branch: per open disjunct, the row closest to being proven decides the score
-        width = fhi - flo
-        row_open = ~proven.gather(1, groups.expand(B, -1))                            # (B, R)
-        best = torch.where(row_open, lb, -float("inf"))
-        is_best = (best == group_max(best, groups, k).gather(1, groups.expand(B, -1))) & row_open
-        score = (A_in.abs() * is_best.unsqueeze(-1)).sum(1) * width                     # (B, n)
-        score = torch.where(width > cfg.min_width, score + width * 1e-12, torch.zeros_like(score))
-        dim = score.argmax(1)
-        splittable = width.gather(1, dim[:, None]).squeeze(1) > cfg.min_width
+        dim, splittable = split_dims(lb, A_in, proven, groups, k, fhi - flo, cfg.min_width)
         too_small += int((~splittable).sum())
         flo, fhi, proven, dim = flo[splittable], fhi[splittable], proven[splittable], dim[splittable]
         pre = {n: (l[splittable], u[splittable]) for n, (l, u) in pre.items()}

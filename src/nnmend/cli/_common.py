@@ -10,6 +10,15 @@ from ..data import Dataset, load_dataset
 from ..io import load_network
 
 
+def add_option_once(group, *flags: str, **kwargs) -> None:
+    """Add an option unless another repair method already registered the same flag (``--property``,
+    ``--eps`` are shared by the provable methods); the first registration's help text is kept."""
+    existing = getattr(group, "_option_string_actions", {})
+    if any(f in existing for f in flags):
+        return
+    group.add_argument(*flags, **kwargs)
+
+
 def add_data_args(p: argparse.ArgumentParser, default_n: int | None = None) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--data", default="mnist", help="mnist | fashion-mnist | digits | a path (IDX dir, .npz, .mat)")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import NnmendError
+from ._common import add_option_once
 from ..io import save_network
 from ..io.atomic import atomic_write
 
@@ -122,6 +123,89 @@ def _patchpro_entry() -> tuple[Callable, Callable, Callable]:
     return patchpro_cli.options, patchpro_cli.run, patchpro_cli.summary
 
 
+# --- prorepair ---------------------------------------------------------------------------------------
+_add_once = add_option_once
+
+
+def _prorepair_options(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("prorepair (paper 003: proxy boxes in feature space, property refinement)")
+    _add_once(g, "--property", type=Path, metavar="P.vnnlib", help="region-wise: repair until this property is proved")
+    g.add_argument("--points", type=Path, metavar="SAMPLES.pt", help="point-wise: a .pt with 'x' (N, ...) and 'y' (N,) "
+                   "(correct labels); optional 'clean_x', 'clean_y' for the preservation term")
+    g.add_argument("--split-layer", default=None, help="first layer of the frozen head g (default: the last Linear)")
+    g.add_argument("--edit-layers", nargs="*", default=None, help="layers of h to edit (default: h's last weight layer)")
+    g.add_argument("--budget", type=float, default=600.0, help="repair seconds (default 600)")
+    g.add_argument("--decision", choices=("argmax", "argmin"), default=None,
+                   help="decision rule to preserve (ACAS Xu: argmin; default: from the model's metadata, else argmax)")
+
+
+def _prorepair_points(path: Path, network):
+    import torch
+
+    from ..errors import DataError
+
+    try:
+        blob = torch.load(path, weights_only=True)
+    except (OSError, RuntimeError, EOFError) as exc:
+        raise DataError(f"{path}: cannot read ({str(exc).splitlines()[0]})") from None
+    if not isinstance(blob, dict) or "x" not in blob or "y" not in blob:
+        raise DataError(f"{path}: expected a dict with keys 'x' and 'y'")
+    x, y = blob["x"], blob["y"]
+    if "clean_x" in blob and "clean_y" in blob:
+        return x, y, blob["clean_x"], blob["clean_y"]
+    from ..data import load_dataset
+
+    clean = load_dataset("mnist", "train", limit=1000)
+    if tuple(clean.x.shape[1:]) != tuple(x.shape[1:]):
+        raise DataError(f"{path}: no 'clean_x'/'clean_y' and the inputs {tuple(x.shape[1:])} are not MNIST-shaped; "
+                        "add clean samples to the file")
+    return x, y, clean.x, clean.y
+
+
+def _prorepair_run(args: argparse.Namespace, network) -> tuple[object, dict]:
+    from ..properties import read_property
+    from ..repair.prorepair import PointProblem, ProRepairConfig, RegionProblem, repair
+
+    if (args.property is None) == (args.points is None):
+        raise NnmendError("prorepair: give exactly one of --property P.vnnlib (region-wise) or --points SAMPLES.pt "
+                          "(point-wise)")
+    cfg = ProRepairConfig(split_layer=args.split_layer, edit_layers=tuple(args.edit_layers) if args.edit_layers else None,
+                          time_budget=args.budget, seed=args.seed, decision=args.decision)
+    if args.property is not None:
+        problem = RegionProblem(read_property(args.property))
+    else:
+        problem = PointProblem(*_prorepair_points(args.points, network))
+    result = repair(network, problem, cfg)
+    d = result.details
+    report = {"method": "prorepair", "mode": "region" if args.property is not None else "point",
+              "seconds": round(result.seconds, 3), "verified": result.verified, "metrics": result.metrics,
+              "details": {k: v for k, v in d.items() if k != "rounds"}, "rounds": d.get("rounds", [])}
+    return result.network, report
+
+
+def _prorepair_summary(report: dict) -> list[str]:
+    d = report["details"]
+    if d.get("already_satisfied"):
+        return [f"prorepair: {d['message']}"]
+    head = (f"prorepair ({report['mode']}-wise): split at {d['split_layer']}, edited {', '.join(d['edit_layers'])} "
+            f"({d['edited_parameters']} parameters), {report['seconds']:.1f} s")
+    lines = [head]
+    if report["mode"] == "region":
+        cert = d["certificate"]
+        lines.append(f"  certificate on the saved network: {cert['status']} ({cert['seconds']:.1f} s); "
+                     f"{d['leaves']} leaves")
+        if report["verified"]:
+            lines.append("  VERIFIED: the property holds on the repaired network")
+        else:
+            lines.append("  NOT verified within the budget; nothing is called verified")
+            for r in d.get("unproven_regions", [])[:10]:
+                lines.append(f"    unproven leaf lo={[round(v, 5) for v in r['lo']]} hi={[round(v, 5) for v in r['hi']]}")
+    else:
+        lines.append(f"  repair inputs correct on the saved network: {100 * d['certificate']['rsr_on_saved_network']:.1f}% "
+                     f"(wrong before: {d['wrong_before']})")
+    return lines
+
+
 # name -> (add options, run, summary); methods not listed are reserved for their owners.
 # A runner returns ``(network, report)``; ``network=None`` means nothing is to be written (e.g. the
 # property already holds). Optional report keys, consumed here: ``_before_save`` (callable(out path)
@@ -131,6 +215,7 @@ _METHODS: dict[str, tuple[Callable, Callable, Callable]] = {
     "nnrepair": (_nnrepair_options, _nnrepair_run, _nnrepair_summary),
     "nca": (_nca_options, _nca_run, _nca_summary),
     "patchpro": _patchpro_entry(),
+    "prorepair": (_prorepair_options, _prorepair_run, _prorepair_summary),
 }
 # methods that read the model themselves (e.g. to allow NaN weights in a tampered layer)
 _LOADS_OWN_MODEL = {"nca"}
@@ -162,8 +247,10 @@ def run(args: argparse.Namespace) -> int:
     network = None if args.method in _LOADS_OWN_MODEL else _load_model(args.model)
     repaired, report = runner(args, network)
     before, files = report.pop("_before_save", None), report.pop("_files", {})
-    if repaired is None:
+    if repaired is None or report.get("details", {}).get("already_satisfied"):
         print("\n".join(summary(report)))
+        if report.get("details", {}).get("already_satisfied"):
+            print(f"nothing written: {args.model} already satisfies the specification")
         return 0
     report_path = args.out.with_suffix(".json")
     text = json.dumps(report, indent=2, default=str)

@@ -17,16 +17,11 @@ from pathlib import Path
 
 import torch
 
+from ...cli._common import add_option_once
 from ...errors import DataError, PropertyError, RepairError
 
 
-def _add_once(group, *flags: str, **kwargs) -> None:
-    """Add an option unless another method already registered the same flag (``--property``, ``--eps``
-    are shared by the provable methods); the first registration's help text is kept."""
-    existing = getattr(group, "_option_string_actions", {})
-    if any(f in existing for f in flags):
-        return
-    group.add_argument(*flags, **kwargs)
+_add_once = add_option_once
 
 
 def options(parser: argparse.ArgumentParser) -> None:

@@ -1,0 +1,229 @@
+"""``repair(network, problem, config)``: validation, dispatch to point-/region-wise, independent certificate."""
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ...nets import clone
+from ...errors import DataError, PropertyError, RepairError
+from ...properties import SafetyProperty, check
+from ..base import RepairResult
+from .config import ProRepairConfig
+from .pointwise import point_repair
+from .regionwise import RegionState, region_repair
+from .spec import box_spec
+from .split import edit_indices, editable_copy, split_network
+
+
+@dataclass(frozen=True, eq=False)
+class RegionProblem:
+    """Region-wise repair: every input of every region of ``prop`` must avoid its unsafe set.
+
+    ``preserve_x`` (M, *in_shape): inputs whose outputs the edit should keep (default: 10,000 uniform
+    samples of the ``.nnet`` input domain recorded in the network's metadata, else of the regions' hull).
+    """
+
+    prop: SafetyProperty
+    preserve_x: torch.Tensor | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class PointProblem:
+    """Point-wise repair: ``x`` (N, *in_shape) must be classified ``y`` (N,) (backdoor/adversarial/corrupted
+    inputs with their correct labels); ``clean_x``/``clean_y`` keep the network's behaviour elsewhere."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    clean_x: torch.Tensor
+    clean_y: torch.Tensor
+
+
+def _in_shape(net: nn.Module, n: int) -> tuple[int, ...]:
+    shape = getattr(net, "nnmend_input_shape", None)
+    return tuple(shape) if shape is not None and math.prod(shape) == n else (n,)
+
+
+def _domain(net: nn.Module, boxes: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    hdr = getattr(net, "nnmend_meta", {}).get("nnet")
+    if hdr:
+        mins, maxs = torch.tensor(hdr["mins"]), torch.tensor(hdr["maxs"])
+        means, ranges = torch.tensor(hdr["means"][: len(mins)]), torch.tensor(hdr["ranges"][: len(mins)])
+        if len(mins) == boxes[0][0].numel():
+            return (mins - means) / ranges, (maxs - means) / ranges
+    return torch.stack([b[0] for b in boxes]).min(0).values, torch.stack([b[1] for b in boxes]).max(0).values
+
+
+def repair(network: nn.Module, problem: RegionProblem | PointProblem, config: ProRepairConfig = ProRepairConfig(),
+           *, log=lambda row: None) -> RepairResult:
+    """ProRepair (Ma et al., CCS 2025; reconstructed, see :mod:`nnmend.repair.prorepair`).
+
+    Args:
+        network: an ``nn.Sequential`` (not modified). problem: :class:`RegionProblem` or :class:`PointProblem`.
+        config: :class:`ProRepairConfig`. log: called with each round's record (progress output).
+    Returns:
+        :class:`nnmend.repair.RepairResult`; ``verified`` is True only when the *saved and reloaded*
+        network passes :func:`nnmend.properties.check` (region-wise) or classifies every repair input
+        correctly after reloading (point-wise; ``None`` there: points carry no proof beyond that).
+
+    Example::
+
+        prop = read_property(acasxu_property_path(2))
+        result = repair(acasxu(2, 1), RegionProblem(prop), ProRepairConfig(time_budget=300))
+    """
+    before = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    try:
+        return _repair(network, problem, config, log)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _repair(network: nn.Module, problem, config: ProRepairConfig, log) -> RepairResult:
+    from ..._validation import check_choice
+
+    check_choice("preserve", config.preserve, ("decisions", "labels"))
+    if config.decision is not None:
+        check_choice("decision", config.decision, ("argmax", "argmin"))
+    torch.manual_seed(config.seed)
+    net0 = clone(network)           # eval-mode copy: the caller's network (and its train flag) stay untouched
+    h, _ = split_network(net0, config.split_layer)
+    names = [n for n, _ in net0.named_children()]
+    eidx = edit_indices(h, config.edit_layers, names)
+    edited, params = editable_copy(net0, len(h), eidx)
+    details = {"split_layer": names[len(h)], "edit_layers": [names[i] for i in eidx],
+               "edited_parameters": int(sum(p.numel() for p in params))}
+    start = time.monotonic()
+    if isinstance(problem, RegionProblem):
+        return _region(net0, edited, len(h), eidx, params, problem, config, details, start, log)
+    if isinstance(problem, PointProblem):
+        return _point(net0, edited, len(h), params, problem, config, details, start, log)
+    raise RepairError(f"ProRepair: problem must be RegionProblem or PointProblem, got {type(problem).__name__}")
+
+
+def _region(net0, edited, split_idx, eidx, params, problem: RegionProblem, cfg, details, start, log) -> RepairResult:
+    prop = problem.prop
+    if not prop.regions:
+        raise PropertyError(f"{prop.source or 'property'}: no input region")
+    n_in = torch.as_tensor(prop.regions[0].lo).numel()
+    shape = _in_shape(net0, n_in)
+    try:
+        with torch.no_grad():
+            n_out = net0(torch.zeros(1, *shape)).shape[1]
+    except RuntimeError as exc:
+        raise PropertyError(f"{prop.source or 'property'} has {n_in} inputs but the network does not accept them "
+                            f"({str(exc).splitlines()[0]})") from None
+    boxes = prop.boxes(n_out)
+    structure = [tuple(A.shape[0] for A, _ in b.unsafe) for b in boxes]
+    if len(set(structure)) != 1:
+        raise RepairError("ProRepair: all regions of one property must share the same unsafe-set structure")
+    before = check(net0, prop, timeout=min(60.0, cfg.certify_timeout))
+    details["before"] = before.status
+    if before.status == "verified":
+        details["already_satisfied"] = True
+        return RepairResult(clone(net0), "prorepair", time.monotonic() - start, {"proved": True},
+                            {**details, "message": "the property already holds; nothing repaired"}, True)
+    spec = box_spec(boxes[0].unsafe, 1)
+    state = RegionState(edited, split_idx, eidx, shape, (spec.C[0], spec.d[0], spec.groups, spec.k))
+    if cfg.decision is not None:
+        state.argmin = cfg.decision == "argmin"
+    details["decision"] = "argmin" if state.argmin else "argmax"
+    flat = [(b.lo.float().reshape(-1), b.hi.float().reshape(-1)) for b in boxes]
+    px = problem.preserve_x
+    if px is None:
+        lo, hi = _domain(net0, flat)
+        px = lo + torch.rand(10_000, n_in, generator=torch.Generator().manual_seed(cfg.seed)) * (hi - lo)
+        px = px.reshape(-1, *shape)
+    elif px.shape[1:] != torch.Size(shape) and px[0].numel() != n_in:
+        raise DataError(f"ProRepair: preserve_x has per-sample shape {tuple(px.shape[1:])}, the network takes {shape}")
+    px = px.reshape(-1, *shape).float()
+    with torch.no_grad():
+        py = net0(px)
+    px, py = _drop_violations(px, py, boxes)
+    run = region_repair(state, params, flat, px, py, cfg, log)
+    leaves = run.pop("leaves")
+    details.update({"rounds": run["rounds"], "loop_status": run["status"], "leaves": len(leaves),
+                    "repair_seconds": round(run["seconds"], 2)})
+    if run["status"] != "proven":
+        open_ = _open_leaves(state, leaves)
+        details["unproven_regions"] = open_
+    result = certify(edited, prop, cfg.certify_timeout)
+    details["certificate"] = result
+    verified = result["status"] == "verified"
+    return RepairResult(edited.eval(), "prorepair", time.monotonic() - start, {"proved": verified}, details, verified)
+
+
+def _drop_violations(px, py, boxes):
+    """Preservation inputs inside a region whose original output is unsafe must change: drop them."""
+    flat = px.flatten(1)
+    bad = torch.zeros(len(px), dtype=torch.bool)
+    for b in boxes:
+        inside = ((flat >= b.lo.float().reshape(-1)) & (flat <= b.hi.float().reshape(-1))).all(1)
+        for A, d in b.unsafe:
+            bad |= inside & ((py @ A.float().T) <= d.float()).all(1)
+    return px[~bad], py[~bad]
+
+
+def _open_leaves(state: RegionState, leaves) -> list[dict]:
+    with torch.no_grad():
+        flo, fhi = state.features(leaves, torch.arange(len(leaves)))
+    by_head = state.proven_by_head(flo, fhi)
+    idx = torch.nonzero(~by_head).squeeze(1)
+    if len(idx):
+        ok, _, _ = state.crown_whole(leaves, idx)
+        idx = idx[~ok]
+    return [{"lo": leaves.lo[i].tolist(), "hi": leaves.hi[i].tolist()} for i in idx[:50]]
+
+
+def certify(network: nn.Module, prop: SafetyProperty, timeout: float) -> dict:
+    """Save → load → :func:`nnmend.properties.check`: the certificate does not trust the training loop."""
+    from ...io import load_network, save_network
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "repaired.pt"
+        save_network(network, path)
+        loaded = load_network(path)
+    res = check(loaded, prop, timeout=timeout)
+    return {"status": res.status, "seconds": round(res.seconds, 3), "checked_on": "saved and reloaded network"}
+
+
+def _point(net0, edited, split_idx, params, problem: PointProblem, cfg, details, start, log) -> RepairResult:
+    from ...io import load_network, save_network
+
+    x, y = problem.x.float(), problem.y.long()
+    if len(x) != len(y):
+        raise DataError(f"ProRepair: {len(x)} repair inputs but {len(y)} labels")
+    if problem.clean_x.shape[1:] != x.shape[1:]:
+        raise DataError(f"ProRepair: clean inputs have shape {tuple(problem.clean_x.shape[1:])}, repair inputs "
+                        f"{tuple(x.shape[1:])}")
+    try:
+        with torch.no_grad():
+            n_out = net0(x[:1]).shape[1]
+    except RuntimeError as exc:
+        raise DataError(f"ProRepair: the network does not accept inputs of shape {tuple(x.shape[1:])} "
+                        f"({str(exc).splitlines()[0]})") from None
+    if y.min() < 0 or y.max() >= n_out:
+        raise DataError(f"ProRepair: labels must be in [0, {n_out}), got {int(y.min())}..{int(y.max())}")
+    with torch.no_grad():
+        wrong = net0(x).argmax(1) != y
+    details["wrong_before"] = int(wrong.sum())
+    if not wrong.any():
+        return RepairResult(clone(net0), "prorepair", time.monotonic() - start, {"rsr": 1.0},
+                            {**details, "already_satisfied": True,
+                             "message": "every repair input is already classified correctly; nothing repaired"}, None)
+    run = point_repair(edited, split_idx, params, x, y, problem.clean_x.float(), problem.clean_y.long(), cfg, log)
+    details.update({"rounds": run["rounds"], "loop_status": run["status"], "repair_seconds": round(run["seconds"], 2)})
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "repaired.pt"
+        save_network(edited.eval(), path)
+        loaded = load_network(path)
+    with torch.no_grad():
+        rsr = float((loaded(x).argmax(1) == y).float().mean())
+    details["certificate"] = {"rsr_on_saved_network": rsr, "checked_on": "saved and reloaded network"}
+    return RepairResult(edited.eval(), "prorepair", time.monotonic() - start, {"rsr": rsr}, details, None)

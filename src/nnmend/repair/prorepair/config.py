@@ -1,0 +1,78 @@
+"""Every ProRepair hyper-parameter in one frozen dataclass (scikit-learn style: configuration is data)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ProRepairConfig:
+    """ProRepair settings. The paper's own values are not public (research notes A.4); the defaults are
+    ours, chosen on ACAS Xu N2,1 / φ2 and the poisoned MNIST CNN and kept for every benchmark.
+
+    Network split and editing:
+        split_layer: name of the first module of the frozen head ``g`` (a top-level child of the
+            ``nn.Sequential``); ``None`` = the last Linear layer, so ``g`` is one affine map and proxy
+            boxes have a closed form.
+        edit_layers: names of the Linear/Conv2d layers of ``h`` whose weights and biases are edited;
+            ``None`` = the last weight layer of ``h`` (the localised default); ``("*",)`` = every weight
+            layer of ``h`` (point-wise repairs of adversarial inputs need it to keep drawdown low).
+    Proxy boxes:
+        proxy_margin: feature-space distance (L2) that every proxy box keeps from the boundary of the
+            head's correct-output set, in units of the clean features' spread (default 0.1); gives
+            slack so tiny feature moves do not undo a proof, small so the edit stays small.
+        dykstra_iters: alternating-projection sweeps for boxes under several constraints (default 60).
+        growth_steps: bisection steps of the bound-constrained box growth when ``g`` is not affine.
+    Training:
+        lr: Adam step size on the edited parameters (default 1e-3). steps: Adam steps per round
+            (default 100). preserve_weight: weight λ of the preservation term (MSE between edited and
+            original logits on clean/preservation inputs, default 1.0). batch_size: preservation batch.
+        preserve: point-wise preservation term: ``"decisions"`` (default; logit drift plus a hinge against
+            decision flips of the original network, as region-wise) or ``"labels"`` (cross-entropy with the
+            clean labels: better when the original is itself defective on clean data, e.g. a backdoored net).
+        decision: ``"argmax"`` or ``"argmin"`` (ACAS Xu's advisory), the decision rule the preservation
+            hinge protects; ``None`` = the network's ``nnmend_meta["advisory"]`` if recorded, else argmax.
+        max_rounds: refinement rounds (region-wise) or training rounds (point-wise) (default 30).
+        time_budget: seconds for the whole repair (default 600); on expiry the result lists what is open.
+    Region-wise refinement:
+        initial_splits: bisections of each property box before the first round (default 6 → 64 leaves).
+        max_leaves: cap on the number of leaves (default 20000). min_width: leaves narrower than this in
+            every dimension are not split further.
+            repair_depth: a leaf with a counterexample joins the repair loss only once it is this many
+            bisections deep (volume 2^-depth of its region's box): looser leaves would demand large edits;
+            their counterexample points join at once as point items. pgd_steps / pgd_boxes: counterexample search per round.
+        bab_seconds: when no open leaf yields a counterexample, the shared branch and bound searches the
+            whole region this long (default 2 s) for one (violations of φ7 on N1,9 are too rare to sample).
+        bound_method: sound bounds for the proofs inside the loop ("crown").
+    Certificate:
+        certify_timeout: seconds for the independent re-check of the saved network (default 300).
+        seed: every random choice (sampling, PGD starts).
+        threads: torch intra-op threads during the repair (restored afterwards); 1 by default, as in
+            :class:`nnmend.bounds.bab.BabConfig`: the many small tensor operations run far faster
+            single-threaded on a busy machine (measured: the tiny CLI test took 75 s with 2 threads
+            on a loaded 2-core host, 4 s with 1). ``None`` leaves torch's setting alone.
+    """
+
+    split_layer: str | None = None
+    edit_layers: tuple[str, ...] | None = None
+    proxy_margin: float = 0.1
+    dykstra_iters: int = 60
+    growth_steps: int = 12
+    lr: float = 1e-3
+    steps: int = 100
+    preserve_weight: float = 10.0
+    batch_size: int = 1024
+    preserve: str = "decisions"
+    decision: str | None = None
+    max_rounds: int = 30
+    time_budget: float = 600.0
+    initial_splits: int = 6
+    max_leaves: int = 20000
+    min_width: float = 1e-4
+    repair_depth: float = 16.0
+    pgd_steps: int = 20
+    pgd_boxes: int = 512
+    bab_seconds: float = 2.0
+    bound_method: str = "crown"
+    certify_timeout: float = 300.0
+    seed: int = 0
+    threads: int | None = 1
