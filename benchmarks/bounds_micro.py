@@ -62,14 +62,14 @@ def _timed(fn, repeats: int) -> tuple[float, tuple[torch.Tensor, torch.Tensor]]:
     return statistics.median(times), out
 
 
-def one_case(model: str, eps: float, method: str, n: int, repeats: int) -> dict:
-    torch.set_num_threads(2)
+def one_case(model: str, eps: float, method: str, n: int, repeats: int, threads: int = 2, lirpa_alpha: bool = True) -> dict:
+    torch.set_num_threads(threads)
     net, lo, hi = _case(model, eps, n)
     name, opts = OURS[method]
     sec, (lb, ub) = _timed(lambda: bound(net, lo, hi, method=name, **opts), repeats)
     rec = {"ms_per_box": 1000 * sec / n, "mean_width": float((ub - lb).detach().mean()), "boxes": n}
     lirpa = _auto_lirpa()
-    if lirpa is not None:
+    if lirpa is not None and (lirpa_alpha or method != "alpha-CROWN"):
         lname, lopts = LIRPA[method]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -100,7 +100,10 @@ def main() -> None:
     ap.add_argument("--results-dir", default=str(ROOT / "results"))
     args = ap.parse_args()
     n, repeats = (4, 1) if args.quick else (32, 3)
-    jobs = [{"model": m, "eps": e, "method": k, "n": n, "repeats": repeats}
+    # quick (the test suite): one thread, and no auto_LiRPA alpha-CROWN, whose optimisation loop can take
+    # minutes on a loaded 2-core machine
+    jobs = [{"model": m, "eps": e, "method": k, "n": n, "repeats": repeats, "threads": 1 if args.quick else 2,
+             "lirpa_alpha": not args.quick}
             for m in ("shnn_mlp", "acasxu_1_1") for e in (0.01, 0.05) for k in OURS]
     started = time.perf_counter()
     records = run_jobs(one_case, jobs, desc="bounds")
