@@ -25,6 +25,8 @@ run stopped by ``--budget-minutes`` leaves clearly labelled partial results (``c
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -47,10 +49,13 @@ from nnmend.repair.nca.baselines import (biharmonic_fill, masked_finetune, mean_
                                          soft_impute)
 from nnmend.repair.nca.repair import rule_layout
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from nca_report import KINDS, PATTERNS, coverage, plot, summarise, write_markdown  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results"
 FRACTIONS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 0.95)
-PATTERNS = ("scatter", "patch")
-KINDS = ("zero", "gaussian", "shuffle")
+# the rule used for every layer (changes from NCATrainConfig's defaults; chosen by benchmarks/nca_ablation.py)
+RULE_CONFIG: dict = {"function_weight": 0.7, "dilations": (1, 2, 4)}
 TALK = {"claim": "88.8 % MNIST accuracy kept at 90 % weight corruption (TinyMLP; corruption model, threat "
                  "model and baselines not stated)", "accuracy": 0.888, "fraction": 0.9}
 
@@ -157,113 +162,24 @@ def run_stability(ctx: Context, multiples=(1, 5, 20)) -> list[dict]:
     return out
 
 
-def get_rule(model_name: str, layer: str, cfg: NCATrainConfig, cache: Path | None):
-    path = cache / f"{model_name}_{layer}.pt" if cache else None
+def rule_id(rule) -> str:
+    """A fingerprint of a rule's parameters: records made with another rule are never mixed in."""
+    h = hashlib.sha256()
+    for k, v in sorted(rule.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def get_rule(model_name: str, layer: str, cfg: NCATrainConfig, cache: Path | None, data: torch.Tensor):
+    tag = hashlib.sha256(json.dumps(dataclasses.asdict(cfg), sort_keys=True).encode()).hexdigest()[:8]
+    path = cache / f"{model_name}_{layer}_{tag}.pt" if cache else None
     if path and path.exists():
         return load_checkpoint(path).model, True
-    rule, _ = train_rule(pretrained(model_name), layer, cfg, progress_bar=sys.stderr.isatty())
+    rule, _ = train_rule(pretrained(model_name), layer, cfg, data=data, progress_bar=sys.stderr.isatty())
     if path:
         save_checkpoint(rule, path, meta={"kind": "nca_rule", "model": model_name, "layer": layer})
     return rule, False
-
-
-def summarise(records: list[dict]) -> dict:
-    """mean/sd of accuracy per (model, layer, pattern, kind, fraction, method)."""
-    groups: dict[tuple, list[dict]] = {}
-    for r in records:
-        groups.setdefault((r["model"], r["layer"], r["pattern"], r["kind"], r["fraction"]), []).append(r)
-    out = {}
-    for key, rs in groups.items():
-        methods = rs[0]["accuracy"].keys()
-        accs = {m: [r["accuracy"][m] for r in rs] for m in methods}
-        out["|".join(map(str, key))] = {
-            "n_seeds": len(rs),
-            "accuracy_mean": {m: statistics.fmean(v) for m, v in accs.items()},
-            "accuracy_sd": {m: (statistics.stdev(v) if len(v) > 1 else 0.0) for m, v in accs.items()},
-            "auroc_nca_blind_mean": statistics.fmean([r["auroc_nca_blind"] for r in rs]),
-        }
-    return out
-
-
-def write_markdown(res: dict, path: Path) -> None:
-    lines = ["# NCA weight repair (paper 001) — nnmend benchmark", "",
-             f"Status: **{res['status']}**. {res['coverage_note']}", "",
-             f"Talk abstract (the only public figure): {TALK['claim']}.", "",
-             "**Information limit.** NCA hidden channels are not stored (they start from a learned per-unit "
-             "seed kept with the rule), so after tampering the only information about W is the surviving "
-             "weights plus the rule's parameters — whose bytes are reported as storage overhead and given "
-             "to the `replica_*` baselines as their budget. Blind repair of scattered corruption can only "
-             "recover what neighbours predict or what the rule memorised; when most cells are corrupted, "
-             "the corruption is the majority and blind detection fails (AUROC < 0.5 below).", "",
-             "Baselines `mean`, `biharmonic`, `soft_impute`, `finetune_*` and `*_informed` are given the TRUE "
-             "corrupted mask; `nca_blind` and `replica_blind` are not. `replica_*` is a trusted copy of W "
-             "stored in as many bytes as the NCA rule. Accuracy on the full 10k MNIST test set, mean ± sd "
-             "over the seeds covered.", ""]
-    for lay in res["layers"]:
-        s = lay["storage"]
-        lines += [f"## {lay['model']} / {lay['layer']}", "",
-                  f"clean accuracy {lay['clean_accuracy']:.4f}; layout `{lay['layout']}`; rule "
-                  f"{lay['rule_parameters']} parameters = {s['rule_bytes']} B = {100 * s['overhead_fraction']:.1f} % "
-                  f"of the weight's {s['weight_bytes']} B (extra stored state: {s['extra_state_bytes']} B); "
-                  f"replica at equal storage: {lay['replica']}; rule training {lay['train_seconds']} s "
-                  f"({'cached' if lay['rule_cached'] else 'trained in this run'}).", ""]
-        for pattern in PATTERNS:
-            for kind in KINDS:
-                keys = sorted((k for k in res["summary"] if k.startswith(f"{lay['model']}|{lay['layer']}|{pattern}|{kind}|")),
-                              key=lambda k: float(k.split("|")[-1]))
-                if not keys:
-                    continue
-                methods = list(res["summary"][keys[0]]["accuracy_mean"])
-                lines += [f"### {pattern} × {kind}", "",
-                          "| fraction | seeds | " + " | ".join(methods) + " | NCA blind AUROC |",
-                          "|---" * (len(methods) + 3) + "|"]
-                for k in keys:
-                    g = res["summary"][k]
-                    cells = [f"{g['accuracy_mean'][m]:.3f}±{g['accuracy_sd'][m]:.3f}" for m in methods]
-                    lines.append(f"| {k.split('|')[-1]} | {g['n_seeds']} | " + " | ".join(cells)
-                                 + f" | {g['auroc_nca_blind_mean']:.3f} |")
-                lines.append("")
-        if lay.get("stability"):
-            lines += ["Stability (seed 0): accuracy after k × the training horizon", "",
-                      "| case | mode | 1× | 5× | 20× |", "|---|---|---|---|---|"]
-            for r in lay["stability"]:
-                lines.append(f"| {r['pattern']} {r['kind']} {r['fraction']} | {r['mode']} | "
-                             + " | ".join(f"{r.get(f'accuracy_{k}x', float('nan')):.3f}" for k in (1, 5, 20)) + " |")
-            lines.append("")
-    lines += ["## Timing", "", "Median repair seconds per method (all cases covered): "
-              + ", ".join(f"`{m}` {t:.3f}" for m, t in res["median_seconds"].items()), ""]
-    path.write_text("\n".join(lines))
-
-
-def plot(res: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    layers = res["layers"]
-    fig, axes = plt.subplots(len(layers), len(PATTERNS) * len(KINDS), figsize=(22, 3.6 * len(layers)), squeeze=False)
-    for i, lay in enumerate(layers):
-        for j, (pattern, kind) in enumerate((p, k) for p in PATTERNS for k in KINDS):
-            ax = axes[i, j]
-            keys = sorted((k for k in res["summary"] if k.startswith(f"{lay['model']}|{lay['layer']}|{pattern}|{kind}|")),
-                          key=lambda k: float(k.split("|")[-1]))
-            if keys:
-                fr = [float(k.split("|")[-1]) for k in keys]
-                for m in res["summary"][keys[0]]["accuracy_mean"]:
-                    ax.plot(fr, [res["summary"][k]["accuracy_mean"][m] for k in keys], marker=".",
-                            lw=2.5 if m.startswith("nca") else 1, label=m)
-            ax.axhline(TALK["accuracy"], color="k", ls=":", lw=0.8)
-            ax.set_title(f"{lay['model'].split('_mnist')[0]}/{lay['layer']} {pattern} {kind}", fontsize=9)
-            ax.set_xlabel("corrupted fraction")
-            ax.set_ylim(0, 1)
-    axes[0, 0].set_ylabel("test accuracy")
-    handles, labels = next(((h, l) for h, l in (ax.get_legend_handles_labels() for ax in axes.flat) if h), ([], []))
-    if handles:
-        fig.legend(handles, labels, fontsize=8, loc="upper right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -273,35 +189,40 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--layers", nargs="+", default=None, help="restrict to these layer names")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--fractions", type=float, nargs="+", default=list(FRACTIONS))
+    ap.add_argument("--patterns", nargs="+", default=list(PATTERNS), choices=PATTERNS)
+    ap.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
     ap.add_argument("--iterations", type=int, default=None, help="rule training iterations")
     ap.add_argument("--budget-minutes", type=float, default=None, help="stop starting new jobs after this")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the records in the existing nca.json that were made with the same rules; skip them")
     ap.add_argument("--no-stability", action="store_true")
     ap.add_argument("--out-dir", type=Path, default=RESULTS)
     ap.add_argument("--render-only", action="store_true", help="rewrite the .md and .png from the saved .json")
     args = ap.parse_args(argv)
+    name = "nca_quick" if args.quick else "nca"
     if args.render_only:
-        name = "nca_quick" if args.quick else "nca"
         res = json.loads((args.out_dir / f"{name}.json").read_text())
         write_markdown(res, args.out_dir / f"{name}.md")
         plot(res, args.out_dir / f"{name}.png")
         return res
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(1)
     t_start = time.perf_counter()
     deadline = t_start + 60 * args.budget_minutes if args.budget_minutes else math.inf
     if args.quick:
         args.models, args.layers, args.seeds = ["small_mlp_mnist"], ["fc2"], [0]
-        args.fractions = [0.3, 0.9]
-    cfg = NCATrainConfig(iterations=args.iterations or (15 if args.quick else 600))
+        args.fractions, args.patterns, args.kinds = [0.3, 0.9], ["scatter"], ["zero"]
+    cfg = NCATrainConfig(iterations=args.iterations or (15 if args.quick else 600), **RULE_CONFIG)
     cache = None if args.quick else args.out_dir / "nca_rules"
     args.out_dir.mkdir(parents=True, exist_ok=True)
     if cache:
         cache.mkdir(exist_ok=True)
     test = load_dataset("mnist", "test", limit=1000 if args.quick else None)
     train = load_dataset("mnist", "train", limit=10000)
-    patterns, kinds = (("scatter",), ("zero",)) if args.quick else (PATTERNS, KINDS)
+    old = json.loads((args.out_dir / f"{name}.json").read_text()) if args.resume and (args.out_dir / f"{name}.json").exists() else {}
     res = {"benchmark": "nca", "paper": "001 (Paladini, Tuba, Mariot)", "talk": TALK, "quick": args.quick,
-           "grid": {"models": args.models, "layers": args.layers, "patterns": list(patterns), "kinds": list(kinds),
+           "grid": {"models": args.models, "layers": args.layers, "patterns": args.patterns, "kinds": args.kinds,
                     "fractions": args.fractions, "seeds": args.seeds},
+           "rule_config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in RULE_CONFIG.items()},
            "train_config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()},
            "versions": {"torch": torch.__version__, "python": platform.python_version()},
            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": torch.get_num_threads()},
@@ -316,39 +237,62 @@ def main(argv: list[str] | None = None) -> dict:
             if time.perf_counter() > deadline:
                 break
             print(f"[nca] rule for {model_name}/{layer}", file=sys.stderr, flush=True)
-            rule, cached = get_rule(model_name, layer, cfg, cache)
+            rule, cached = get_rule(model_name, layer, cfg, cache, train.x)
             ctx = Context(model_name, layer, rule, test, train, clean_acc, args.quick)
             contexts.append(ctx)
             res["layers"].append({"model": model_name, "layer": layer, "clean_accuracy": clean_acc,
                                   "layout": rule.meta["layout"], "rule_parameters": rule.n_parameters(),
-                                  "storage": ctx.storage, "replica": ctx.copy_info, "rule_cached": cached,
-                                  "train_seconds": rule.meta.get("train_seconds"),
+                                  "rule_id": rule_id(rule), "storage": ctx.storage, "replica": ctx.copy_info,
+                                  "rule_cached": cached, "train_seconds": rule.meta.get("train_seconds"),
                                   "final_train_loss": rule.meta.get("final_loss")})
+    # resume: keep earlier layers/records made with a rule we still use (or a layer not in this run)
+    ids_now = {(lay["model"], lay["layer"]): lay["rule_id"] for lay in res["layers"]}
+    kept_layers = [lay for lay in old.get("layers", []) if lay.get("rule_id")
+                   and ids_now.get((lay["model"], lay["layer"]), lay["rule_id"]) == lay["rule_id"]]
+    kept_ids = {lay["rule_id"] for lay in kept_layers} | set(ids_now.values())
+    res["records"] = [r for r in old.get("records", []) if r.get("rule_id") in kept_ids]
+    res["covered"] = [[r["model"], r["layer"], r["pattern"], r["kind"], r["fraction"], r["seed"]] for r in res["records"]]
+    for lay in kept_layers:
+        mine = next((x for x in res["layers"] if (x["model"], x["layer"]) == (lay["model"], lay["layer"])), None)
+        if mine is None:
+            res["layers"].append(lay)
+        elif lay.get("stability") and not mine.get("stability"):
+            mine["stability"] = lay["stability"]
     if not args.no_stability:  # before the grid, so a budget-limited run still has it
         for ctx, lay in zip(contexts, res["layers"]):
+            if lay.get("stability"):
+                continue
             print(f"[nca] stability {ctx.model_name}/{ctx.layer}", file=sys.stderr, flush=True)
             lay["stability"] = run_stability(ctx, multiples=(1, 2) if args.quick else (1, 5, 20))
-    jobs = [(c, p, k, f, s) for s in args.seeds for c in contexts for p in patterns for k in kinds for f in args.fractions]
+            _finish(res, args, t_start, partial=True)
+    done = {tuple(c) for c in res["covered"]}
+    jobs = [(c, p, k, f, s) for s in args.seeds for c in contexts for p in args.patterns for k in args.kinds
+            for f in args.fractions if (c.model_name, c.layer, p, k, f, s) not in done]
     stopped = False
     for ctx, p, k, f, s in progress(jobs, desc="nca grid", enabled=sys.stderr.isatty()):
         if time.perf_counter() > deadline:
             stopped = True
             break
-        res["records"].append(run_case(ctx, p, k, f, s))
-        r = res["records"][-1]["accuracy"]
-        print(f"[nca] {ctx.layer} {p} {k} {f} seed {s}: none {r['none']:.3f} nca_blind {r['nca_blind']:.3f} "
-              f"nca_informed {r['nca_informed']:.3f} best baseline "
+        rec = run_case(ctx, p, k, f, s)
+        rec["rule_id"] = ids_now[(ctx.model_name, ctx.layer)]
+        res["records"].append(rec)
+        r = rec["accuracy"]
+        print(f"[nca] {ctx.model_name}/{ctx.layer} {p} {k} {f} seed {s}: none {r['none']:.3f} nca_blind "
+              f"{r['nca_blind']:.3f} nca_informed {r['nca_informed']:.3f} best baseline "
               f"{max((v, m) for m, v in r.items() if not m.startswith('nca'))}", file=sys.stderr, flush=True)
         res["covered"].append([ctx.model_name, ctx.layer, p, k, f, s])
-        _finish(res, args, t_start, len(jobs), partial=True)
-    _finish(res, args, t_start, len(jobs), partial=stopped or len(res["records"]) < len(jobs))
+        _finish(res, args, t_start, partial=True)
+    _finish(res, args, t_start, partial=stopped)
     return res
 
 
-def _finish(res: dict, args, t_start: float, n_jobs: int, partial: bool) -> None:
-    res["status"] = "partial" if partial else "complete"
-    res["coverage_note"] = (f"{len(res['records'])} of {n_jobs} grid cases covered "
-                            f"(listed under `covered` in nca.json); grid: {res['grid']}.")
+def _finish(res: dict, args, t_start: float, partial: bool) -> None:
+    cov = coverage(res["records"])
+    full = all(c["cases"] == c["of"] for c in cov.values()) and len(cov) == len(res["layers"])
+    res["status"] = "complete" if full and not partial else "partial"
+    res["coverage_note"] = (f"{len(res['records'])} grid cases covered in all (per layer below; each listed under "
+                            f"`covered` in {'nca_quick' if args.quick else 'nca'}.json); last invocation's grid: "
+                            f"{res['grid']}.")
     res["summary"] = summarise(res["records"])
     secs: dict[str, list[float]] = {}
     for r in res["records"]:

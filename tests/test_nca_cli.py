@@ -81,6 +81,18 @@ def test_train_command_errors_are_one_line(files, capsys):
     assert code == 2 and "fc9" in capsys.readouterr().err
 
 
+def test_train_with_function_loss_and_dilations(tmp_path, capsys):
+    torch.manual_seed(0)
+    save_network(mlp([64, 6, 3]), tmp_path / "net.pt")
+    base = ["nca", "train", str(tmp_path / "net.pt"), "--layer", "fc1", "--out", str(tmp_path / "r.pt"),
+            "--iterations", "2", "--hidden-channels", "2", "--width", "6", "--function-weight", "0.5"]
+    assert main(base) == 2 and "needs data" in capsys.readouterr().err
+    assert main(base + ["--data", "digits", "--dilations", "1", "2"]) == 0
+    rule = load_rule(tmp_path / "r.pt")
+    assert rule.dilations == (1, 2) and rule.meta["train_config"]["function_weight"] == 0.5
+    assert rule.meta["layout"] == "receptive_field"  # 64 inputs = an 8 × 8 image
+
+
 def test_shared_repair_command_runs_nca(files, capsys):
     d, net = files
     tampered = mlp([12, 10, 3], flatten=False)

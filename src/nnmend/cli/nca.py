@@ -19,6 +19,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--iterations", type=int, default=None)
     t.add_argument("--hidden-channels", type=int, default=None)
     t.add_argument("--width", type=int, default=None)
+    t.add_argument("--dilations", type=int, nargs="+", default=None,
+                   help="perception filter dilations, e.g. 1 2 4 (multi-scale; default 1)")
+    t.add_argument("--function-weight", type=float, default=None,
+                   help="share of the loss in function space (layer outputs on --data images); needs --data")
+    t.add_argument("--data", default=None, help="dataset for the function-space loss (mnist, fashion-mnist, "
+                                                  "digits or a path); its training split is used")
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(func=run_train)
     p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
@@ -30,10 +36,17 @@ def run_train(args: argparse.Namespace) -> int:
     names = {f.name for f in fields(NCATrainConfig)}
     overrides = {k: v for k, v in {"layout": args.layout, "iterations": args.iterations,
                                    "hidden_channels": args.hidden_channels, "width": args.width,
-                                   "seed": args.seed}.items() if v is not None and k in names}
+                                   "seed": args.seed, "function_weight": args.function_weight,
+                                   "dilations": tuple(args.dilations) if args.dilations else None}.items()
+                 if v is not None and k in names}
     cfg = NCATrainConfig(**overrides)
     network = load_network(args.model)
-    rule, hist = train_rule(network, args.layer, cfg)
+    data = None
+    if args.data:
+        from ..data import load_dataset
+
+        data = load_dataset(args.data, "train", limit=cfg.function_samples).x
+    rule, hist = train_rule(network, args.layer, cfg, data=data)
     save_checkpoint(rule, args.out, meta={"kind": "nca_rule", "layer": args.layer, "model": str(args.model)})
     print(json.dumps({"layer": args.layer, "layout": rule.meta["layout"], "parameters": rule.n_parameters(),
                       "storage": storage_bytes(rule), "final_loss": rule.meta["final_loss"],

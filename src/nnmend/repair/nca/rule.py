@@ -10,7 +10,9 @@ One step (per cell, all cells in parallel):
 
 1. Perception: fixed depthwise 3×3 filters — identity, Sobel-x, Sobel-y, Laplacian — on every state
    channel and on the trust channel (1 trusted, 0 known bad, 0.5 unknown = blind mode), with zero
-   padding at the true grid border.
+   padding at the true grid border. Optional multi-scale perception: the Sobel and Laplacian filters
+   again at dilations 2, 4, … (``dilations``), so that at high corruption a cell sees trusted cells
+   beyond its 3×3 neighbourhood within one step.
 2. Inputs to the rule: perception and fixed positional channels (:func:`layout.positional_channels`).
    Hidden channels start from a learned coarse seed map (one vector per unit in the receptive-field
    layout, a coarse map otherwise), stored with the rule and counted as overhead (research notes §2.4.2).
@@ -35,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...errors import RepairError
 from ...io.checkpoint import serializable
 
 _SOBEL = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8.0
@@ -53,6 +56,7 @@ class NCARule(nn.Module):
         width: hidden width of the per-cell MLP.
         frequencies: positional sin/cos frequencies (``4·frequencies + 2`` positional channels).
         fire_rate: probability that a cell updates in a step.
+        dilations: dilations of the perception filters (``(1,)`` = the Distill model; identity only at 1).
         meta: JSON metadata binding the rule to a layer — ``layer``, ``weight_shape``, ``layout``,
             ``grid_shape``, ``mu``, ``sigma``, ``clip``, ``horizon`` (training steps), ``train_seconds``.
         n_rows, n_cols: sizes of the stored row/column permutations (buffers ``row_perm``, ``col_perm``).
@@ -60,8 +64,11 @@ class NCARule(nn.Module):
 
     def __init__(self, hidden_channels: int = 11, width: int = 64, frequencies: int = 2, fire_rate: float = 0.5,
                  meta: dict[str, Any] | None = None, n_rows: int = 1, n_cols: int = 1,
-                 seed_shape: tuple[int, int, int] = (1, 1, 1)):
+                 seed_shape: tuple[int, int, int] = (1, 1, 1), dilations: tuple[int, ...] = (1,)):
         super().__init__()
+        if not dilations or dilations[0] != 1 or any(d < 1 for d in dilations):
+            raise RepairError(f"dilations must start with 1 and be positive, got {dilations}")
+        self.dilations = tuple(int(d) for d in dilations)
         self.hidden_channels, self.width, self.frequencies = hidden_channels, width, frequencies
         self.fire_rate = fire_rate
         self.meta = dict(meta or {})
@@ -71,7 +78,9 @@ class NCARule(nn.Module):
         filt = torch.stack([_IDENT, _SOBEL, _SOBEL.T, _LAPLACE])  # (4, 3, 3)
         # the trust channel is perceived like a state channel, so a cell sees how trusted its neighbours are
         self.register_buffer("filters", filt.repeat(c + 1, 1, 1)[:, None], persistent=False)  # (4(c+1), 1, 3, 3)
-        self.fc1 = nn.Conv2d(N_FILTERS * (c + 1) + self.n_pos, width, 1)
+        self.register_buffer("filters_wide", filt[1:].repeat(c + 1, 1, 1)[:, None], persistent=False)
+        n_percept = (N_FILTERS + (N_FILTERS - 1) * (len(self.dilations) - 1)) * (c + 1)
+        self.fc1 = nn.Conv2d(n_percept + self.n_pos, width, 1)
         self.fc2 = nn.Conv2d(width, c, 1, bias=False)
         nn.init.zeros_(self.fc2.weight)  # start as the identity map
         # learned hidden-state seed: a coarse (n_grids, hidden, sh, sw) map, bilinearly upsampled to the grid;
@@ -84,18 +93,24 @@ class NCARule(nn.Module):
     def spec_args(self) -> dict:
         return {"hidden_channels": self.hidden_channels, "width": self.width, "frequencies": self.frequencies,
                 "fire_rate": self.fire_rate, "meta": self.meta, "n_rows": int(self.row_perm.numel()),
-                "n_cols": int(self.col_perm.numel()), "seed_shape": [self.seed_map.shape[0], *self.seed_map.shape[2:]]}
+                "n_cols": int(self.col_perm.numel()), "seed_shape": [self.seed_map.shape[0], *self.seed_map.shape[2:]],
+                "dilations": list(self.dilations)}
 
     @classmethod
     def from_spec(cls, args: dict, children: dict) -> "NCARule":
         rule = cls(int(args["hidden_channels"]), int(args["width"]), int(args["frequencies"]),
                    float(args["fire_rate"]), dict(args.get("meta") or {}), int(args["n_rows"]), int(args["n_cols"]),
-                   tuple(int(v) for v in args.get("seed_shape", (1, 1, 1))))
+                   tuple(int(v) for v in args.get("seed_shape", (1, 1, 1))),
+                   tuple(int(v) for v in args.get("dilations", (1,))))
         return rule
 
     # -- dynamics ------------------------------------------------------------------------------------
     def perceive(self, state: torch.Tensor, trust: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(torch.cat([state, trust], 1), self.filters, padding=1, groups=self.channels + 1)
+        x = torch.cat([state, trust], 1)
+        out = [F.conv2d(x, self.filters, padding=1, groups=self.channels + 1)]
+        for d in self.dilations[1:]:
+            out.append(F.conv2d(x, self.filters_wide, padding=d, dilation=d, groups=self.channels + 1))
+        return torch.cat(out, 1) if len(out) > 1 else out[0]
 
     def delta(self, state: torch.Tensor, pos: torch.Tensor, trust: torch.Tensor) -> torch.Tensor:
         x = torch.cat([self.perceive(state, trust), pos], 1)

@@ -39,6 +39,7 @@ from ..._progress import progress
 from ...corruption import corrupt_values, corruption_mask
 from ...errors import RepairError
 from ...nets import get_layer, named_layers
+from .function_loss import FunctionTarget, function_space_loss, function_target
 from .layout import LAYOUTS, default_layout, make_layout, positional_channels
 from .rule import BAD, TRUSTED, UNKNOWN, NCARule
 
@@ -70,6 +71,11 @@ class NCATrainConfig:
         informed_share: share of fresh samples trained in informed mode (the rest blind).
         seed_resolution: side of the learned coarse hidden-seed map on single-grid layouts (matrix,
             correlation); the receptive-field layout learns one seed vector per unit instead.
+        dilations: perception filter dilations (multi-scale perception; ``(1,)`` = 3×3 only).
+        function_weight: share of the loss measured in function space (:mod:`.function_loss`: the change
+            of the layer's pre-activations on real inputs, weighted by the logits' sensitivity); the
+            rest is the weight-space MSE. > 0 needs data (``train_rule(..., data=)``).
+        function_samples: inputs used by the function-space loss.
         seed: seeds the pool, the corruptions and the stochastic firing.
     """
 
@@ -96,6 +102,9 @@ class NCATrainConfig:
     sigma: float = 0.1
     informed_share: float = 0.5
     seed_resolution: int = 8
+    dilations: tuple[int, ...] = (1,)
+    function_weight: float = 0.0
+    function_samples: int = 512
     seed: int = 0
 
 
@@ -113,6 +122,8 @@ def _check_config(cfg: NCATrainConfig) -> None:
     for name in ("iterations", "batch_size", "pool_size", "tile", "width"):
         if getattr(cfg, name) < 1:
             raise RepairError(f"{name}={getattr(cfg, name)} must be >= 1")
+    if not 0.0 <= cfg.function_weight <= 1.0:
+        raise RepairError(f"function_weight={cfg.function_weight} must be in [0, 1]")
     lo, hi = cfg.fraction_range
     if not 0.0 <= lo <= hi <= 1.0:
         raise RepairError(f"fraction_range={cfg.fraction_range} must satisfy 0 <= lo <= hi <= 1")
@@ -137,6 +148,15 @@ class _Sampler:
         n, h, w = layout.grid_shape
         self.pos = positional_channels(layout.grid_shape, cfg.frequencies)
         self.ch, self.cw = min(h, cfg.tile + 2 * cfg.margin), min(w, cfg.tile + 2 * cfg.margin)
+        r, c = layout.weight_shape  # which weight row (unit) / column (input) each grid cell holds
+        self.row_of = layout.to_grid(torch.arange(r)[:, None].expand(r, c))[:, 0]
+        self.col_of = layout.to_grid(torch.arange(c)[None, :].expand(r, c))[:, 0]
+
+    def cells(self, where: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, 3)`` crop origins → ``(B, P)`` weight rows and columns of the crops' cells."""
+        rows = torch.stack([self.row_of[g, r:r + self.ch, c:c + self.cw].flatten() for g, r, c in where.tolist()])
+        cols = torch.stack([self.col_of[g, r:r + self.ch, c:c + self.cw].flatten() for g, r, c in where.tolist()])
+        return rows, cols
 
     def draw(self, gen: torch.Generator) -> dict[str, torch.Tensor]:
         cfg, rule = self.cfg, self.rule
@@ -178,16 +198,25 @@ def _rule_for(weight: torch.Tensor, layer: str, layout, cfg: NCATrainConfig) -> 
     n, h, wd = layout.grid_shape
     seed_shape = (n, 1, 1) if n > 1 else (1, min(h, cfg.seed_resolution), min(wd, cfg.seed_resolution))
     rule = NCARule(cfg.hidden_channels, cfg.width, cfg.frequencies, cfg.fire_rate, meta,
-                   n_rows=w.shape[0], n_cols=w.shape[1], seed_shape=seed_shape)
+                   n_rows=w.shape[0], n_cols=w.shape[1], seed_shape=seed_shape, dilations=cfg.dilations)
     rule.row_perm.copy_(layout.row_perm)
     rule.col_perm.copy_(layout.col_perm)
     return rule
 
 
 def train_rule_for_weight(weight: torch.Tensor, cfg: NCATrainConfig = NCATrainConfig(), *, layer: str = "",
-                          layer_index: int = 0, progress_bar: bool | None = None) -> tuple[NCARule, TrainHistory]:
-    """Train a rule on a clean ``(rows, cols)`` weight matrix; returns ``(rule, history)``."""
+                          layer_index: int = 0, progress_bar: bool | None = None,
+                          target: FunctionTarget | None = None) -> tuple[NCARule, TrainHistory]:
+    """Train a rule on a clean ``(rows, cols)`` weight matrix; returns ``(rule, history)``.
+
+    ``target`` (:func:`.function_loss.function_target`) is needed when ``cfg.function_weight > 0``.
+    """
     _check_config(cfg)
+    if cfg.function_weight > 0 and target is None:
+        raise RepairError("function_weight > 0 needs a function target (train_rule(..., data=) records one)")
+    if target is not None and (target.x.shape[1] != weight.shape[1] or target.g.shape[0] != weight.shape[0]):
+        raise RepairError(f"function target of shape x {tuple(target.x.shape)}, g {tuple(target.g.shape)} does "
+                          f"not fit a weight of shape {tuple(weight.shape)}")
     if weight.dim() != 2 or not torch.isfinite(weight).all():
         raise RepairError(f"training needs a finite 2-D clean weight, got shape {tuple(weight.shape)}")
     kind = cfg.layout or default_layout(layer_index, weight.shape[1])
@@ -219,6 +248,11 @@ def train_rule_for_weight(weight: torch.Tensor, cfg: NCATrainConfig = NCATrainCo
         state = rule.run(batch["state"], batch["pos"], batch["trust"], steps, gen, clamp=batch["clamp"])
         wsum = batch["weight"].sum().clamp_min(1.0)
         loss = ((state[:, :1] - batch["target"]) ** 2 * batch["weight"]).sum() / wsum
+        if cfg.function_weight > 0:
+            rows, cols = sampler.cells(batch["where"])
+            err = (state[:, 0] - batch["target"][:, 0]).flatten(1)
+            floss = function_space_loss(target, err, rows, cols, (batch["weight"][:, 0] > 0).flatten(1).float())
+            loss = (1 - cfg.function_weight) * loss + cfg.function_weight * floss
         loss = loss + cfg.hidden_penalty * (state[:, 1:] ** 2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -242,10 +276,20 @@ def train_rule_for_weight(weight: torch.Tensor, cfg: NCATrainConfig = NCATrainCo
 
 
 def train_rule(network: nn.Module, layer: str, cfg: NCATrainConfig = NCATrainConfig(), *,
-               progress_bar: bool | None = None) -> tuple[NCARule, TrainHistory]:
-    """Train a rule for ``network``'s dense layer ``layer`` (which must be clean)."""
+               data: torch.Tensor | None = None, progress_bar: bool | None = None) -> tuple[NCARule, TrainHistory]:
+    """Train a rule for ``network``'s dense layer ``layer`` (which must be clean).
+
+    ``data``: network inputs (e.g. ``load_dataset(...).x``) for the function-space loss; the first
+    ``cfg.function_samples`` are used. Needed when ``cfg.function_weight > 0``, ignored otherwise.
+    """
     mod = get_layer(network, layer)
     if not isinstance(mod, nn.Linear):
         raise RepairError(f"NCA repair handles dense (Linear) layers; {layer!r} is {type(mod).__name__}")
     index = list(named_layers(network)).index(layer)
-    return train_rule_for_weight(mod.weight.detach(), cfg, layer=layer, layer_index=index, progress_bar=progress_bar)
+    target = None
+    if cfg.function_weight > 0:
+        if data is None:
+            raise RepairError("function_weight > 0 needs data: pass train_rule(..., data=images)")
+        target = function_target(network, layer, data[: cfg.function_samples])
+    return train_rule_for_weight(mod.weight.detach(), cfg, layer=layer, layer_index=index, progress_bar=progress_bar,
+                                 target=target)
