@@ -153,7 +153,9 @@ def _region(net0, edited, split_idx, eidx, params, problem: RegionProblem, cfg, 
     if run["status"] != "proven":
         open_ = _open_leaves(state, leaves)
         details["unproven_regions"] = open_
-    result = certify(edited, prop, cfg.certify_timeout)
+    partition = leaf_partition(leaves, boxes)
+    details["partition"] = partition
+    result = certify(edited, prop, cfg.certify_timeout, partition if run["status"] == "proven" else None)
     details["certificate"] = result
     verified = result["status"] == "verified"
     return RepairResult(edited.eval(), "prorepair", time.monotonic() - start, {"proved": verified}, details, verified)
@@ -181,16 +183,52 @@ def _open_leaves(state: RegionState, leaves) -> list[dict]:
     return [{"lo": leaves.lo[i].tolist(), "hi": leaves.hi[i].tolist()} for i in idx[:50]]
 
 
-def certify(network: nn.Module, prop: SafetyProperty, timeout: float) -> dict:
-    """Save → load → :func:`nnmend.properties.check`: the certificate does not trust the training loop."""
-    from ...io import load_network, save_network
+def leaf_partition(leaves, boxes) -> dict:
+    """The loop's leaves as a partition ``{"region", "lo", "hi"}`` in float64, for :mod:`.certificate`.
 
+    Leaves were cut from the float32-rounded region boxes; faces on a region's boundary are moved out to
+    the float64 boundary (the leaf only grows, so the certificate proves at least as much) so that the
+    leaves cover the property's own boxes. Counterexample points are not leaves and are not included.
+    """
+    lo, hi = leaves.lo.double(), leaves.hi.double()
+    region = torch.full((len(lo),), -1, dtype=torch.long)
+    for r in reversed(range(len(boxes))):
+        blo, bhi = boxes[r].lo.double().reshape(-1), boxes[r].hi.double().reshape(-1)
+        flo, fhi = blo.float().double(), bhi.float().double()
+        inside = ((lo >= torch.minimum(flo, blo)) & (hi <= torch.maximum(fhi, bhi))).all(1)
+        region[inside] = r
+        lo[inside] = torch.where(lo[inside] <= flo, torch.minimum(lo[inside], blo), lo[inside])
+        hi[inside] = torch.where(hi[inside] >= fhi, torch.maximum(hi[inside], bhi), hi[inside])
+    keep = region >= 0
+    return {"region": region[keep], "lo": lo[keep], "hi": hi[keep]}
+
+
+def certify(network: nn.Module, prop: SafetyProperty, timeout: float, partition: dict | None = None) -> dict:
+    """Save → load → certificate on the loaded network; nothing is trusted from the training loop.
+
+    With a ``partition`` (the loop's final leaves) the loaded network is re-proved leaf by leaf
+    (:func:`.certificate.certify_partition`: exact cover check, float64 CROWN, branch and bound on open
+    leaves); if that does not settle it, :func:`nnmend.properties.check` on the whole boxes gets the
+    remaining time. Without one, only the whole-box check runs.
+    """
+    from ...io import load_network, save_network
+    from .certificate import certify_partition
+
+    start = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "repaired.pt"
         save_network(network, path)
         loaded = load_network(path)
-    res = check(loaded, prop, timeout=timeout)
-    return {"status": res.status, "seconds": round(res.seconds, 3), "checked_on": "saved and reloaded network"}
+    tried = {}
+    if partition is not None and len(partition["lo"]):
+        cert = certify_partition(loaded, prop, partition, timeout)
+        if cert["status"] in ("verified", "falsified"):
+            return {**cert, "checked_on": "saved and reloaded network"}
+        tried = {"partition_attempt": {k: v for k, v in cert.items() if k != "leaf"}}
+    left = max(timeout - (time.monotonic() - start), 1.0)
+    res = check(loaded, prop, timeout=left)
+    return {"status": res.status, "seconds": round(time.monotonic() - start, 3), "method": "properties.check (whole boxes)",
+            "checked_on": "saved and reloaded network", **tried}
 
 
 def _point(net0, edited, split_idx, params, problem: PointProblem, cfg, details, start, log) -> RepairResult:
