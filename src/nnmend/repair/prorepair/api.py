@@ -15,6 +15,7 @@ from ...errors import DataError, PropertyError, RepairError
 from ...properties import SafetyProperty, check
 from ..base import RepairResult
 from .config import ProRepairConfig
+from .closed_form import applicable, closed_form_repair
 from .pointwise import point_repair
 from .regionwise import RegionState, region_repair
 from .spec import box_spec
@@ -25,8 +26,8 @@ from .split import edit_indices, editable_copy, split_network
 class RegionProblem:
     """Region-wise repair: every input of every region of ``prop`` must avoid its unsafe set.
 
-    ``preserve_x`` (M, *in_shape): inputs whose outputs the edit should keep (default: 10,000 uniform
-    samples of the ``.nnet`` input domain recorded in the network's metadata, else of the regions' hull).
+    ``preserve_x`` (M, *in_shape): inputs whose outputs the edit should keep (default:
+    ``config.preserve_samples`` uniform samples of the ``.nnet`` input domain recorded in the network's metadata, else of the regions' hull).
     """
 
     prop: SafetyProperty
@@ -89,6 +90,7 @@ def _repair(network: nn.Module, problem, config: ProRepairConfig, log) -> Repair
     from ..._validation import check_choice
 
     check_choice("preserve", config.preserve, ("decisions", "labels"))
+    check_choice("solver", config.solver, ("auto", "closed_form", "adam"))
     if config.decision is not None:
         check_choice("decision", config.decision, ("argmax", "argmin"))
     torch.manual_seed(config.seed)
@@ -103,7 +105,7 @@ def _repair(network: nn.Module, problem, config: ProRepairConfig, log) -> Repair
     if isinstance(problem, RegionProblem):
         return _region(net0, edited, len(h), eidx, params, problem, config, details, start, log)
     if isinstance(problem, PointProblem):
-        return _point(net0, edited, len(h), params, problem, config, details, start, log)
+        return _point(net0, edited, len(h), eidx, params, problem, config, details, start, log)
     raise RepairError(f"ProRepair: problem must be RegionProblem or PointProblem, got {type(problem).__name__}")
 
 
@@ -138,7 +140,7 @@ def _region(net0, edited, split_idx, eidx, params, problem: RegionProblem, cfg, 
     px = problem.preserve_x
     if px is None:
         lo, hi = _domain(net0, flat)
-        px = lo + torch.rand(10_000, n_in, generator=torch.Generator().manual_seed(cfg.seed)) * (hi - lo)
+        px = lo + torch.rand(cfg.preserve_samples, n_in, generator=torch.Generator().manual_seed(cfg.seed)) * (hi - lo)
         px = px.reshape(-1, *shape)
     elif px.shape[1:] != torch.Size(shape) and px[0].numel() != n_in:
         raise DataError(f"ProRepair: preserve_x has per-sample shape {tuple(px.shape[1:])}, the network takes {shape}")
@@ -231,7 +233,7 @@ def certify(network: nn.Module, prop: SafetyProperty, timeout: float, partition:
             "checked_on": "saved and reloaded network", **tried}
 
 
-def _point(net0, edited, split_idx, params, problem: PointProblem, cfg, details, start, log) -> RepairResult:
+def _point(net0, edited, split_idx, eidx, params, problem: PointProblem, cfg, details, start, log) -> RepairResult:
     from ...io import load_network, save_network
 
     x, y = problem.x.float(), problem.y.long()
@@ -255,7 +257,16 @@ def _point(net0, edited, split_idx, params, problem: PointProblem, cfg, details,
         return RepairResult(clone(net0), "prorepair", time.monotonic() - start, {"rsr": 1.0},
                             {**details, "already_satisfied": True,
                              "message": "every repair input is already classified correctly; nothing repaired"}, None)
-    run = point_repair(edited, split_idx, params, x, y, problem.clean_x.float(), problem.clean_y.long(), cfg, log)
+    h = edited[:split_idx]
+    use_closed = cfg.solver != "adam" and applicable(h, edited[split_idx:], eidx)
+    if cfg.solver == "closed_form" and not use_closed:
+        raise RepairError("ProRepair: solver='closed_form' needs Linear edit layers and an affine head g "
+                          "(the default split); use solver='adam' or 'auto'")
+    if use_closed:
+        run = closed_form_repair(edited, split_idx, eidx, x, y, problem.clean_x.float(), cfg, log)
+    else:
+        run = point_repair(edited, split_idx, params, x, y, problem.clean_x.float(), problem.clean_y.long(), cfg, log)
+    details["solver"] = "closed_form" if use_closed else "adam"
     details.update({"rounds": run["rounds"], "loop_status": run["status"], "repair_seconds": round(run["seconds"], 2)})
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "repaired.pt"
