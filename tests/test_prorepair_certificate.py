@@ -65,7 +65,7 @@ def test_partition_certificate_on_saved_network_and_a_broken_one(tmp_path):
     save_network(res.network, tmp_path / "fixed.pt")
     cert = certify_saved(tmp_path / "fixed.pt", prop, part, timeout=60)
     assert cert["status"] == "verified" and cert["cover"] is True
-    assert cert["proven_by_crown"] + cert["proven_by_bab"] == cert["leaves"] == len(part["lo"])
+    assert cert["proven_by_crown"] + cert["proven_by_alpha_crown"] + cert["proven_by_bab"] == cert["leaves"] == len(part["lo"])
     # the same partition on the unrepaired network (saved): must not pass, and here a leaf is falsified
     save_network(net, tmp_path / "broken.pt")
     bad = certify_saved(tmp_path / "broken.pt", prop, part, timeout=60)

@@ -12,9 +12,10 @@ trusting anything the loop computed:
    leaves would be harmless for soundness; a cover is all a proof needs.) Leaves are compared in
    float64 with no tolerance; the cut halves share their face, so their union is exactly the node.
 2. **Proof of every leaf** on the loaded network: the same bounds as the shared branch and bound
-   (:mod:`nnmend.bounds.backward` CROWN in float64, proof margin of :class:`BabConfig`) batched over
-   all leaves; the few leaves CROWN leaves open go one by one to :func:`nnmend.bounds.bab.bab_box`
-   (alpha-CROWN, splitting, counterexample search) until the deadline.
+   (:mod:`nnmend.bounds.backward` CROWN in float64, then alpha-CROWN with the branch and bound's
+   settings on the leaves CROWN leaves open, proof margin of :class:`BabConfig`), batched over all
+   leaves; the few leaves still open go one by one to :func:`nnmend.bounds.bab.bab_box`
+   (splitting, counterexample search) until the deadline.
 
 Only when both steps succeed is the status ``verified``; a confirmed counterexample is ``falsified``.
 
@@ -37,6 +38,7 @@ from torch import nn
 from ...bounds.backward import crown_lower, intermediate_bounds
 from ...bounds.bab import BabConfig, bab_box, group_max
 from ...bounds.graph import compile_network
+from ...bounds.optimized import alpha_crown_lower
 from ...errors import DataError, PropertyError
 from ...properties import SafetyProperty
 
@@ -90,19 +92,32 @@ def _spec(box) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     return C, d, groups, len(box.unsafe)
 
 
-@torch.no_grad()
-def _crown_proven(net64: nn.Module, lo: torch.Tensor, hi: torch.Tensor, spec: tuple, margin: float,
-                  chunk: int = 2048) -> torch.Tensor:
-    """Which leaves (L, *in_shape) float64 CROWN proves (every disjunct has a row with lb - d > margin)."""
+def _crown_proven(net64: nn.Module, lo: torch.Tensor, hi: torch.Tensor, spec: tuple, config: BabConfig,
+                  deadline: float, chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which leaves (L, *in_shape) float64 CROWN proves (every disjunct has a row with lb - d > margin), and
+    which of the rest alpha-CROWN (the branch and bound's own ``alpha_iters``/``alpha_lr``) proves, batched."""
     C, d, groups, k = spec
     nodes = compile_network(net64)
-    out = []
+    by_crown, by_alpha = [], []
     for i in range(0, len(lo), chunk):
         blo, bhi = lo[i:i + chunk], hi[i:i + chunk]
-        pre = intermediate_bounds(nodes, blo, bhi, "crown")
-        lb, _ = crown_lower(nodes, blo, bhi, C.reshape(1, len(d), -1).expand(len(blo), -1, -1), pre)
-        out.append((group_max(lb - d, groups, k) > margin).all(1))
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
+        A = C.reshape(1, len(d), -1).expand(len(blo), -1, -1)
+        with torch.no_grad():
+            pre = intermediate_bounds(nodes, blo, bhi, "crown")
+            lb, _ = crown_lower(nodes, blo, bhi, A, pre)
+        ok = (group_max(lb - d, groups, k) > config.proof_margin).all(1)
+        alpha = torch.zeros_like(ok)
+        todo = torch.nonzero(~ok).squeeze(1)
+        if len(todo) and config.alpha_iters:
+            sub = {n: (p[0][todo], p[1][todo]) for n, p in pre.items()}
+            lb2, _ = alpha_crown_lower(nodes, blo[todo], bhi[todo], A[todo], sub, iters=config.alpha_iters,
+                                       lr=config.alpha_lr, deadline=deadline)
+            alpha[todo] = (group_max(lb2.detach() - d, groups, k) > config.proof_margin).all(1)
+        by_crown.append(ok)
+        by_alpha.append(alpha)
+    if not by_crown:
+        return torch.zeros(0, dtype=torch.bool), torch.zeros(0, dtype=torch.bool)
+    return torch.cat(by_crown), torch.cat(by_alpha)
 
 
 def certify_partition(network: nn.Module, prop: SafetyProperty, partition: dict, timeout: float,
@@ -115,7 +130,7 @@ def certify_partition(network: nn.Module, prop: SafetyProperty, partition: dict,
         timeout: seconds for the whole certificate. config: branch-and-bound settings for open leaves.
     Returns:
         dict ``status`` (verified / falsified / unknown / timeout), ``cover`` (True or the uncovered box),
-        ``leaves``, ``proven_by_crown``, ``proven_by_bab``, ``seconds``, ``method``.
+        ``leaves``, ``proven_by_crown``, ``proven_by_alpha_crown``, ``proven_by_bab``, ``seconds``, ``method``.
     """
     start = time.monotonic()
     deadline = start + timeout
@@ -133,8 +148,8 @@ def certify_partition(network: nn.Module, prop: SafetyProperty, partition: dict,
     boxes = prop.boxes(n_out)
     if len(region) and (region.min() < 0 or region.max() >= len(boxes)):
         raise PropertyError(f"partition: region indices must be in [0, {len(boxes)})")
-    rec = {"method": "leaf partition (cover check + float64 CROWN, branch and bound on open leaves)",
-           "leaves": len(lo), "proven_by_crown": 0, "proven_by_bab": 0, "cover": True}
+    rec = {"method": "leaf partition (cover check + float64 CROWN / alpha-CROWN, branch and bound on open leaves)",
+           "leaves": len(lo), "proven_by_crown": 0, "proven_by_alpha_crown": 0, "proven_by_bab": 0, "cover": True}
     for r, box in enumerate(boxes):
         if not box.unsafe:
             continue
@@ -152,8 +167,10 @@ def certify_partition(network: nn.Module, prop: SafetyProperty, partition: dict,
         spec = _spec(box)
         mine = torch.nonzero(region == r).squeeze(1)
         llo, lhi = lo[mine].reshape(-1, *shape), hi[mine].reshape(-1, *shape)
-        proven = _crown_proven(net64, llo, lhi, spec, config.proof_margin)
-        rec["proven_by_crown"] += int(proven.sum())
+        by_crown, by_alpha = _crown_proven(net64, llo, lhi, spec, config, deadline)
+        proven = by_crown | by_alpha
+        rec["proven_by_crown"] += int(by_crown.sum())
+        rec["proven_by_alpha_crown"] += int(by_alpha.sum())
         for i in torch.nonzero(~proven).squeeze(1).tolist():
             if time.monotonic() > deadline:
                 return {**rec, "status": "timeout", "seconds": round(time.monotonic() - start, 3)}
