@@ -28,6 +28,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -49,29 +50,47 @@ def instances() -> list[tuple[int, int, int]]:
     return rows + [(1, 9, 7), (2, 9, 8)]
 
 
-def property_fdd(original, repaired, prop, n: int = 5000, seed: int = 2) -> float:
-    """FDD as a fraction, on ``n`` uniform points of the property's domain that the original does not violate."""
+def property_fdd(original, repaired, prop, n: int = 5000, seed: int = 2) -> dict:
+    """FDD as fractions on ``n`` uniform points of the whole ``.nnet`` input domain (normalised inputs, the
+    networks' own min/max bounds), leaving out points where the original violates the property: over all of
+    them (``fdd``), outside the property's regions (``fdd_outside``) and inside them (``fdd_inside``)."""
     boxes = prop.boxes(5)
     lo, hi = _domain(original, [(b.lo.float().reshape(-1), b.hi.float().reshape(-1)) for b in boxes])
     x = lo + torch.rand(n, len(lo), generator=torch.Generator().manual_seed(seed)) * (hi - lo)
     with torch.no_grad():
         x, _ = _drop_violations(x, original(x), boxes)
-    return fidelity_drawdown(original, repaired, x, decision="argmin") / 100.0
+    inside = torch.zeros(len(x), dtype=torch.bool)
+    for b in boxes:
+        inside |= ((x >= b.lo.float().reshape(-1)) & (x <= b.hi.float().reshape(-1))).all(1)
+    out = {"fdd": fidelity_drawdown(original, repaired, x, decision="argmin") / 100.0, "fdd_points": len(x),
+           "fdd_inside_points": int(inside.sum())}
+    out["fdd_outside"] = fidelity_drawdown(original, repaired, x[~inside], decision="argmin") / 100.0
+    out["fdd_inside"] = (fidelity_drawdown(original, repaired, x[inside], decision="argmin") / 100.0
+                         if inside.any() else float("nan"))
+    return out
 
 
-def one(net: str, prop: int, budget: float, max_rounds: int) -> dict:
+def _log_round(row: dict) -> None:
+    keep = ("round", "leaves", "proven_by_head", "proven_by_crown", "open", "seconds", "counterexample_leaves", "distance",
+            "preserve")
+    print("   ", {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items() if k in keep}, flush=True)
+
+
+def one(net: str, prop: int, budget: float, max_rounds: int, overrides: dict | None = None) -> dict:
     torch.set_num_threads(1)
     i, j = map(int, net.split("_"))
     network = acasxu(i, j)
     p = read_property(acasxu_property_path(prop))
-    cfg = ProRepairConfig(time_budget=budget, max_rounds=max_rounds, certify_timeout=120.0)
+    cfg = ProRepairConfig(**{"time_budget": budget, "max_rounds": max_rounds, "certify_timeout": 120.0,
+                             **(overrides or {})})
     t0 = time.perf_counter()
-    res = repair(network, RegionProblem(p), cfg)
+    res = repair(network, RegionProblem(p), cfg, log=_log_round)
     d = res.details
     return {"before": d.get("before"), "proved": bool(res.verified), "certificate": d.get("certificate"),
             "loop_status": d.get("loop_status"), "leaves": d.get("leaves"), "rounds": len(d.get("rounds", [])),
             "repair_seconds": d.get("repair_seconds"), "seconds": round(time.perf_counter() - t0, 2),
-            "fdd": property_fdd(network, res.network, p), "unproven_regions": len(d.get("unproven_regions", []))}
+            **property_fdd(network, res.network, p), "unproven_regions": len(d.get("unproven_regions", [])),
+            "edited_parameters": d.get("edited_parameters"), "overrides": overrides or {}}
 
 
 BACKDOOR_CONFIG = dict(lr=1e-2, steps=50, max_rounds=25, preserve_weight=1.0, edit_layers=("*",), preserve="labels")
@@ -125,6 +144,8 @@ def markdown_backdoor(records: list[dict], quick: bool) -> str:
 
 
 ADV_CONFIG = dict(lr=3e-3, steps=50, max_rounds=40, preserve_weight=10.0, edit_layers=("*",))
+# the closed-form solver edits Linear layers: every one of h on FNN_small, fc1 (h's only Linear) on CNN_small
+ADV_EDIT = {"fnn_small": ("*",), "cnn_small": ("fc1",)}
 
 
 def one_adversarial(net: str, radius: float, n: int, patchpro: bool) -> dict:
@@ -140,11 +161,13 @@ def one_adversarial(net: str, radius: float, n: int, patchpro: bool) -> dict:
     rs = build_repair_set(original, train, n=n, radius=radius, seed=0, chunk=min(500, max(64, 2 * n)))
     clean = slice(0, 1000)
     res = repair(original, PointProblem(rs.repair_x, rs.labels, train.x[clean], train.y[clean]),
-                 ProRepairConfig(**ADV_CONFIG))
+                 ProRepairConfig(**{**ADV_CONFIG, "edit_layers": ADV_EDIT.get(net, ("*",))}))
     rec = {"prorepair": {"RSR": pm.repair_success_rate(res.network, rs.repair_x, rs.labels),
                          "RGR": pm.repair_generalization_rate(res.network, rs.test_x, rs.test_y),
                          "DD": pm.drawdown(original, res.network, test.x, test.y), "seconds": round(res.seconds, 2),
-                         "rsr_saved": 100 * res.details["certificate"]["rsr_on_saved_network"]}}
+                         "rsr_saved": 100 * res.details["certificate"]["rsr_on_saved_network"],
+                         "solver": res.details.get("solver"), "edit_layers": res.details["edit_layers"],
+                         "repair_seconds": res.details.get("repair_seconds")}}
     if patchpro:
         from nnmend.repair.patchpro import PatchProConfig, repair as patchpro_repair
 
@@ -175,25 +198,51 @@ def markdown_adversarial(records: list[dict], quick: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def markdown(records: list[dict], quick: bool) -> str:
+def patchpro_seconds() -> dict:
+    """PatchPro's repair time per network on φ2 from its committed results (``N2,1`` → seconds)."""
+    import json
+
+    path = RESULTS / "patchpro_acasxu.json"
+    if not path.exists():
+        return {}
+    return {r["network"]: r["seconds"] for r in json.loads(path.read_text())["records"] if "seconds" in r}
+
+
+def markdown(records: list[dict], quick: bool, planned: int | None = None) -> str:
     done = [r for r in records if "error" not in r]
     proved = sum(r["proved"] for r in done)
     ok_fdd = sum(r["proved"] and r["fdd"] < 0.01 for r in done)
-    lines = [f"# ProRepair — ACAS Xu region-wise repair{' (quick)' if quick else ''}", "",
+    pp = patchpro_seconds()
+    partial = planned is not None and len(records) < planned
+    lines = [f"# ProRepair — ACAS Xu region-wise repair{' (quick)' if quick else ''}"
+             f"{' — PARTIAL: %d of %d planned instances finished' % (len(records), planned) if partial else ''}", "",
              f"{len(done)} of {len(instances())} instances run; proved on the saved network: {proved}; "
              f"proved with FDD < 1 %: {ok_fdd}. Paper: {PAPER['proved']}/36 proved (best prior method "
              f"{PAPER['best_prior_proved']}); its FDD and times are not public (research notes A.4).", "",
-             "Time budget: wall-clock seconds of the repair loop per instance (`--budget`), then the independent "
-             "check of the saved network (120 s). On a shared, loaded 2-core host the loop gets a fraction of a core, "
-             "so instances that run out of budget are reported as not proved (the JSON counts their open leaves, up to 50).", "",
-             "| network | property | before | proved (saved net) | FDD % | leaves | rounds | seconds |",
-             "|---|---|---|---|---:|---:|---:|---:|"]
+             "Time budget: wall-clock seconds of the repair loop per instance (`--budget`), then the certificate on the "
+             "saved and reloaded network (120 s): the loop's final leaf partition is re-checked (exact cover check of "
+             "the property box, float64 CROWN on every leaf, branch and bound on leaves CROWN leaves open); if that "
+             "does not settle it, `properties.check` on the whole box gets the rest of the 120 s.", "",
+             "FDD: share of 5,000 uniform points of the whole ACAS Xu input domain (the `.nnet` files' own "
+             "min/max input bounds, normalised; seed 2) whose advisory (argmin) changes, leaving out points where the "
+             "original network violates the property (those must change); split into points outside the property "
+             "box (PatchPro's protocol, where its FDD is 0 by construction) and inside it. PatchPro seconds: "
+             "`patchpro_acasxu.json` (same host class, 1 thread).", "",
+             "| network | property | before | proved (saved net) | cert. | FDD % | outside % | inside % | leaves | rounds "
+             "| seconds | PatchPro s |",
+             "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in records:
         if "error" in r:
-            lines.append(f"| {r['net']} | φ{r['prop']} | error: {r['error']} | | | | | |")
+            lines.append(f"| {r['net']} | φ{r['prop']} | error: {r['error']} | | | | | | | | | |")
             continue
-        lines.append(f"| {r['net']} | φ{r['prop']} | {r['before']} | {'yes' if r['proved'] else 'no'} | "
-                     f"{100 * r['fdd']:.2f} | {r['leaves']} | {r['rounds']} | {r['seconds']:.1f} |")
+        cert = r.get("certificate") or {}
+        how = "partition" if "partition" in str(cert.get("method", "")) else "whole box"
+        i, j = r["net"].split("_")
+        pps = pp.get(f"N{i},{j}") if r["prop"] == 2 else None
+        lines.append(f"| {r['net']} | φ{r['prop']} | {r['before']} | {'yes' if r['proved'] else 'no'} | {how} "
+                     f"({cert.get('seconds', float('nan')):.0f} s) | {100 * r['fdd']:.2f} | "
+                     f"{100 * r.get('fdd_outside', float('nan')):.2f} | {100 * r.get('fdd_inside', float('nan')):.2f} | "
+                     f"{r['leaves']} | {r['rounds']} | {r['seconds']:.1f} | {'–' if pps is None else f'{pps:.1f}'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -205,6 +254,7 @@ def main(argv=None) -> None:
     ap.add_argument("--budget", type=float, default=300.0, help="repair seconds per instance")
     ap.add_argument("--results", type=Path, default=RESULTS)
     ap.add_argument("--tag", default="", help="suffix of the result files (keeps an earlier run's files)")
+    ap.add_argument("--config", default="{}", help="JSON of ProRepairConfig overrides, e.g. '{\"proxy_margin\": 0.05}'")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     started = time.perf_counter()
@@ -232,12 +282,17 @@ def main(argv=None) -> None:
         if args.instances:
             want = {tuple(map(int, s.split("_"))) for s in args.instances}
             chosen = [t for t in chosen if t in want]
-        jobs = [{"net": f"{i}_{j}", "prop": k, "budget": args.budget, "max_rounds": 40} for i, j, k in chosen]
-    records = run_jobs(one, jobs, desc="prorepair acasxu", keep_going=True)
+        overrides = json.loads(args.config)
+        jobs = [{"net": f"{i}_{j}", "prop": k, "budget": args.budget, "max_rounds": 40, "overrides": overrides}
+                for i, j, k in chosen]
     name = ("prorepair_quick" if args.quick else "prorepair") + (f"_{args.tag}" if args.tag else "")
-    write_results(name, records, markdown(records, args.quick), args.results, started=started,
-                  extra={"quick": args.quick, "seed": 0, "subset": bool(args.instances),
-                         "config": repr(ProRepairConfig())})
+    records: list[dict] = []
+    for job in jobs:              # results written after each instance: a cut-off run leaves a labelled partial table
+        print(f"prorepair acasxu: N{job['net']} φ{job['prop']} ({len(records) + 1}/{len(jobs)})", flush=True)
+        records += run_jobs(one, [job], desc="prorepair acasxu", keep_going=True, progress_bar=False)
+        write_results(name, records, markdown(records, args.quick, planned=len(jobs)), args.results, started=started,
+                      extra={"quick": args.quick, "seed": 0, "subset": bool(args.instances), "planned": len(jobs),
+                             "finished": len(records), "config": repr(ProRepairConfig(**jobs[0].get("overrides", {})))})
 
 
 if __name__ == "__main__":

@@ -179,7 +179,16 @@ def _prorepair_run(args: argparse.Namespace, network) -> tuple[object, dict]:
     d = result.details
     report = {"method": "prorepair", "mode": "region" if args.property is not None else "point",
               "seconds": round(result.seconds, 3), "verified": result.verified, "metrics": result.metrics,
-              "details": {k: v for k, v in d.items() if k != "rounds"}, "rounds": d.get("rounds", [])}
+              "details": {k: v for k, v in d.items() if k not in ("rounds", "partition")}, "rounds": d.get("rounds", [])}
+    if "partition" in d:              # the leaves, so the certificate can be recomputed from the saved files
+        from ..repair.prorepair.certificate import save_partition
+
+        def write_partition(out: Path) -> list[str]:
+            path = out.with_suffix(".partition.pt")
+            save_partition(d["partition"], path)
+            return [str(path)]
+
+        report["_before_save"] = write_partition
     return result.network, report
 
 
@@ -254,8 +263,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     report_path = args.out.with_suffix(".json")
     text = json.dumps(report, indent=2, default=str)
-    if before is not None:
-        before(args.out)
+    written = before(args.out) if before is not None else None
     save_network(repaired, args.out)
     for suffix, content in files.items():
         with atomic_write(args.out.with_suffix(suffix), "w") as fh:
@@ -263,6 +271,8 @@ def run(args: argparse.Namespace) -> int:
     with atomic_write(report_path, "w") as fh:
         fh.write(text)
     print("\n".join(summary(report)))
-    extra = [str(args.out.with_suffix(s)) for s in files] + ([str(args.out.with_suffix(".onnx"))] if before else [])
+    # a pre-save hook may return the files it wrote; one that returns nothing wrote the ONNX export
+    hooked = written if isinstance(written, list) else ([str(args.out.with_suffix(".onnx"))] if before else [])
+    extra = [str(args.out.with_suffix(s)) for s in files] + hooked
     print(f"wrote {args.out}, {', '.join(extra) + ', ' if extra else ''}{report_path}")
     return 0

@@ -15,6 +15,7 @@ from ...errors import DataError, PropertyError, RepairError
 from ...properties import SafetyProperty, check
 from ..base import RepairResult
 from .config import ProRepairConfig
+from .closed_form import applicable, closed_form_repair
 from .pointwise import point_repair
 from .regionwise import RegionState, region_repair
 from .spec import box_spec
@@ -25,8 +26,8 @@ from .split import edit_indices, editable_copy, split_network
 class RegionProblem:
     """Region-wise repair: every input of every region of ``prop`` must avoid its unsafe set.
 
-    ``preserve_x`` (M, *in_shape): inputs whose outputs the edit should keep (default: 10,000 uniform
-    samples of the ``.nnet`` input domain recorded in the network's metadata, else of the regions' hull).
+    ``preserve_x`` (M, *in_shape): inputs whose outputs the edit should keep (default:
+    ``config.preserve_samples`` uniform samples of the ``.nnet`` input domain recorded in the network's metadata, else of the regions' hull).
     """
 
     prop: SafetyProperty
@@ -89,6 +90,7 @@ def _repair(network: nn.Module, problem, config: ProRepairConfig, log) -> Repair
     from ..._validation import check_choice
 
     check_choice("preserve", config.preserve, ("decisions", "labels"))
+    check_choice("solver", config.solver, ("auto", "closed_form", "adam"))
     if config.decision is not None:
         check_choice("decision", config.decision, ("argmax", "argmin"))
     torch.manual_seed(config.seed)
@@ -103,7 +105,7 @@ def _repair(network: nn.Module, problem, config: ProRepairConfig, log) -> Repair
     if isinstance(problem, RegionProblem):
         return _region(net0, edited, len(h), eidx, params, problem, config, details, start, log)
     if isinstance(problem, PointProblem):
-        return _point(net0, edited, len(h), params, problem, config, details, start, log)
+        return _point(net0, edited, len(h), eidx, params, problem, config, details, start, log)
     raise RepairError(f"ProRepair: problem must be RegionProblem or PointProblem, got {type(problem).__name__}")
 
 
@@ -138,7 +140,7 @@ def _region(net0, edited, split_idx, eidx, params, problem: RegionProblem, cfg, 
     px = problem.preserve_x
     if px is None:
         lo, hi = _domain(net0, flat)
-        px = lo + torch.rand(10_000, n_in, generator=torch.Generator().manual_seed(cfg.seed)) * (hi - lo)
+        px = lo + torch.rand(cfg.preserve_samples, n_in, generator=torch.Generator().manual_seed(cfg.seed)) * (hi - lo)
         px = px.reshape(-1, *shape)
     elif px.shape[1:] != torch.Size(shape) and px[0].numel() != n_in:
         raise DataError(f"ProRepair: preserve_x has per-sample shape {tuple(px.shape[1:])}, the network takes {shape}")
@@ -153,7 +155,9 @@ def _region(net0, edited, split_idx, eidx, params, problem: RegionProblem, cfg, 
     if run["status"] != "proven":
         open_ = _open_leaves(state, leaves)
         details["unproven_regions"] = open_
-    result = certify(edited, prop, cfg.certify_timeout)
+    partition = leaf_partition(leaves, boxes)
+    details["partition"] = partition
+    result = certify(edited, prop, cfg.certify_timeout, partition if run["status"] == "proven" else None)
     details["certificate"] = result
     verified = result["status"] == "verified"
     return RepairResult(edited.eval(), "prorepair", time.monotonic() - start, {"proved": verified}, details, verified)
@@ -181,19 +185,55 @@ def _open_leaves(state: RegionState, leaves) -> list[dict]:
     return [{"lo": leaves.lo[i].tolist(), "hi": leaves.hi[i].tolist()} for i in idx[:50]]
 
 
-def certify(network: nn.Module, prop: SafetyProperty, timeout: float) -> dict:
-    """Save → load → :func:`nnmend.properties.check`: the certificate does not trust the training loop."""
-    from ...io import load_network, save_network
+def leaf_partition(leaves, boxes) -> dict:
+    """The loop's leaves as a partition ``{"region", "lo", "hi"}`` in float64, for :mod:`.certificate`.
 
+    Leaves were cut from the float32-rounded region boxes; faces on a region's boundary are moved out to
+    the float64 boundary (the leaf only grows, so the certificate proves at least as much) so that the
+    leaves cover the property's own boxes. Counterexample points are not leaves and are not included.
+    """
+    lo, hi = leaves.lo.double(), leaves.hi.double()
+    region = torch.full((len(lo),), -1, dtype=torch.long)
+    for r in reversed(range(len(boxes))):
+        blo, bhi = boxes[r].lo.double().reshape(-1), boxes[r].hi.double().reshape(-1)
+        flo, fhi = blo.float().double(), bhi.float().double()
+        inside = ((lo >= torch.minimum(flo, blo)) & (hi <= torch.maximum(fhi, bhi))).all(1)
+        region[inside] = r
+        lo[inside] = torch.where(lo[inside] <= flo, torch.minimum(lo[inside], blo), lo[inside])
+        hi[inside] = torch.where(hi[inside] >= fhi, torch.maximum(hi[inside], bhi), hi[inside])
+    keep = region >= 0
+    return {"region": region[keep], "lo": lo[keep], "hi": hi[keep]}
+
+
+def certify(network: nn.Module, prop: SafetyProperty, timeout: float, partition: dict | None = None) -> dict:
+    """Save → load → certificate on the loaded network; nothing is trusted from the training loop.
+
+    With a ``partition`` (the loop's final leaves) the loaded network is re-proved leaf by leaf
+    (:func:`.certificate.certify_partition`: exact cover check, float64 CROWN, branch and bound on open
+    leaves); if that does not settle it, :func:`nnmend.properties.check` on the whole boxes gets the
+    remaining time. Without one, only the whole-box check runs.
+    """
+    from ...io import load_network, save_network
+    from .certificate import certify_partition
+
+    start = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "repaired.pt"
         save_network(network, path)
         loaded = load_network(path)
-    res = check(loaded, prop, timeout=timeout)
-    return {"status": res.status, "seconds": round(res.seconds, 3), "checked_on": "saved and reloaded network"}
+    tried = {}
+    if partition is not None and len(partition["lo"]):
+        cert = certify_partition(loaded, prop, partition, timeout)
+        if cert["status"] in ("verified", "falsified"):
+            return {**cert, "checked_on": "saved and reloaded network"}
+        tried = {"partition_attempt": {k: v for k, v in cert.items() if k != "leaf"}}
+    left = max(timeout - (time.monotonic() - start), 1.0)
+    res = check(loaded, prop, timeout=left)
+    return {"status": res.status, "seconds": round(time.monotonic() - start, 3), "method": "properties.check (whole boxes)",
+            "checked_on": "saved and reloaded network", **tried}
 
 
-def _point(net0, edited, split_idx, params, problem: PointProblem, cfg, details, start, log) -> RepairResult:
+def _point(net0, edited, split_idx, eidx, params, problem: PointProblem, cfg, details, start, log) -> RepairResult:
     from ...io import load_network, save_network
 
     x, y = problem.x.float(), problem.y.long()
@@ -217,7 +257,16 @@ def _point(net0, edited, split_idx, params, problem: PointProblem, cfg, details,
         return RepairResult(clone(net0), "prorepair", time.monotonic() - start, {"rsr": 1.0},
                             {**details, "already_satisfied": True,
                              "message": "every repair input is already classified correctly; nothing repaired"}, None)
-    run = point_repair(edited, split_idx, params, x, y, problem.clean_x.float(), problem.clean_y.long(), cfg, log)
+    h = edited[:split_idx]
+    use_closed = cfg.solver != "adam" and applicable(h, edited[split_idx:], eidx)
+    if cfg.solver == "closed_form" and not use_closed:
+        raise RepairError("ProRepair: solver='closed_form' needs Linear edit layers and an affine head g "
+                          "(the default split); use solver='adam' or 'auto'")
+    if use_closed:
+        run = closed_form_repair(edited, split_idx, eidx, x, y, problem.clean_x.float(), cfg, log)
+    else:
+        run = point_repair(edited, split_idx, params, x, y, problem.clean_x.float(), problem.clean_y.long(), cfg, log)
+    details["solver"] = "closed_form" if use_closed else "adam"
     details.update({"rounds": run["rounds"], "loop_status": run["status"], "repair_seconds": round(run["seconds"], 2)})
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "repaired.pt"

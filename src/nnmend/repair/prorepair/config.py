@@ -26,11 +26,18 @@ class ProRepairConfig:
         lr: Adam step size on the edited parameters (default 1e-3). steps: Adam steps per round
             (default 100). preserve_weight: weight λ of the preservation term (MSE between edited and
             original logits on clean/preservation inputs, default 1.0). batch_size: preservation batch.
+        preserve_samples: region-wise: uniform samples of the input domain that the preservation term
+            keeps (default 10,000), when the problem gives no ``preserve_x``.
         preserve: point-wise preservation term: ``"decisions"`` (default; logit drift plus a hinge against
             decision flips of the original network, as region-wise) or ``"labels"`` (cross-entropy with the
             clean labels: better when the original is itself defective on clean data, e.g. a backdoored net).
         decision: ``"argmax"`` or ``"argmin"`` (ACAS Xu's advisory), the decision rule the preservation
             hinge protects; ``None`` = the network's ``nnmend_meta["advisory"]`` if recorded, else argmax.
+        solver: point-wise edit: ``"auto"`` (default; the closed form of :mod:`.closed_form` when one
+            Linear layer is edited, only a ReLU follows it in ``h`` and ``g`` is affine, else Adam),
+            ``"closed_form"`` (error when it does not apply) or ``"adam"`` (the gradient loop).
+        ridge: closed form's ridge ρ relative to the clean Gram matrix's mean diagonal (default 1e-3).
+        dual_iters: projected-gradient steps of the closed form's dual problem per round (default 300).
         max_rounds: refinement rounds (region-wise) or training rounds (point-wise) (default 30).
         time_budget: seconds for the whole repair (default 600); on expiry the result lists what is open.
     Region-wise refinement:
@@ -61,8 +68,12 @@ class ProRepairConfig:
     steps: int = 100
     preserve_weight: float = 10.0
     batch_size: int = 1024
+    preserve_samples: int = 10_000
     preserve: str = "decisions"
     decision: str | None = None
+    solver: str = "auto"
+    ridge: float = 1e-3
+    dual_iters: int = 300
     max_rounds: int = 30
     time_budget: float = 600.0
     initial_splits: int = 6

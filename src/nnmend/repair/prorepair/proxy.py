@@ -74,19 +74,24 @@ def _select_rows(a: torch.Tensor, beta: torch.Tensor, spec: RowSpec, flo: torch.
     return torch.stack(a_sel, 1), torch.stack(b_sel, 1)
 
 
-def _project(p0: torch.Tensor, G: torch.Tensor, rhs: torch.Tensor, n: int, iters: int) -> torch.Tensor:
-    """Nearest ``p`` to ``p0`` (B, 2n) with ``G_k · p >= rhs_k`` (G (B, K, 2n)) and ``p[:n] <= p[n:]`` (Dykstra)."""
+def _project(p0: torch.Tensor, G: torch.Tensor, rhs: torch.Tensor, n: int, iters: int, nonneg: bool = False
+             ) -> torch.Tensor:
+    """Nearest ``p`` to ``p0`` (B, 2n) with ``G_k · p >= rhs_k`` (G (B, K, 2n)) and ``p[:n] <= p[n:]`` (Dykstra);
+    ``nonneg`` adds ``p[n:] >= 0`` (ReLU features can never be negative, so no box may demand it)."""
     K = G.shape[1]
     gg = (G * G).sum(-1).clamp(min=1e-24)
     p = p0.clone()
-    q = torch.zeros(K + 1, *p0.shape, dtype=p0.dtype)
+    sets = K + 1 + int(nonneg)
+    q = torch.zeros(sets, *p0.shape, dtype=p0.dtype)
     for _ in range(max(iters, 1)):
         before = p
-        for j in range(K + 1):
+        for j in range(sets):
             v = p + q[j]
             if j < K:
                 gap = (rhs[:, j] - (G[:, j] * v).sum(-1)).clamp(min=0)
                 y = v + (gap / gg[:, j]).unsqueeze(-1) * G[:, j]
+            elif j == K + 1:
+                y = torch.cat([v[:, :n], v[:, n:].clamp(min=0)], 1)
             else:
                 lo, hi = v[:, :n], v[:, n:]
                 mid = (lo + hi) / 2
@@ -100,11 +105,12 @@ def _project(p0: torch.Tensor, G: torch.Tensor, rhs: torch.Tensor, n: int, iters
 
 
 def linear_proxy(lin: nn.Linear, spec: RowSpec, flo: torch.Tensor, fhi: torch.Tensor, *, margin: float,
-                 iters: int = 60) -> ProxyBoxes:
+                 iters: int = 60, nonneg: bool = False) -> ProxyBoxes:
     """Proxy boxes for an affine head, closest to the feature boxes ``[flo, fhi]`` (B, n) (a point: flo = fhi).
 
     Returns boxes that contain ``[flo, fhi]`` when that box is already proven, as large as the kept
     rows allow (unconstrained sides at ``±inf``), certified in float64 by the exact box minimum.
+    ``nonneg``: the features are ReLU outputs; no box asks for an upper side below 0.
     """
     flo, fhi = flo.detach().double(), fhi.detach().double()
     n = flo.shape[1]
@@ -113,7 +119,7 @@ def linear_proxy(lin: nn.Linear, spec: RowSpec, flo: torch.Tensor, fhi: torch.Te
     norm = a_sel.norm(dim=-1)
     G = torch.cat([a_sel.clamp(min=0), a_sel.clamp(max=0)], -1)           # coefficients of (l, u)
     rhs = margin * norm - b_sel
-    p = _project(torch.cat([flo, fhi], 1), G, rhs, n, iters)
+    p = _project(torch.cat([flo, fhi], 1), G, rhs, n, iters, nonneg)
     lo, hi = p[:, :n], p[:, n:]
     inf = torch.full_like(lo, float("inf"))
     lo = torch.where((a_sel > 0).any(1), lo, -inf)                         # unconstrained sides open
@@ -167,11 +173,11 @@ def grown_proxy(g: nn.Module, spec: RowSpec, flo: torch.Tensor, fhi: torch.Tenso
 
 
 def synthesize(g: nn.Module, spec: RowSpec, flo: torch.Tensor, fhi: torch.Tensor, *, margin: float,
-               iters: int = 60, steps: int = 12, method: str = "crown") -> ProxyBoxes:
+               iters: int = 60, steps: int = 12, method: str = "crown", nonneg: bool = False) -> ProxyBoxes:
     """Proxy boxes for every item at once: closed form / projection when ``g`` is affine, growth otherwise."""
     lin = affine_head(g)
     if lin is not None:
-        return linear_proxy(lin, spec, flo, fhi, margin=margin, iters=iters)
+        return linear_proxy(lin, spec, flo, fhi, margin=margin, iters=iters, nonneg=nonneg)
     return grown_proxy(g, spec, flo, fhi, margin=margin, steps=steps, method=method)
 
 
