@@ -109,3 +109,19 @@ def test_acasxu_dimension_mismatch() -> None:
     prop = SafetyProperty([Box(torch.zeros(4), torch.ones(4), [(torch.eye(5)[:1], torch.zeros(1))])], "four_inputs")
     with pytest.raises(PropertyError, match="4 inputs"):
         check(net, prop, timeout=5)
+
+
+def test_split_dims_does_not_starve_a_wide_dimension() -> None:
+    """The smear picks the steepest dimension; a dimension left 32x relatively wider is split instead."""
+    from nnmend.bounds.bab import split_dims
+
+    lb = torch.tensor([[-1.0], [-1.0]])
+    A_in = torch.tensor([[[10.0, 0.01]], [[10.0, 0.01]]])            # (B, R, n): dim 0 dominates the smear
+    proven = torch.zeros((2, 1), dtype=torch.bool)
+    groups = torch.zeros(1, dtype=torch.long)
+    width = torch.tensor([[1e-3, 0.5], [0.5, 0.5]])
+    root = torch.ones(1, 2)
+    dim, ok = split_dims(lb, A_in, proven, groups, 1, width, 1e-9)
+    assert dim.tolist() == [0, 0] and ok.all()                         # smear alone: always dim 0
+    dim, ok = split_dims(lb, A_in, proven, groups, 1, width, 1e-9, root, 32.0)
+    assert dim.tolist() == [1, 0] and ok.all()                         # box 0: dim 1 is 500x wider → split it
