@@ -112,7 +112,7 @@ def test_acasxu_dimension_mismatch() -> None:
 
 
 def test_split_dims_does_not_starve_a_wide_dimension() -> None:
-    """The smear picks the steepest dimension; a dimension left 32x relatively wider is split instead."""
+    """The smear picks the steepest dimension; a dimension left width_ratio times relatively wider is split instead."""
     from nnmend.bounds.bab import split_dims
 
     lb = torch.tensor([[-1.0], [-1.0]])
