@@ -92,7 +92,7 @@ def test_acasxu_instances_and_phi2_convention():
 
 
 def test_prorepair_benchmark_quick(tmp_path):
-    for suite in ("acasxu", "backdoor"):
+    for suite in ("acasxu", "backdoor", "adversarial"):
         r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "prorepair.py"), "--quick", "--suite", suite,
                             "--results", str(tmp_path)], capture_output=True, text=True, timeout=600,
                            env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"})
@@ -105,6 +105,10 @@ def test_prorepair_benchmark_quick(tmp_path):
     bd = json.loads((tmp_path / "prorepair_backdoor_quick.json").read_text())["records"][0]
     assert "error" not in bd and bd["asr_after"] < bd["asr_before"]
     assert "ASR" in (tmp_path / "prorepair_backdoor_quick.md").read_text()
+    adv = json.loads((tmp_path / "prorepair_adversarial_quick.json").read_text())["records"][0]
+    pr = adv["prorepair"]
+    assert "error" not in adv and pr["solver"] == "closed_form" and pr["RSR"] == 100.0 and pr["rsr_saved"] == 100.0
+    assert 0.0 <= pr["DSR_pgd"] <= 100.0 and pr["edit_layers"] == ["fc1"]
 
 
 def test_workbench_page_repairs_misclassified_training_inputs():
