@@ -89,7 +89,7 @@ def one(net: str, prop: int, budget: float, max_rounds: int, overrides: dict | N
     res = repair(network, RegionProblem(p), cfg, log=_log_round)
     d = res.details
     return {"before": d.get("before"), "proved": bool(res.verified), "certificate": d.get("certificate"),
-            "loop_status": d.get("loop_status"), "leaves": d.get("leaves"), "rounds": len(d.get("rounds", [])),
+            "loop_status": d.get("loop_status"), "loop_proof": d.get("loop_proof"), "leaves": d.get("leaves"), "rounds": len(d.get("rounds", [])),
             "repair_seconds": d.get("repair_seconds"), "seconds": round(time.perf_counter() - t0, 2),
             **property_fdd(network, res.network, p), "unproven_regions": len(d.get("unproven_regions", [])),
             "edited_parameters": d.get("edited_parameters"), "overrides": overrides or {},
@@ -285,35 +285,52 @@ def markdown(records: list[dict], quick: bool, planned: int | None = None) -> st
     ok_fdd = sum(r["proved"] and r["fdd"] < 0.01 for r in done)
     pp = patchpro_seconds()
     partial = planned is not None and len(records) < planned
+    ran = {(*map(int, r["net"].split("_")), r["prop"]) for r in records}
+    missing = [f"N{i},{j} φ{k}" for i, j, k in instances() if (i, j, k) not in ran]
+    budgets = sorted({r.get("budget") for r in records if r.get("budget") is not None})
+    overrides = sorted({json.dumps(r.get("overrides") or {}, sort_keys=True) for r in records})
+    loads = [v for r in done for v in r.get("host_load_1min", [])]
     lines = [f"# ProRepair — ACAS Xu region-wise repair{' (quick)' if quick else ''}"
              f"{' — PARTIAL: %d of %d planned instances finished' % (len(records), planned) if partial else ''}", "",
              f"{len(done)} of {len(instances())} instances run; proved on the saved network: {proved}; "
              f"proved with FDD < 1 %: {ok_fdd}. Paper: {PAPER['proved']}/36 proved (best prior method "
              f"{PAPER['best_prior_proved']}); its FDD and times are not public (research notes A.4).", "",
-             "Time budget: wall-clock seconds of the repair loop per instance (`--budget`), then the certificate on the "
-             "saved and reloaded network (120 s): the loop's final leaf partition is re-checked (exact cover check of "
-             "the property box, float64 CROWN on every leaf, branch and bound on leaves CROWN leaves open); if that "
-             "does not settle it, `properties.check` on the whole box gets the rest of the 120 s.", "",
+             f"Run: one process, 1 torch thread, `nice -n 19`, on a shared 2-core host (1-minute load "
+             f"{min(loads, default=float('nan')):.1f}–{max(loads, default=float('nan')):.1f} at the instances' starts "
+             f"and ends, per row below). Repair-loop budget {', '.join(f'{b:g}' for b in budgets)} s wall clock per "
+             f"instance; `ProRepairConfig` defaults with overrides {', '.join(overrides)}. Instances in the order run."
+             + (f" Not run: {', '.join(missing)}." if missing else ""), "",
+             "Loop: how the repair loop ended — *leaves* (sound CROWN bounds proved every leaf of the refined "
+             "partition), *BaB* (the shared branch and bound proved the whole region on the edited network; its time "
+             "doubles after each round in which no counterexample was found), *budget* (time ran out). Certificate "
+             "(on the saved and reloaded network, 120 s): after a *leaves* loop, the leaf partition is re-checked "
+             "(exact cover check, float64 CROWN / alpha-CROWN per leaf, branch and bound on the rest; at most 60 s); "
+             "otherwise, or if that does not settle it, `properties.check` on the whole box. Only its verdict counts "
+             "as proved.", "",
              "FDD: share of 5,000 uniform points of the whole ACAS Xu input domain (the `.nnet` files' own "
              "min/max input bounds, normalised; seed 2) whose advisory (argmin) changes, leaving out points where the "
              "original network violates the property (those must change); split into points outside the property "
-             "box (PatchPro's protocol, where its FDD is 0 by construction) and inside it. PatchPro seconds: "
-             "`patchpro_acasxu.json` (same host class, 1 thread).", "",
-             "| network | property | before | proved (saved net) | cert. | FDD % | outside % | inside % | leaves | rounds "
-             "| seconds | PatchPro s |",
-             "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "box (PatchPro's protocol, where its FDD is 0 by construction) and inside it (nan when none of the points "
+             "falls inside: φ2's box is about 0.02 % of the normalised domain). PatchPro seconds: `patchpro_acasxu.json` "
+             "(same host class, 1 thread).", "",
+             "| network | property | before | loop | proved (saved net) | cert. | FDD % | outside % | inside % | leaves "
+             "| rounds | loop s | total s | host load | PatchPro s |",
+             "|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
     for r in records:
         if "error" in r:
-            lines.append(f"| {r['net']} | φ{r['prop']} | error: {r['error']} | | | | | | | | | |")
+            lines.append(f"| {r['net']} | φ{r['prop']} | error: {r['error']} |" + " |" * 12)
             continue
         cert = r.get("certificate") or {}
         how = "partition" if "partition" in str(cert.get("method", "")) else "whole box"
+        loop = {"leaves": "leaves", "branch and bound": "BaB"}.get(r.get("loop_proof"), r.get("loop_status"))
         i, j = r["net"].split("_")
         pps = pp.get(f"N{i},{j}") if r["prop"] == 2 else None
-        lines.append(f"| {r['net']} | φ{r['prop']} | {r['before']} | {'yes' if r['proved'] else 'no'} | {how} "
+        load = "–".join(f"{v:.1f}" for v in r.get("host_load_1min", [])) or "–"
+        lines.append(f"| {r['net']} | φ{r['prop']} | {r['before']} | {loop} | {'yes' if r['proved'] else 'no'} | {how} "
                      f"({cert.get('seconds', float('nan')):.0f} s) | {100 * r['fdd']:.2f} | "
                      f"{100 * r.get('fdd_outside', float('nan')):.2f} | {100 * r.get('fdd_inside', float('nan')):.2f} | "
-                     f"{r['leaves']} | {r['rounds']} | {r['seconds']:.1f} | {'–' if pps is None else f'{pps:.1f}'} |")
+                     f"{r['leaves']} | {r['rounds']} | {r.get('repair_seconds') or float('nan'):.1f} | {r['seconds']:.1f} | "
+                     f"{load} | {'–' if pps is None else f'{pps:.1f}'} |")
     return "\n".join(lines) + "\n"
 
 
