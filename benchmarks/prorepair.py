@@ -322,7 +322,12 @@ def markdown(records: list[dict], quick: bool, planned: int | None = None) -> st
             continue
         cert = r.get("certificate") or {}
         how = "partition" if "partition" in str(cert.get("method", "")) else "whole box"
-        loop = {"leaves": "leaves", "branch and bound": "BaB"}.get(r.get("loop_proof"), r.get("loop_status"))
+        proof = r.get("loop_proof")
+        if proof is None and r.get("loop_status") == "proven":
+            # records written before loop_proof was recorded: the certificate tries the partition exactly when
+            # the loop proved every leaf, so its method tells which proof ended the loop
+            proof = "leaves" if ("partition" in str(cert.get("method")) or "partition_attempt" in cert) else "branch and bound"
+        loop = {"leaves": "leaves", "branch and bound": "BaB"}.get(proof, r.get("loop_status"))
         i, j = r["net"].split("_")
         pps = pp.get(f"N{i},{j}") if r["prop"] == 2 else None
         load = "–".join(f"{v:.1f}" for v in r.get("host_load_1min", [])) or "–"
