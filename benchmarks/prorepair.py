@@ -93,7 +93,18 @@ def one(net: str, prop: int, budget: float, max_rounds: int, overrides: dict | N
             "repair_seconds": d.get("repair_seconds"), "seconds": round(time.perf_counter() - t0, 2),
             **property_fdd(network, res.network, p), "unproven_regions": len(d.get("unproven_regions", [])),
             "edited_parameters": d.get("edited_parameters"), "overrides": overrides or {},
-            "host_load_1min": [round(load0, 2), round(os.getloadavg()[0], 2)]}
+            "host_load_1min": [round(load0, 2), round(os.getloadavg()[0], 2)], "commit": _commit()}
+
+
+def _commit() -> str:
+    """The checkout's commit (``+dirty`` with uncommitted changes): which code produced a record."""
+    import subprocess
+
+    try:
+        run = lambda *a: subprocess.run(["git", *a], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True).stdout
+        return run("rev-parse", "--short", "HEAD").strip() + ("+dirty" if run("status", "--porcelain", "src").strip() else "")
+    except OSError:
+        return "unknown"
 
 
 BACKDOOR_CONFIG = dict(lr=1e-2, steps=50, max_rounds=25, preserve_weight=1.0, edit_layers=("*",), preserve="labels")

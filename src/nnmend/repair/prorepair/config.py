@@ -50,7 +50,7 @@ class ProRepairConfig:
         bab_seconds: when no open leaf yields a counterexample, the shared branch and bound searches the
             whole region this long (default 2 s) for one (violations of φ7 on N1,9 are too rare to sample),
             or proves it: that ends the loop. The time doubles after each further round without a
-            counterexample (capped at half the budget left).
+            counterexample (capped at half the budget left and at half the loop's time outside branch and bound).
         bound_method: sound bounds for the proofs inside the loop ("crown").
     Certificate:
         certify_timeout: seconds for the independent re-check of the saved network (default 300).
