@@ -327,11 +327,11 @@ def markdown(records: list[dict], quick: bool, planned: int | None = None) -> st
              "falls inside: φ2's box is about 0.02 % of the normalised domain). PatchPro seconds: `patchpro_acasxu.json` "
              "(same host class, 1 thread).", "",
              "| network | property | before | loop | proved (saved net) | cert. | FDD % | outside % | inside % | leaves "
-             "| rounds | loop s | total s | host load | PatchPro s | code |",
-             "|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|"]
+             "| rounds | loop s | total s | CPU s | host load | PatchPro s | code |",
+             "|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|"]
     for r in records:
         if "error" in r:
-            lines.append(f"| {r['net']} | φ{r['prop']} | error: {r['error']} |" + " |" * 13)
+            lines.append(f"| {r['net']} | φ{r['prop']} | error: {r['error']} |" + " |" * 14)
             continue
         cert = r.get("certificate") or {}
         how = "partition" if "partition" in str(cert.get("method", "")) else "whole box"
@@ -348,7 +348,7 @@ def markdown(records: list[dict], quick: bool, planned: int | None = None) -> st
                      f"({cert.get('seconds', float('nan')):.0f} s) | {100 * r['fdd']:.2f} | "
                      f"{100 * r.get('fdd_outside', float('nan')):.2f} | {100 * r.get('fdd_inside', float('nan')):.2f} | "
                      f"{r['leaves']} | {r['rounds']} | {r.get('repair_seconds') or float('nan'):.1f} | {r['seconds']:.1f} | "
-                     f"{load} | {'–' if pps is None else f'{pps:.1f}'} | {r.get('commit', '–')} |")
+                     f"{r.get('cpu_seconds', '–')} | {load} | {'–' if pps is None else f'{pps:.1f}'} | {r.get('commit', '–')} |")
     return "\n".join(lines) + "\n"
 
 
