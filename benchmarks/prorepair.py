@@ -294,8 +294,10 @@ def patchpro_seconds() -> dict:
 
 def markdown(records: list[dict], quick: bool, planned: int | None = None) -> str:
     done = [r for r in records if "error" not in r]
-    proved = sum(r["proved"] for r in done)
-    ok_fdd = sum(r["proved"] and r["fdd"] < 0.01 for r in done)
+    # counted per instance: a results file may hold several runs of one instance (different code or load)
+    key = lambda r: (r["net"], r["prop"])
+    proved = len({key(r) for r in done if r["proved"]})
+    ok_fdd = len({key(r) for r in done if r["proved"] and r["fdd"] < 0.01})
     pp = patchpro_seconds()
     partial = planned is not None and len(records) < planned
     ran = {(*map(int, r["net"].split("_")), r["prop"]) for r in records}
@@ -305,7 +307,8 @@ def markdown(records: list[dict], quick: bool, planned: int | None = None) -> st
     loads = [v for r in done for v in r.get("host_load_1min", [])]
     lines = [f"# ProRepair — ACAS Xu region-wise repair{' (quick)' if quick else ''}"
              f"{' — PARTIAL: %d of %d planned instances finished' % (len(records), planned) if partial else ''}", "",
-             f"{len(done)} of {len(instances())} instances run; proved on the saved network: {proved}; "
+             f"{len({key(r) for r in done})} of {len(instances())} instances run ({len(done)} runs); proved on the saved "
+             f"network in at least one run: {proved}; "
              f"proved with FDD < 1 %: {ok_fdd}. Paper: {PAPER['proved']}/36 proved (best prior method "
              f"{PAPER['best_prior_proved']}); its FDD and times are not public (research notes A.4).", "",
              f"Run: one process, 1 torch thread, `nice -n 19`, on a shared 2-core host (1-minute load "
@@ -344,8 +347,8 @@ def markdown(records: list[dict], quick: bool, planned: int | None = None) -> st
         i, j = r["net"].split("_")
         pps = pp.get(f"N{i},{j}") if r["prop"] == 2 else None
         load = "–".join(f"{v:.1f}" for v in r.get("host_load_1min", [])) or "–"
-        lines.append(f"| {r['net']} | φ{r['prop']} | {r['before']} | {loop} | {'yes' if r['proved'] else 'no'} | {how} "
-                     f"({cert.get('seconds', float('nan')):.0f} s) | {100 * r['fdd']:.2f} | "
+        lines.append(f"| {r['net']} | φ{r['prop']} | {r['before']} | {loop} | {'yes' if r['proved'] else 'no'} | {how}: "
+                     f"{cert.get('status', '?')} ({cert.get('seconds', float('nan')):.0f} s) | {100 * r['fdd']:.2f} | "
                      f"{100 * r.get('fdd_outside', float('nan')):.2f} | {100 * r.get('fdd_inside', float('nan')):.2f} | "
                      f"{r['leaves']} | {r['rounds']} | {r.get('repair_seconds') or float('nan'):.1f} | {r['seconds']:.1f} | "
                      f"{r.get('cpu_seconds', '–')} | {load} | {'–' if pps is None else f'{pps:.1f}'} | {r.get('commit', '–')} |")
