@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from nnmend.benchmarking import run_jobs, write_results
+from nnmend.benchmarking import progress, run_jobs, write_results
 from nnmend.data import load_dataset
 from nnmend.nets import pretrained
 from nnmend.repair import provable_metrics as pm
@@ -241,14 +241,20 @@ def main() -> None:
         jobs.append({"net": net, "radius": float(r), "n": int(n), "n_max": int(n), "attack": False, "baselines": False,
                      "dsr_n": args.dsr_n, "dgsr_n": args.dgsr_n, "baseline_epochs": args.baseline_epochs,
                      "seed": args.seed, "attack_name": args.attack, "overrides": overrides})
-    records = run_jobs(one_cell, jobs, desc="patchpro mnist", keep_going=True)
-    total = time.perf_counter() - started
     name = args.name or ("patchpro_mnist_quick" if args.quick else "patchpro_mnist")
-    jp, mp = write_results(name, records, markdown(records, args, total), args.out,
-                           extra={"quick": args.quick, "seed": args.seed, "config": asdict(PatchProConfig.mnist()),
-                                  "baseline_config": asdict(BaselineConfig(epochs=args.baseline_epochs)),
-                                  "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}},
-                           started=started)
+    extra = {"quick": args.quick, "seed": args.seed, "config": asdict(PatchProConfig.mnist()),
+             "baseline_config": asdict(BaselineConfig(epochs=args.baseline_epochs)), "planned": len(jobs),
+             "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
+    if not jobs:
+        raise SystemExit("patchpro_mnist: no cells to run (check --nets/--radii/--ns/--extra)")
+    records: list[dict] = []
+    for job in progress(jobs, desc="patchpro mnist", enabled=True, leave=True):
+        records += run_jobs(one_cell, [job], progress_bar=False, keep_going=True)
+        # rewritten after every cell so an interrupted run still leaves a labelled partial table
+        md = markdown(records, args, time.perf_counter() - started)
+        if len(records) < len(jobs):
+            md = md.replace(" cells, total", f" of {len(jobs)} planned cells (run interrupted or in progress), total", 1)
+        jp, mp = write_results(name, records, md, args.out, extra=extra, started=started)
     print(f"wrote {jp} and {mp}")
 
 

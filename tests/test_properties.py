@@ -109,3 +109,45 @@ def test_acasxu_dimension_mismatch() -> None:
     prop = SafetyProperty([Box(torch.zeros(4), torch.ones(4), [(torch.eye(5)[:1], torch.zeros(1))])], "four_inputs")
     with pytest.raises(PropertyError, match="4 inputs"):
         check(net, prop, timeout=5)
+
+
+def test_split_dims_does_not_starve_a_wide_dimension() -> None:
+    """The smear picks the steepest dimension; a dimension left width_ratio times relatively wider is split instead."""
+    from nnmend.bounds.bab import split_dims
+
+    lb = torch.tensor([[-1.0], [-1.0]])
+    A_in = torch.tensor([[[10.0, 0.01]], [[10.0, 0.01]]])            # (B, R, n): dim 0 dominates the smear
+    proven = torch.zeros((2, 1), dtype=torch.bool)
+    groups = torch.zeros(1, dtype=torch.long)
+    width = torch.tensor([[1e-3, 0.5], [0.5, 0.5]])
+    root = torch.ones(1, 2)
+    dim, ok = split_dims(lb, A_in, proven, groups, 1, width, 1e-9)
+    assert dim.tolist() == [0, 0] and ok.all()                         # smear alone: always dim 0
+    dim, ok = split_dims(lb, A_in, proven, groups, 1, width, 1e-9, root, 32.0)
+    assert dim.tolist() == [1, 0] and ok.all()                         # box 0: dim 1 is 500x wider → split it
+
+
+def test_sample_boxes_is_uniform_over_the_union() -> None:
+    from nnmend.bounds.bab import sample_boxes
+
+    lo = torch.tensor([[0.0, 0.0], [1.0, 0.0]], dtype=torch.float64)
+    hi = torch.tensor([[1.0, 1.0], [4.0, 1.0]], dtype=torch.float64)           # volumes 1 and 3
+    x, box = sample_boxes(lo, hi, 40000, torch.Generator().manual_seed(0))
+    assert ((x >= lo[box]) & (x <= hi[box])).all()
+    assert abs(float((box == 1).double().mean()) - 0.75) < 0.01               # drawn by volume
+    assert abs(float(x[:, 0].mean()) - 2.0) < 0.03                             # uniform on [0, 4] x [0, 1]
+
+
+def test_rare_violation_found_by_sampling_the_open_boxes() -> None:
+    """ACAS Xu N1,9 phi7 is violated on about one point in 10^6 that PGD misses; BaB's sampling finds it."""
+    from nnmend.acasxu import acasxu, acasxu_property_path
+    from nnmend.properties import read_property
+
+    res = check(acasxu(1, 9), read_property(acasxu_property_path(7)), 100.0)
+    assert res.status == "falsified"
+    x, y = res.counterexample
+    region = read_property(acasxu_property_path(7)).regions[0]
+    assert (x.reshape(-1) >= region.lo.double()).all() and (x.reshape(-1) <= region.hi.double()).all()
+    y = acasxu(1, 9).double()(x.reshape(1, -1)).reshape(-1)                     # confirmed independently
+    assert any(bool((A.double() @ y <= b.double()).all()) for A, b in region.unsafe)
+    assert res.stats["per_region"][-1]["found_by"] == "sampling open boxes"
