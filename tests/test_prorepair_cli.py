@@ -71,6 +71,27 @@ def test_cli_already_satisfied_repairs_nothing(tmp_path, capsys):
     assert "already holds" in capsys.readouterr().out and not out.exists()
 
 
+def test_cli_point_repair_closed_form_solver(tmp_path, capsys):
+    model, _ = _files(tmp_path)
+    net = load_network(model)
+    gen = torch.Generator().manual_seed(3)
+    clean_x = torch.rand(400, 2, generator=gen)
+    x = torch.rand(12, 2, generator=gen)
+    with torch.no_grad():
+        clean_y, y = net(clean_x).argmax(1), 1 - net(x).argmax(1)          # every repair point flipped
+    torch.save({"x": x, "y": y, "clean_x": clean_x, "clean_y": clean_y}, tmp_path / "pts.pt")
+    out = tmp_path / "pt.pt"
+    assert cli_main(["repair", str(model), "--method", "prorepair", "--points", str(tmp_path / "pts.pt"),
+                     "--solver", "closed_form", "--edit-layers", "fc1", "fc2", "--out", str(out)]) == 0
+    assert "solver: closed_form" in capsys.readouterr().out
+    with torch.no_grad():
+        assert (load_network(out)(x).argmax(1) == y).all()
+    # the closed form needs Linear edit layers and an affine head: a bad request is one clear line
+    assert cli_main(["repair", str(model), "--method", "prorepair", "--points", str(tmp_path / "pts.pt"),
+                     "--solver", "closed_form", "--split-layer", "fc2", "--out", str(tmp_path / "no.pt")]) == 2
+    assert "closed_form" in capsys.readouterr().err and not (tmp_path / "no.pt").exists()
+
+
 def test_acasxu_instances_and_phi2_convention():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from prorepair import instances
@@ -92,7 +113,7 @@ def test_acasxu_instances_and_phi2_convention():
 
 
 def test_prorepair_benchmark_quick(tmp_path):
-    for suite in ("acasxu", "backdoor"):
+    for suite in ("acasxu", "backdoor", "adversarial"):
         r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "prorepair.py"), "--quick", "--suite", suite,
                             "--results", str(tmp_path)], capture_output=True, text=True, timeout=600,
                            env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"})
@@ -105,6 +126,10 @@ def test_prorepair_benchmark_quick(tmp_path):
     bd = json.loads((tmp_path / "prorepair_backdoor_quick.json").read_text())["records"][0]
     assert "error" not in bd and bd["asr_after"] < bd["asr_before"]
     assert "ASR" in (tmp_path / "prorepair_backdoor_quick.md").read_text()
+    adv = json.loads((tmp_path / "prorepair_adversarial_quick.json").read_text())["records"][0]
+    pr = adv["prorepair"]
+    assert "error" not in adv and pr["solver"] == "closed_form" and pr["RSR"] == 100.0 and pr["rsr_saved"] == 100.0
+    assert 0.0 <= pr["DSR_pgd"] <= 100.0 and pr["edit_layers"] == ["fc1"]
 
 
 def test_workbench_page_repairs_misclassified_training_inputs():

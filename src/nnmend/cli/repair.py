@@ -137,6 +137,14 @@ def _prorepair_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--budget", type=float, default=600.0, help="repair seconds (default 600)")
     g.add_argument("--decision", choices=("argmax", "argmin"), default=None,
                    help="decision rule to preserve (ACAS Xu: argmin; default: from the model's metadata, else argmax)")
+    g.add_argument("--solver", choices=("auto", "closed_form", "adam"), default="auto",
+                   help="point-wise edit: closed-form minimal-disturbance dual QP (Linear edit layers, affine head), "
+                        "Adam on the proxy-box loss, or auto (closed form where it applies)")
+    g.add_argument("--preserve-weight", type=float, default=None,
+                   help="weight of the preservation term (default: ProRepairConfig's)")
+    g.add_argument("--proxy-margin", type=float, default=None,
+                   help="distance proxy boxes keep from the head's decision boundary, in units of the clean "
+                        "features' spread (default: ProRepairConfig's)")
 
 
 def _prorepair_points(path: Path, network):
@@ -169,8 +177,10 @@ def _prorepair_run(args: argparse.Namespace, network) -> tuple[object, dict]:
     if (args.property is None) == (args.points is None):
         raise NnmendError("prorepair: give exactly one of --property P.vnnlib (region-wise) or --points SAMPLES.pt "
                           "(point-wise)")
+    tuned = {k: v for k, v in (("preserve_weight", args.preserve_weight), ("proxy_margin", args.proxy_margin))
+             if v is not None}
     cfg = ProRepairConfig(split_layer=args.split_layer, edit_layers=tuple(args.edit_layers) if args.edit_layers else None,
-                          time_budget=args.budget, seed=args.seed, decision=args.decision)
+                          time_budget=args.budget, seed=args.seed, decision=args.decision, solver=args.solver, **tuned)
     if args.property is not None:
         problem = RegionProblem(read_property(args.property))
     else:
@@ -211,7 +221,7 @@ def _prorepair_summary(report: dict) -> list[str]:
                 lines.append(f"    unproven leaf lo={[round(v, 5) for v in r['lo']]} hi={[round(v, 5) for v in r['hi']]}")
     else:
         lines.append(f"  repair inputs correct on the saved network: {100 * d['certificate']['rsr_on_saved_network']:.1f}% "
-                     f"(wrong before: {d['wrong_before']})")
+                     f"(wrong before: {d['wrong_before']}; solver: {d.get('solver', '?')})")
     return lines
 
 

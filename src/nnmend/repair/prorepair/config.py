@@ -48,7 +48,9 @@ class ProRepairConfig:
             bisections deep (volume 2^-depth of its region's box): looser leaves would demand large edits;
             their counterexample points join at once as point items. pgd_steps / pgd_boxes: counterexample search per round.
         bab_seconds: when no open leaf yields a counterexample, the shared branch and bound searches the
-            whole region this long (default 2 s) for one (violations of φ7 on N1,9 are too rare to sample).
+            whole region this long (default 2 s) for one (violations of φ7 on N1,9 are too rare to sample),
+            or proves it: that ends the loop. The time doubles after each further round without a
+            counterexample (capped at half the budget left and at half the loop's time outside branch and bound).
         bound_method: sound bounds for the proofs inside the loop ("crown").
     Certificate:
         certify_timeout: seconds for the independent re-check of the saved network (default 300).
