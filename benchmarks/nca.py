@@ -44,7 +44,8 @@ from nnmend.data import load_dataset
 from nnmend.io import load_checkpoint, save_checkpoint
 from nnmend.metrics import recovery
 from nnmend.nets import clone, get_layer, named_layers, predict, pretrained
-from nnmend.repair.nca import NCARepairConfig, NCATrainConfig, repair_weight, storage_bytes, train_rule
+from nnmend.repair.nca import (NCARepairConfig, NCATrainConfig, repair_trajectory, repair_weight, storage_bytes,
+                               train_rule)
 from nnmend.repair.nca.baselines import (biharmonic_fill, masked_finetune, mean_fill, replica, replica_repair,
                                          soft_impute)
 from nnmend.repair.nca.repair import rule_layout
@@ -145,7 +146,10 @@ def run_case(ctx: Context, pattern: str, kind: str, fraction: float, seed: int) 
 
 
 def run_stability(ctx: Context, multiples=(1, 5, 20)) -> list[dict]:
-    """Accuracy after k× the training horizon (does the attractor persist or drift?)."""
+    """Accuracy after k× the training horizon (does the attractor persist or drift?).
+
+    One run per case read at each multiple (:func:`repair_trajectory`; blind detection at 1×).
+    """
     horizon = int(ctx.rule.meta["horizon"])
     out = []
     for pattern, kind, fraction, mode in (("scatter", "zero", 0.9, "informed"), ("scatter", "gaussian", 0.3, "blind"),
@@ -154,9 +158,9 @@ def run_stability(ctx: Context, multiples=(1, 5, 20)) -> list[dict]:
         mask = corruption_mask(ctx.w, pattern, fraction, gen)
         bad = corrupt_values(ctx.w, mask, kind, gen, sigma=0.1)
         row = {"pattern": pattern, "kind": kind, "fraction": fraction, "mode": mode, "horizon": horizon}
-        for k in multiples:
-            w_hat, _ = repair_weight(ctx.rule, bad, None if mode == "blind" else ~mask,
-                                     config=NCARepairConfig(steps=k * horizon))
+        outs, _ = repair_trajectory(ctx.rule, bad, None if mode == "blind" else ~mask,
+                                    tuple(k * horizon for k in multiples), config=NCARepairConfig(steps=horizon))
+        for k, w_hat in zip(multiples, outs):
             row[f"accuracy_{k}x"] = ctx.evaluate(w_hat)[0]
         out.append(row)
     return out

@@ -11,7 +11,8 @@ from nnmend.errors import RepairError
 from nnmend.io import load_checkpoint, save_checkpoint
 from nnmend.nets import get_layer, mlp
 from nnmend.repair.nca import (NCAProblem, NCARepairConfig, NCARule, NCATrainConfig, make_layout, positional_channels,
-                               repair, repair_weight, storage_bytes, train_rule, train_rule_for_weight)
+                               repair, repair_trajectory, repair_weight, storage_bytes, train_rule,
+                               train_rule_for_weight)
 from nnmend.repair.nca.baselines import biharmonic_fill, mean_fill, replica, replica_repair, soft_impute
 
 TINY = NCATrainConfig(iterations=30, batch_size=4, pool_size=8, steps_min=6, steps_max=8, hidden_channels=5, width=24,
@@ -181,3 +182,20 @@ def test_blind_cross_check_finds_and_fixes_outliers(tiny_rule):
     assert (fixed - w)[~mask].abs().max() < 0.1 * 3.0
     with pytest.raises(RepairError, match="blind_strategy"):
         repair_weight(tiny_rule, bad, None, config=NCARepairConfig(blind_strategy="vote"))
+
+
+def test_trajectory_matches_separate_runs(tiny_rule):
+    """Stability reads one long run at several step counts; each reading equals a run of that length."""
+    w = smooth_matrix()
+    mask = corruption_mask(w, "scatter", 0.5, torch.Generator().manual_seed(1))
+    bad = corrupt_values(w, mask, "zero", torch.Generator().manual_seed(1))
+    cfg = NCARepairConfig(seed=3, average_last=4)
+    outs, _ = repair_trajectory(tiny_rule, bad, ~mask, (5, 12), config=cfg)
+    for steps, got in zip((5, 12), outs):
+        want, _ = repair_weight(tiny_rule, bad, ~mask, config=NCARepairConfig(seed=3, average_last=4, steps=steps))
+        assert torch.allclose(got, want, atol=1e-6)
+    assert not torch.allclose(outs[0], outs[1])  # the readings are of different states
+    blind, score = repair_trajectory(tiny_rule, bad, None, (4, 9), config=cfg)
+    assert len(blind) == 2 and score.shape == w.shape
+    with pytest.raises(RepairError, match="checkpoints"):
+        repair_trajectory(tiny_rule, bad, ~mask, (0, 3))

@@ -93,6 +93,22 @@ def repair_weight(rule: NCARule, weight: torch.Tensor, trusted_mask: torch.Tenso
 
     The score is the normalised per-cell correction ``|ŵ − w|/σ`` (non-finite cells score +inf).
     """
+    steps = int(config.steps if config.steps is not None else rule.meta.get("horizon", 40))
+    (repaired,), score = repair_trajectory(rule, weight, trusted_mask, (steps,), config=config)
+    return repaired, score
+
+
+@torch.no_grad()
+def repair_trajectory(rule: NCARule, weight: torch.Tensor, trusted_mask: torch.Tensor | None,
+                      checkpoints: tuple[int, ...], *, config: NCARepairConfig = NCARepairConfig()
+                      ) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """:func:`repair_weight` read at several step counts of one run (stability: 1×, 5×, 20× the horizon).
+
+    Blind detection (``config.blind_strategy``) runs ``config.steps`` (default: the horizon) once; the
+    final, clamped pass is one trajectory of ``max(checkpoints)`` steps, read (averaged over its last
+    ``config.average_last`` steps) at each checkpoint — the same as separate runs of that many steps
+    up to the stochastic firing draws. Returns ``([weight at each checkpoint], detection score)``.
+    """
     layout = rule_layout(rule)
     weight = weight.detach().float().cpu()
     finite = torch.isfinite(weight)
@@ -105,44 +121,56 @@ def repair_weight(rule: NCARule, weight: torch.Tensor, trusted_mask: torch.Tenso
                               f"shape {tuple(weight.shape)}")
         trust_w = torch.where(trusted_mask.bool() & finite, TRUSTED, BAD)
     steps = int(config.steps if config.steps is not None else rule.meta.get("horizon", 40))
-    if steps < 1 or config.average_last < 1:
-        raise RepairError(f"steps={steps} and average_last={config.average_last} must be >= 1")
+    checkpoints = tuple(int(c) for c in checkpoints)
+    if steps < 1 or config.average_last < 1 or not checkpoints or min(checkpoints) < 1:
+        raise RepairError(f"steps={steps}, checkpoints={checkpoints} and average_last={config.average_last} "
+                          "must be >= 1")
     if config.blind_strategy not in ("cross_check", "rule", "none"):
         raise RepairError(f"blind_strategy={config.blind_strategy!r} is not one of 'cross_check', 'rule', 'none'")
     gen = torch.Generator().manual_seed(config.seed)
     sigma = float(rule.meta["sigma"])
+    blind_final = trusted_mask is None and config.blind_strategy == "none"
     if trusted_mask is None and config.blind_strategy == "cross_check":
         half = torch.rand(weight.shape, generator=gen) < 0.5
         pred = torch.zeros_like(w0)
         for hidden in (half, ~half):
             t = torch.where(hidden | ~finite, BAD, TRUSTED)
-            pred = torch.where(hidden, _run(rule, layout, w0, t, steps, config.average_last, gen), pred)
+            pred = torch.where(hidden, _run(rule, layout, w0, t, (steps,), config.average_last, gen)[0], pred)
         score = (pred - w0).abs() / sigma
+    elif not blind_final:
+        first = _run(rule, layout, w0, trust_w, (steps,) if trusted_mask is None else checkpoints,
+                     config.average_last, gen)
+        score = (first[0] - w0).abs() / sigma
+    if trusted_mask is None:
+        if config.blind_strategy != "none":
+            trust_w = torch.where(score > config.detect_threshold, BAD, TRUSTED)
+        outs = _run(rule, layout, w0, trust_w, checkpoints, config.average_last, gen)
+        if blind_final:
+            score = (outs[0] - w0).abs() / sigma
     else:
-        repaired = _run(rule, layout, w0, trust_w, steps, config.average_last, gen)
-        score = (repaired - w0).abs() / sigma
+        outs = first
     score = score.masked_fill(~finite, float("inf"))
-    if trusted_mask is None and config.blind_strategy != "none":
-        trust_w = torch.where(score > config.detect_threshold, BAD, TRUSTED)
-        repaired = _run(rule, layout, w0, trust_w, steps, config.average_last, gen)
-    repaired = torch.where(trust_w == TRUSTED, w0, repaired)  # trusted cells are exactly what was stored
-    return repaired, score
+    # trusted cells are exactly what was stored
+    return [torch.where(trust_w == TRUSTED, w0, r) for r in outs], score
 
 
-def _run(rule: NCARule, layout: Layout, w0: torch.Tensor, trust_w: torch.Tensor, steps: int, average_last: int,
-         gen: torch.Generator) -> torch.Tensor:
+def _run(rule: NCARule, layout: Layout, w0: torch.Tensor, trust_w: torch.Tensor, checkpoints: tuple[int, ...],
+         average_last: int, gen: torch.Generator) -> list[torch.Tensor]:
     # values known to be bad carry no information: start them at the mean (0 in normalised units)
     z = layout.to_grid(torch.where(trust_w == BAD, 0.0, rule.normalise(w0)))
     trust = layout.to_grid(trust_w)
     pos = positional_channels(layout.grid_shape, rule.frequencies)
     state = rule.initial_state(z)
-    keep = min(average_last, steps)
-    acc = torch.zeros_like(z)
-    for t in range(steps):
+    outs: dict[int, torch.Tensor] = {}
+    acc = {c: torch.zeros_like(z) for c in checkpoints}
+    for t in range(1, max(checkpoints) + 1):
         state = rule.step(state, pos, trust, gen, clamp=z)
-        if t >= steps - keep:
-            acc += state[:, :1]
-    return rule.denormalise(layout.from_grid(acc / keep))
+        for c in checkpoints:  # average the last few states before each checkpoint (stochastic firing)
+            if c - min(average_last, c) < t <= c:
+                acc[c] += state[:, :1]
+    for c in checkpoints:
+        outs[c] = rule.denormalise(layout.from_grid(acc[c] / min(average_last, c)))
+    return [outs[c] for c in checkpoints]
 
 
 def repair(network: nn.Module, problem: NCAProblem, config: NCARepairConfig = NCARepairConfig()) -> RepairResult:
