@@ -44,7 +44,8 @@ from nnmend.data import load_dataset
 from nnmend.io import load_checkpoint, save_checkpoint
 from nnmend.metrics import recovery
 from nnmend.nets import clone, get_layer, named_layers, predict, pretrained
-from nnmend.repair.nca import NCARepairConfig, NCATrainConfig, repair_weight, storage_bytes, train_rule
+from nnmend.repair.nca import (NCARepairConfig, NCATrainConfig, half_precision, repair_trajectory, repair_weight,
+                               storage_bytes, train_rule)
 from nnmend.repair.nca.baselines import (biharmonic_fill, masked_finetune, mean_fill, replica, replica_repair,
                                          soft_impute)
 from nnmend.repair.nca.repair import rule_layout
@@ -55,7 +56,8 @@ from nca_report import KINDS, PATTERNS, coverage, plot, summarise, write_markdow
 RESULTS = Path(__file__).resolve().parent / "results"
 FRACTIONS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 0.95)
 # the rule used for every layer (changes from NCATrainConfig's defaults; chosen by benchmarks/nca_ablation.py)
-RULE_CONFIG: dict = {"function_weight": 0.7, "dilations": (1, 2, 4)}
+RULE_CONFIG: dict = {"function_weight": 0.7, "dilations": (1, 2, 4), "steps_min": 32, "steps_max": 64,
+                     "fraction_range": (0.3, 0.95)}  # = ablation variant fn_dil_long_hi (1200 iterations)
 TALK = {"claim": "88.8 % MNIST accuracy kept at 90 % weight corruption (TinyMLP; corruption model, threat "
                  "model and baselines not stated)", "accuracy": 0.888, "fraction": 0.9}
 
@@ -72,7 +74,7 @@ class Context:
         self.layout = rule_layout(rule)
         self.storage = storage_bytes(rule)
         self.copy, self.copy_info = replica(self.w, self.storage["rule_bytes"])
-        self.steps = 6 if quick else None  # CA steps per repair (None: the rule's training horizon)
+        self.steps = 6 if quick else None  # CA steps per repair (None: NCARepairConfig's default, 3× the horizon)
 
     def evaluate(self, w: torch.Tensor) -> tuple[float, float]:
         net = clone(self.net)
@@ -145,7 +147,10 @@ def run_case(ctx: Context, pattern: str, kind: str, fraction: float, seed: int) 
 
 
 def run_stability(ctx: Context, multiples=(1, 5, 20)) -> list[dict]:
-    """Accuracy after k× the training horizon (does the attractor persist or drift?)."""
+    """Accuracy after k× the training horizon (does the attractor persist or drift?).
+
+    One run per case read at each multiple (:func:`repair_trajectory`; blind detection at 1×).
+    """
     horizon = int(ctx.rule.meta["horizon"])
     out = []
     for pattern, kind, fraction, mode in (("scatter", "zero", 0.9, "informed"), ("scatter", "gaussian", 0.3, "blind"),
@@ -154,9 +159,9 @@ def run_stability(ctx: Context, multiples=(1, 5, 20)) -> list[dict]:
         mask = corruption_mask(ctx.w, pattern, fraction, gen)
         bad = corrupt_values(ctx.w, mask, kind, gen, sigma=0.1)
         row = {"pattern": pattern, "kind": kind, "fraction": fraction, "mode": mode, "horizon": horizon}
-        for k in multiples:
-            w_hat, _ = repair_weight(ctx.rule, bad, None if mode == "blind" else ~mask,
-                                     config=NCARepairConfig(steps=k * horizon))
+        outs, _ = repair_trajectory(ctx.rule, bad, None if mode == "blind" else ~mask,
+                                    tuple(k * horizon for k in multiples), config=NCARepairConfig(steps=horizon))
+        for k, w_hat in zip(multiples, outs):
             row[f"accuracy_{k}x"] = ctx.evaluate(w_hat)[0]
         out.append(row)
     return out
@@ -192,6 +197,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--patterns", nargs="+", default=list(PATTERNS), choices=PATTERNS)
     ap.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
     ap.add_argument("--iterations", type=int, default=None, help="rule training iterations")
+    ap.add_argument("--rule-precision", choices=["fp32", "fp16"], default="fp32",
+                    help="store the rule's parameters in float32 or float16 (half the overhead, so the replica "
+                         "baselines get half the bytes); fp16 writes nca_fp16.*")
     ap.add_argument("--budget-minutes", type=float, default=None, help="stop starting new jobs after this")
     ap.add_argument("--resume", action="store_true",
                     help="keep the records in the existing nca.json that were made with the same rules; skip them")
@@ -199,7 +207,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out-dir", type=Path, default=RESULTS)
     ap.add_argument("--render-only", action="store_true", help="rewrite the .md and .png from the saved .json")
     args = ap.parse_args(argv)
-    name = "nca_quick" if args.quick else "nca"
+    name = ("nca_quick" if args.quick else "nca") + ("_fp16" if args.rule_precision == "fp16" else "")
+    args.name = name
     if args.render_only:
         res = json.loads((args.out_dir / f"{name}.json").read_text())
         write_markdown(res, args.out_dir / f"{name}.md")
@@ -211,7 +220,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.quick:
         args.models, args.layers, args.seeds = ["small_mlp_mnist"], ["fc2"], [0]
         args.fractions, args.patterns, args.kinds = [0.3, 0.9], ["scatter"], ["zero"]
-    cfg = NCATrainConfig(iterations=args.iterations or (15 if args.quick else 600), **RULE_CONFIG)
+    cfg = NCATrainConfig(iterations=args.iterations or (15 if args.quick else 1200), **RULE_CONFIG)
     cache = None if args.quick else args.out_dir / "nca_rules"
     args.out_dir.mkdir(parents=True, exist_ok=True)
     if cache:
@@ -223,6 +232,7 @@ def main(argv: list[str] | None = None) -> dict:
            "grid": {"models": args.models, "layers": args.layers, "patterns": args.patterns, "kinds": args.kinds,
                     "fractions": args.fractions, "seeds": args.seeds},
            "rule_config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in RULE_CONFIG.items()},
+           "rule_precision": args.rule_precision,
            "train_config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()},
            "versions": {"torch": torch.__version__, "python": platform.python_version()},
            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": torch.get_num_threads()},
@@ -238,6 +248,8 @@ def main(argv: list[str] | None = None) -> dict:
                 break
             print(f"[nca] rule for {model_name}/{layer}", file=sys.stderr, flush=True)
             rule, cached = get_rule(model_name, layer, cfg, cache, train.x)
+            if args.rule_precision == "fp16":
+                rule = half_precision(rule)
             ctx = Context(model_name, layer, rule, test, train, clean_acc, args.quick)
             contexts.append(ctx)
             res["layers"].append({"model": model_name, "layer": layer, "clean_accuracy": clean_acc,
@@ -263,7 +275,7 @@ def main(argv: list[str] | None = None) -> dict:
             if lay.get("stability"):
                 continue
             print(f"[nca] stability {ctx.model_name}/{ctx.layer}", file=sys.stderr, flush=True)
-            lay["stability"] = run_stability(ctx, multiples=(1, 2) if args.quick else (1, 5, 20))
+            lay["stability"] = run_stability(ctx, multiples=(1, 2) if args.quick else (1, 3, 5, 20))
             _finish(res, args, t_start, partial=True)
     done = {tuple(c) for c in res["covered"]}
     jobs = [(c, p, k, f, s) for s in args.seeds for c in contexts for p in args.patterns for k in args.kinds
@@ -291,7 +303,7 @@ def _finish(res: dict, args, t_start: float, partial: bool) -> None:
     full = all(c["cases"] == c["of"] for c in cov.values()) and len(cov) == len(res["layers"])
     res["status"] = "complete" if full and not partial else "partial"
     res["coverage_note"] = (f"{len(res['records'])} grid cases covered in all (per layer below; each listed under "
-                            f"`covered` in {'nca_quick' if args.quick else 'nca'}.json); last invocation's grid: "
+                            f"`covered` in {args.name}.json); last invocation's grid: "
                             f"{res['grid']}.")
     res["summary"] = summarise(res["records"])
     secs: dict[str, list[float]] = {}
@@ -300,7 +312,7 @@ def _finish(res: dict, args, t_start: float, partial: bool) -> None:
             secs.setdefault(m, []).append(s)
     res["median_seconds"] = {m: statistics.median(v) for m, v in secs.items()}
     res["seconds_total"] = round(time.perf_counter() - t_start, 1)
-    name = "nca_quick" if args.quick else "nca"
+    name = args.name
     (args.out_dir / f"{name}.json").write_text(json.dumps(res, indent=1, default=float))
     write_markdown(res, args.out_dir / f"{name}.md")
     if res["records"]:

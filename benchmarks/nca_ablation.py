@@ -36,6 +36,13 @@ VARIANTS: dict[str, dict] = {
     "fn_dil_wide": {"function_weight": 0.7, "dilations": (1, 2, 4), "hidden_channels": 16, "width": 96},
     "fn_dil_hi": {"function_weight": 0.7, "dilations": (1, 2, 4), "fraction_range": (0.3, 0.95)},
     "fn_only": {"function_weight": 1.0, "dilations": (1, 2, 4)},
+    # longer training horizon: at 90 % scatter the trusted cells are ~3 cells apart, so in-painting needs
+    # more steps than 28 (fn_dil peaks at ~3x its horizon and drifts after); train where it is evaluated
+    "fn_dil_long": {"function_weight": 0.7, "dilations": (1, 2, 4), "steps_min": 32, "steps_max": 64,
+                    "iterations": 1200},
+    # ... and trained on the high corruption levels the target is about
+    "fn_dil_long_hi": {"function_weight": 0.7, "dilations": (1, 2, 4), "steps_min": 32, "steps_max": 64,
+                       "iterations": 1200, "fraction_range": (0.3, 0.95)},
 }
 CASES = [("scatter", f, "informed") for f in (0.5, 0.7, 0.9, 0.95)] + [("patch", 0.3, "informed"),
                                                                        ("scatter", 0.3, "blind")]
@@ -45,7 +52,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS))
     ap.add_argument("--iterations", type=int, default=600)
-    ap.add_argument("--step-multiples", type=float, nargs="+", default=[1.0, 2.0])
+    ap.add_argument("--step-multiples", type=float, nargs="+", default=[1.0, 2.0, 3.0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out-dir", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
@@ -72,14 +79,14 @@ def main(argv: list[str] | None = None) -> dict:
     cache = args.out_dir / "nca_rules"
     cache.mkdir(parents=True, exist_ok=True)
     for v in args.variants:
-        path = cache / ("small_mlp_mnist_fc1.pt" if v == "v0" else f"ablation_{v}_{iters}.pt")
+        cfg = dataclasses.replace(NCATrainConfig(iterations=iters), **VARIANTS[v])
+        if args.quick:  # a variant's own iteration count applies to full runs only
+            cfg = dataclasses.replace(cfg, iterations=iters, batch_size=2, pool_size=4, steps_min=2, steps_max=3)
+        path = cache / ("small_mlp_mnist_fc1.pt" if v == "v0" else f"ablation_{v}_{cfg.iterations}.pt")
         t0 = time.perf_counter()
         if path.exists() and not args.quick:
             rule = load_checkpoint(path).model
         else:
-            cfg = dataclasses.replace(NCATrainConfig(iterations=iters), **VARIANTS[v])
-            if args.quick:
-                cfg = dataclasses.replace(cfg, batch_size=2, pool_size=4, steps_min=2, steps_max=3)
             print(f"[ablation] training {v}: {VARIANTS[v]}", file=sys.stderr, flush=True)
             rule, _ = train_rule(net, "fc1", cfg, data=train_x, progress_bar=sys.stderr.isatty())
             if not args.quick:
@@ -121,6 +128,14 @@ def write_markdown(res: dict, path: Path) -> None:
         lines.append(f"| {v} | {json.dumps(r['changes'])} | {r['iterations']} | {r['train_seconds']} | "
                      f"{r['storage']['rule_bytes']} | " + " | ".join(f"{r['accuracy'].get(k, float('nan')):.3f}"
                                                                       for k in keys) + " |")
+    target = [(acc, v, k) for v, r in res["variants"].items() for k, acc in r["accuracy"].items()
+              if k.startswith("scatter 0.9 informed")]
+    if target:
+        acc, v, k = max(target)
+        lines += ["", f"Best at the talk's operating point (90 % scattered corruption, informed): **{v}** at "
+                  f"`{k.split()[-1]}` the training horizon, {100 * acc:.2f} % (talk: 88.8 %; one corruption draw, "
+                  "seed 0; `nan` = not evaluated at that multiple). This rule and step count are the defaults "
+                  "of `benchmarks/nca.py` and `NCARepairConfig` (3× the horizon)."]
     path.write_text("\n".join(lines) + "\n")
 
 

@@ -84,9 +84,12 @@ def write_markdown(res: dict, path: Path) -> None:
              f"Status: **{res['status']}**. {res['coverage_note']}", "",
              f"Talk abstract (the only public figure): {talk['claim']}.", ""]
     if res.get("rule_config"):
-        lines += [f"NCA rule (same for every layer): `NCATrainConfig` changes {res['rule_config']} "
-                  "(function-space loss on 512 training images, multi-scale perception; see "
-                  "`nca_ablation.md` for what each change does).", ""]
+        lines += [f"NCA rule (same for every layer): `NCATrainConfig` {res['rule_config']}, "
+                  f"{res['train_config']['iterations']} iterations (function-space loss on 512 training images, "
+                  "multi-scale perception, 32–64-step training horizon, corruption fractions 0.3–0.95 — the "
+                  "`NCATrainConfig` defaults; see `nca_ablation.md` for what each change does); repairs run "
+                  "`NCARepairConfig`'s default 3× the training horizon (blind detection passes 1×). Rule "
+                  f"parameters stored as {res.get('rule_precision', 'fp32')}.", ""]
     lines += ["**Information limit.** NCA hidden channels are not stored (they start from a learned per-unit "
               "seed kept with the rule), so after tampering the only information about W is the surviving "
               "weights plus the rule's parameters — whose bytes are reported as storage overhead and given "
@@ -140,12 +143,14 @@ def write_markdown(res: dict, path: Path) -> None:
                                  + f" | {g['auroc_nca_blind_mean']:.3f} |")
                 lines.append("")
         if lay.get("stability"):
+            mults = sorted(int(k[len("accuracy_"):-1]) for k in lay["stability"][0] if k.startswith("accuracy_"))
             lines += ["Stability (seed 0): accuracy after k × the training horizon "
-                      f"({lay['stability'][0]['horizon']} steps)", "",
-                      "| case | mode | 1× | 5× | 20× |", "|---|---|---|---|---|"]
+                      f"({lay['stability'][0]['horizon']} steps; one run per case read at each k; repairs in the "
+                      "grid use NCARepairConfig's default steps)", "",
+                      "| case | mode | " + " | ".join(f"{k}×" for k in mults) + " |", "|---" * (len(mults) + 2) + "|"]
             for r in lay["stability"]:
                 lines.append(f"| {r['pattern']} {r['kind']} {r['fraction']} | {r['mode']} | "
-                             + " | ".join(f"{r.get(f'accuracy_{k}x', float('nan')):.3f}" for k in (1, 5, 20)) + " |")
+                             + " | ".join(f"{r.get(f'accuracy_{k}x', float('nan')):.3f}" for k in mults) + " |")
             lines.append("")
     lines += ["## Timing", "", "Median repair seconds per method (all cases covered): "
               + ", ".join(f"`{m}` {t:.3f}" for m, t in res["median_seconds"].items()), ""]

@@ -22,7 +22,7 @@ def files(tmp_path_factory):
     net = mlp([12, 10, 3], flatten=False)
     save_network(net, d / "net.pt")
     code = main(["nca", "train", str(d / "net.pt"), "--layer", "fc1", "--out", str(d / "rule.pt"), "--iterations", "3",
-                 "--hidden-channels", "3", "--width", "8"])
+                 "--hidden-channels", "3", "--width", "8", "--function-weight", "0"])
     assert code == 0
     return d, net
 

@@ -20,9 +20,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--hidden-channels", type=int, default=None)
     t.add_argument("--width", type=int, default=None)
     t.add_argument("--dilations", type=int, nargs="+", default=None,
-                   help="perception filter dilations, e.g. 1 2 4 (multi-scale; default 1)")
+                   help="perception filter dilations (multi-scale; default 1 2 4; 1 = 3×3 only)")
     t.add_argument("--function-weight", type=float, default=None,
-                   help="share of the loss in function space (layer outputs on --data images); needs --data")
+                   help="share of the loss in function space (layer outputs on --data images; default 0.7, "
+                        "which needs --data; 0 trains on weights alone)")
     t.add_argument("--data", default=None, help="dataset for the function-space loss (mnist, fashion-mnist, "
                                                   "digits or a path); its training split is used")
     t.add_argument("--seed", type=int, default=0)

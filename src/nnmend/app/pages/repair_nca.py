@@ -34,7 +34,9 @@ def render() -> None:
     if st.button("Train rule", key="nca_train_run", disabled=w.busy("nca_train")):
         with w.guard("NCA rule training"):
             net = wb.model
-            w.start_job("nca_train", f"NCA rule for {layer}", lambda: (layer, nca.train_rule(net, layer, tcfg)))
+            images = wb.train_data().x[: tcfg.function_samples]  # for the function-space loss (default rule)
+            w.start_job("nca_train", f"NCA rule for {layer}",
+                        lambda: (layer, nca.train_rule(net, layer, tcfg, data=images)))
     job = w.job_panel("nca_train")
     if job is not None:
         trained_layer, (rule, hist) = job.value

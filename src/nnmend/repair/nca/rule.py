@@ -155,13 +155,29 @@ class NCARule(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
+def half_precision(rule: NCARule) -> NCARule:
+    """A copy of ``rule`` whose parameters are rounded to float16 (stored in 2 bytes each).
+
+    The values stay float32 tensors for computation but are exactly representable in float16, so
+    :func:`storage_bytes` counts 2 bytes per parameter (``meta["param_bytes"]``).
+    """
+    out = NCARule.from_spec(rule.spec_args(), {})
+    out.load_state_dict(rule.state_dict())
+    with torch.no_grad():
+        for p in out.parameters():
+            p.copy_(p.half().float())
+    out.meta["param_bytes"] = 2
+    return out.eval()
+
+
 def storage_bytes(rule: NCARule) -> dict[str, int]:
-    """What the NCA adds to the stored model, in bytes (float32 parameters, int64 permutations).
+    """What the NCA adds to the stored model, in bytes (float32 — or float16 after
+    :func:`half_precision` — parameters, int64 permutations).
 
     The stored state is the weight matrix alone (hidden channels are not stored), so the extra state
     is 0 bytes; the rule's parameters and the layout's permutations are the overhead.
     """
-    params = rule.n_parameters() * 4
+    params = rule.n_parameters() * int(rule.meta.get("param_bytes", 4))
     perms = 0 if rule.meta.get("layout") != "correlation" else (rule.row_perm.numel() + rule.col_perm.numel()) * 8
     r, c = rule.meta["weight_shape"]
     return {"weight_bytes": int(r * c * 4), "extra_state_bytes": 0, "rule_bytes": int(params + perms),

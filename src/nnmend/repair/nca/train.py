@@ -46,7 +46,12 @@ from .rule import BAD, TRUSTED, UNKNOWN, NCARule
 
 @dataclass(frozen=True)
 class NCATrainConfig:
-    """Every hyper-parameter of NCA rule training (defaults sized for 2 CPU cores).
+    """Every hyper-parameter of NCA rule training.
+
+    The defaults are the best rule of ``benchmarks/nca_ablation.py`` (variant ``fn_dil_long_hi``:
+    function-space loss, dilated perception, 32–64-step horizon, corruption fractions 0.3–0.95,
+    1200 iterations; ~30 min on one busy CPU core for a 784×100 layer). The function-space loss
+    needs data: ``train_rule(..., data=images)``, or set ``function_weight=0``.
 
     Attributes:
         layout: ``"matrix"``, ``"receptive_field"``, ``"correlation"`` or None (receptive field for a
@@ -85,25 +90,25 @@ class NCATrainConfig:
     width: int = 64
     frequencies: int = 2
     fire_rate: float = 0.5
-    iterations: int = 400
+    iterations: int = 1200
     batch_size: int = 8
     pool_size: int = 64
-    steps_min: int = 16
-    steps_max: int = 28
+    steps_min: int = 32
+    steps_max: int = 64
     tile: int = 32
     margin: int = 12
     lr: float = 2e-3
     lr_final_ratio: float = 0.05
     corrupted_weight: float = 3.0
     hidden_penalty: float = 1e-4
-    fraction_range: tuple[float, float] = (0.05, 0.95)
+    fraction_range: tuple[float, float] = (0.3, 0.95)
     patterns: tuple[str, ...] = ("scatter", "patch", "rows", "cols")
     kinds: tuple[str, ...] = ("zero", "gaussian", "shuffle", "sign", "bitflip")
     sigma: float = 0.1
     informed_share: float = 0.5
     seed_resolution: int = 8
-    dilations: tuple[int, ...] = (1,)
-    function_weight: float = 0.0
+    dilations: tuple[int, ...] = (1, 2, 4)
+    function_weight: float = 0.7
     function_samples: int = 512
     seed: int = 0
 
@@ -285,11 +290,13 @@ def train_rule(network: nn.Module, layer: str, cfg: NCATrainConfig = NCATrainCon
     mod = get_layer(network, layer)
     if not isinstance(mod, nn.Linear):
         raise RepairError(f"NCA repair handles dense (Linear) layers; {layer!r} is {type(mod).__name__}")
+    _check_config(cfg)
     index = list(named_layers(network)).index(layer)
     target = None
     if cfg.function_weight > 0:
         if data is None:
-            raise RepairError("function_weight > 0 needs data: pass train_rule(..., data=images)")
+            raise RepairError(f"function_weight={cfg.function_weight} (default 0.7) needs data: pass "
+                              "train_rule(..., data=images), or set function_weight=0")
         target = function_target(network, layer, data[: cfg.function_samples])
     return train_rule_for_weight(mod.weight.detach(), cfg, layer=layer, layer_index=index, progress_bar=progress_bar,
                                  target=target)
