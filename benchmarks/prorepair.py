@@ -317,7 +317,7 @@ def markdown(records: list[dict], quick: bool, planned: int | None = None) -> st
              f"network in at least one run: {proved}; "
              f"proved with FDD < 1 %: {ok_fdd}. Paper: {PAPER['proved']}/36 proved (best prior method "
              f"{PAPER['best_prior_proved']}); its FDD and times are not public (research notes A.4).", "",
-             f"Run: one process, 1 torch thread, `nice -n 19`, on a shared 2-core host (1-minute load "
+             f"Run: one process, 1 torch thread, niceness {os.nice(0)} (the run that wrote this file), on a shared 2-core host (1-minute load "
              f"{min(loads, default=float('nan')):.1f}–{max(loads, default=float('nan')):.1f} at the instances' starts "
              f"and ends, per row below). Repair-loop budget {', '.join(f'{b:g}' for b in budgets)} s wall clock per "
              f"instance; `ProRepairConfig` defaults with overrides {', '.join(overrides)}. Instances in the order run."
