@@ -197,9 +197,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--patterns", nargs="+", default=list(PATTERNS), choices=PATTERNS)
     ap.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
     ap.add_argument("--iterations", type=int, default=None, help="rule training iterations")
-    ap.add_argument("--rule-precision", choices=["fp32", "fp16"], default="fp32",
-                    help="store the rule's parameters in float32 or float16 (half the overhead, so the replica "
-                         "baselines get half the bytes); fp16 writes nca_fp16.*")
+    ap.add_argument("--rule-precision", choices=["fp32", "fp16"], default="fp16",
+                    help="store the rule's parameters in float16 (default: half the overhead of float32 at the same "
+                         "accuracy, 0.8939 both ways at 90 %% scatter; the replica baselines get the same bytes) or "
+                         "float32 (writes nca_fp32.*)")
     ap.add_argument("--budget-minutes", type=float, default=None, help="stop starting new jobs after this")
     ap.add_argument("--resume", action="store_true",
                     help="keep the records in the existing nca.json that were made with the same rules; skip them")
@@ -207,7 +208,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out-dir", type=Path, default=RESULTS)
     ap.add_argument("--render-only", action="store_true", help="rewrite the .md and .png from the saved .json")
     args = ap.parse_args(argv)
-    name = ("nca_quick" if args.quick else "nca") + ("_fp16" if args.rule_precision == "fp16" else "")
+    name = ("nca_quick" if args.quick else "nca") + ("_fp32" if args.rule_precision == "fp32" else "")
     args.name = name
     if args.render_only:
         res = json.loads((args.out_dir / f"{name}.json").read_text())
