@@ -72,7 +72,7 @@ def property_fdd(original, repaired, prop, n: int = 5000, seed: int = 2) -> dict
 
 
 def _log_round(row: dict) -> None:
-    keep = ("round", "leaves", "proven_by_head", "proven_by_crown", "open", "seconds", "counterexample_leaves", "distance",
+    keep = ("round", "leaves", "proven_by_head", "proven_by_crown", "open", "seconds", "counterexample_leaves", "distance", "far_leaves", "repair_leaves", "bab_seconds", "bab_counterexamples",
             "preserve")
     print("   ", {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items() if k in keep}, flush=True)
 
@@ -101,11 +101,12 @@ def one(net: str, prop: int, budget: float, max_rounds: int, overrides: dict | N
             "cpu_seconds": round(cpu, 2),
             **property_fdd(network, res.network, p), "unproven_regions": len(d.get("unproven_regions", [])),
             "edited_parameters": d.get("edited_parameters"), "overrides": overrides or {},
-            "host_load_1min": [round(load0, 2), round(os.getloadavg()[0], 2)], "commit": _commit()}
+            "host_load_1min": [round(load0, 2), round(os.getloadavg()[0], 2)], "commit": COMMIT}
 
 
 def _commit() -> str:
-    """The checkout's commit (``+dirty`` with uncommitted changes): which code produced a record."""
+    """The checkout's commit (``+dirty`` with uncommitted changes): which code produced a record. Read once, when
+    the benchmark starts (its code is loaded then; a commit made during a long run must not relabel it)."""
     import subprocess
 
     try:
@@ -113,6 +114,9 @@ def _commit() -> str:
         return run("rev-parse", "--short", "HEAD").strip() + ("+dirty" if run("status", "--porcelain", "src").strip() else "")
     except OSError:
         return "unknown"
+
+
+COMMIT = _commit()
 
 
 BACKDOOR_CONFIG = dict(lr=1e-2, steps=50, max_rounds=25, preserve_weight=1.0, edit_layers=("*",), preserve="labels")
@@ -298,7 +302,29 @@ def patchpro_seconds() -> dict:
     return {r["network"]: r["seconds"] for r in json.loads(path.read_text())["records"] if "seconds" in r}
 
 
-def markdown(records: list[dict], quick: bool, planned: int | None = None) -> str:
+def summary(tags: list[str], results: Path) -> None:
+    """Merge the ACAS Xu runs ``prorepair_TAG.json`` (in the order given; a later run of an instance replaces an
+    earlier one) into ``prorepair_acasxu.{json,md}``, rows in the benchmark's instance order, each with its source."""
+    latest: dict[tuple[str, int], dict] = {}
+    for tag in tags:
+        name = f"prorepair_{tag}"
+        for r in json.loads((results / f"{name}.json").read_text())["records"]:
+            latest[(r["net"], r["prop"])] = {**r, "source": name}
+    order = {(f"{i}_{j}", k): n for n, (i, j, k) in enumerate(instances())}
+    records = sorted(latest.values(), key=lambda r: order.get((r["net"], r["prop"]), len(order)))
+    sources = {}
+    for r in records:
+        sources.setdefault(r["source"], []).append(f"N{r['net'].replace('_', ',')} φ{r['prop']}")
+    body = markdown(records, False, summary=True)
+    note = ("Latest run of each instance, merged from " + "; ".join(f"`{s}.md` ({', '.join(v)})" for s, v in sources.items())
+            + ". Each row's `code` column is the commit that ran it; the runs differ in code and host load, so this "
+            "table is a record of what each instance last gave, not one controlled run.")
+    lines = body.split("\n")
+    lines[1:1] = ["", note]
+    write_results("prorepair_acasxu", records, "\n".join(lines), results, extra={"merged_from": tags})
+
+
+def markdown(records: list[dict], quick: bool, planned: int | None = None, summary: bool = False) -> str:
     done = [r for r in records if "error" not in r]
     # counted per instance: a results file may hold several runs of one instance (different code or load)
     key = lambda r: (r["net"], r["prop"])
@@ -317,18 +343,21 @@ def markdown(records: list[dict], quick: bool, planned: int | None = None) -> st
              f"network in at least one run: {proved}; "
              f"proved with FDD < 1 %: {ok_fdd}. Paper: {PAPER['proved']}/36 proved (best prior method "
              f"{PAPER['best_prior_proved']}); its FDD and times are not public (research notes A.4).", "",
-             f"Run: one process, 1 torch thread, niceness {os.nice(0)} (the run that wrote this file), on a shared 2-core host (1-minute load "
+             f"Run: one process per run, 1 torch thread"
+             + ("" if summary else f", niceness {os.nice(0)} (the run that wrote this file)") + ", on a shared 2-core host (1-minute load "
              f"{min(loads, default=float('nan')):.1f}–{max(loads, default=float('nan')):.1f} at the instances' starts "
              f"and ends, per row below). Repair-loop budget {', '.join(f'{b:g}' for b in budgets)} s wall clock per "
-             f"instance; `ProRepairConfig` defaults with overrides {', '.join(overrides)}. Instances in the order run."
+             f"instance; `ProRepairConfig` defaults with overrides {', '.join(overrides)}. "
+             + ("Rows in the benchmark's instance order." if summary else "Instances in the order run.")
              + (f" Not run: {', '.join(missing)}." if missing else ""), "",
              "Loop: how the repair loop ended — *leaves* (sound CROWN bounds proved every leaf of the refined "
-             "partition), *BaB* (the shared branch and bound proved the whole region on the edited network; its time "
-             "doubles after each round in which no counterexample was found), *budget* (time ran out). Certificate "
-             "(on the saved and reloaded network, 120 s): after a *leaves* loop, the leaf partition is re-checked "
-             "(exact cover check, float64 CROWN / alpha-CROWN per leaf, branch and bound on the rest; at most 60 s); "
-             "otherwise, or if that does not settle it, `properties.check` on the whole box. Only its verdict counts "
-             "as proved.", "",
+             "partition), *leaves+BaB* (one batched branch and bound proved the leaves CROWN left open; its time "
+             "doubles after each round in which no counterexample was found), *BaB* (older rows: the branch and bound "
+             "proved the whole region), *budget* (time ran out). Certificate (on the saved and reloaded network, "
+             "120 s): the leaf partition is re-checked first (exact cover check, float64 CROWN / alpha-CROWN per leaf, "
+             "one batched branch and bound on the rest; at most 60 s; older rows: only after a *leaves* loop, leaf by "
+             "leaf); if that does not settle it, `properties.check` on the whole box. Only its verdict counts as "
+             "proved.", "",
              "FDD: share of 5,000 uniform points of the whole ACAS Xu input domain (the `.nnet` files' own "
              "min/max input bounds, normalised; seed 2) whose advisory (argmin) changes, leaving out points where the "
              "original network violates the property (those must change); split into points outside the property "
@@ -349,7 +378,8 @@ def markdown(records: list[dict], quick: bool, planned: int | None = None) -> st
             # records written before loop_proof was recorded: the certificate tries the partition exactly when
             # the loop proved every leaf, so its method tells which proof ended the loop
             proof = "leaves" if ("partition" in str(cert.get("method")) or "partition_attempt" in cert) else "branch and bound"
-        loop = {"leaves": "leaves", "branch and bound": "BaB"}.get(proof, r.get("loop_status"))
+        loop = {"leaves": "leaves", "branch and bound": "BaB", "leaves and branch and bound": "leaves+BaB"}.get(
+            proof, r.get("loop_status"))
         i, j = r["net"].split("_")
         pps = pp.get(f"N{i},{j}") if r["prop"] == 2 else None
         load = "–".join(f"{v:.1f}" for v in r.get("host_load_1min", [])) or "–"
@@ -372,7 +402,13 @@ def main(argv=None) -> None:
     ap.add_argument("--n", type=int, nargs="*", default=[50], help="adversarial suite: repair-set sizes")
     ap.add_argument("--repeats", type=int, default=3, help="adversarial suite: timed runs per method (median reported)")
     ap.add_argument("--config", default="{}", help="JSON of ProRepairConfig overrides, e.g. '{\"proxy_margin\": 0.05}'")
+    ap.add_argument("--summary", nargs="+", metavar="TAG",
+                    help="write prorepair_acasxu.{json,md}: the latest run of each instance from prorepair_TAG.json "
+                         "(later tags win), nothing re-run")
     args = ap.parse_args(argv)
+    if args.summary:
+        summary(args.summary, args.results)
+        return
     torch.set_num_threads(1)
     started = time.perf_counter()
     if args.suite == "backdoor":

@@ -151,3 +151,41 @@ def test_rare_violation_found_by_sampling_the_open_boxes() -> None:
     y = acasxu(1, 9).double()(x.reshape(1, -1)).reshape(-1)                     # confirmed independently
     assert any(bool((A.double() @ y <= b.double()).all()) for A, b in region.unsafe)
     assert res.stats["per_region"][-1]["found_by"] == "sampling open boxes"
+
+
+def test_bab_boxes_decides_a_union_of_boxes() -> None:
+    """Four quadrants of [-1, 1]^2: with the quadrant holding y_0's maximum left out, "y_0 >= c" for c between
+    the other quadrants' maximum and the top is unreachable from their union; with all four it is reachable, and
+    the counterexample lies in the quadrant that holds the maximum."""
+    import time
+
+    from nnmend.bounds.bab import BabConfig, bab_boxes
+
+    C, d, groups = torch.tensor([[-1.0, 0.0, 0.0]]), None, torch.zeros(1, dtype=torch.long)
+    q = torch.tensor([[-1.0, -1.0], [-1.0, 0.0], [0.0, -1.0], [0.0, 0.0]], dtype=torch.float64)
+    cases = 0
+    for seed in range(10):
+        net = _tiny_net(seed)
+        tops = torch.stack([_grid_values(net, q[i], q[i] + 1, 101)[:, 0].max() for i in range(4)])
+        best = int(tops.argmax())
+        others = [i for i in range(4) if i != best]
+        gap = float(tops[best] - tops[others].max())
+        if gap < 0.04:
+            continue
+        cases += 1
+        c = float(tops[others].max()) + gap / 2
+        d = torch.tensor([-c], dtype=torch.float64)
+        deadline = time.monotonic() + 60
+        for batch in (2048, 2):      # batches of 2: initial boxes and split children are mixed in one batch
+            out = bab_boxes(net, q[others], q[others] + 1, C.double(), d, groups, deadline=deadline,
+                            config=BabConfig(batch_size=batch))
+            assert out.status == "verified", (seed, batch, out)
+            assert abs(out.stats["proven_volume"] - 1.0) < 1e-6
+        out = bab_boxes(net, q, q + 1, C.double(), d, groups, deadline=deadline)
+        assert out.status == "falsified", (seed, out)
+        x, y = out.counterexample
+        assert ((x >= q[best]) & (x <= q[best] + 1)).all() and y[0] >= c
+        assert torch.allclose(net.double()(x[None])[0], y)
+    assert cases >= 2, "no seed gave a case with a clear gap"
+    with pytest.raises(ValueError, match="must both be"):
+        bab_boxes(_tiny_net(0), q[0], q[0] + 1, C.double(), torch.zeros(1, dtype=torch.float64), groups, deadline=0.0)

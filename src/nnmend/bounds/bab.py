@@ -166,6 +166,16 @@ def bab_box(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor,
         :class:`BabOutcome` with status "verified" (every box proven by sound bounds), "falsified" (with a
         float64-confirmed counterexample ``(x, y)``), "unknown" (boxes too small to split) or "timeout".
     """
+    return bab_boxes(net, lo.unsqueeze(0), hi.unsqueeze(0), C, d, groups, deadline=deadline, config=config)
+
+
+def bab_boxes(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, d: torch.Tensor,
+              groups: torch.Tensor, *, deadline: float, config: BabConfig = BabConfig()) -> BabOutcome:
+    """:func:`bab_box` for the union of ``B`` boxes ``lo, hi`` (B, *in_shape), searched as one batched branch and
+    bound (e.g. the leaves of a partition that cheaper bounds left open): "verified" means every box is.
+    ``proven_volume`` is then a share of the boxes' total volume (relative to their hull's widths)."""
+    if lo.shape != hi.shape or lo.dim() < 2 or not len(lo):
+        raise ValueError(f"bab_boxes: lo {tuple(lo.shape)} and hi {tuple(hi.shape)} must both be (B, *in_shape), B >= 1")
     before = torch.get_num_threads()
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -186,26 +196,32 @@ def _search(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor,
     spec = (C.to(dt), d.to(dt), groups, k)
     spec64 = (C.double(), d.double(), groups, k)
     gen = torch.Generator().manual_seed(cfg.seed)
-    stats = {"rounds": 0, "boxes_bounded": 0, "max_open": 1, "pgd_calls": 0, "proven_volume": 0.0}
-    lo, hi = lo.to(dt).unsqueeze(0), hi.to(dt).unsqueeze(0)
-    root_width = (hi - lo).flatten(1)
+    stats = {"rounds": 0, "boxes_bounded": 0, "max_open": len(lo), "pgd_calls": 0, "proven_volume": 0.0}
+    lo, hi = lo.to(dt), hi.to(dt)
+    root_width = (hi.flatten(1).max(0).values - lo.flatten(1).min(0).values)[None]   # the boxes' hull
     root_width = torch.where(root_width > 0, root_width, torch.ones_like(root_width))
 
     def volume(blo: torch.Tensor, bhi: torch.Tensor) -> float:
-        """Share of the initial box's volume (degenerate dimensions ignored) that the boxes cover."""
+        """Volume of the boxes relative to the hull's widths (degenerate dimensions ignored)."""
         return float(((bhi - blo).flatten(1) / root_width).prod(1).sum())
 
-    # round 0: uniform sampling of the whole box
+    total = volume(lo, hi) or 1.0
+    # round 0: uniform sampling of the boxes
     if cfg.samples:
-        x = lo + torch.rand((cfg.samples, *lo.shape[1:]), generator=gen, dtype=dt) * (hi - lo)
+        if len(lo) == 1:          # (the same random stream as a single-box search always drew)
+            x = lo + torch.rand((cfg.samples, *lo.shape[1:]), generator=gen, dtype=dt) * (hi - lo)
+            idx = torch.zeros(cfg.samples, dtype=torch.long)
+        else:
+            x, idx = sample_boxes(lo, hi, cfg.samples, gen)
         with torch.no_grad():
-            cex = _confirm(net64, x, lo, hi, spec64)
+            cex = _confirm(net64, x, lo[idx], hi[idx], spec64)
         if cex is not None:
             return BabOutcome("falsified", cex, {**stats, "found_by": "sampling"})
 
     open_lo, open_hi = lo, hi
-    open_proven = torch.zeros((1, k), dtype=torch.bool)
+    open_proven = torch.zeros((len(lo), k), dtype=torch.bool)
     open_pre: dict = {}          # every open box keeps its parent's pre-activation bounds (still valid inside)
+    no_pre = len(lo)             # ... except the first ``no_pre`` open boxes: initial boxes not yet bounded
     too_small = 0
     started, sampling, net32 = time.monotonic(), 0.0, None
     while len(open_lo):
@@ -223,9 +239,13 @@ def _search(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor,
                 return BabOutcome("falsified", cex, {**stats, "found_by": "sampling open boxes"})
         take = min(cfg.batch_size, len(open_lo))
         blo, bhi, bproven = open_lo[-take:], open_hi[-take:], open_proven[-take:]
-        known = {n: (l[-take:], u[-take:]) for n, (l, u) in open_pre.items()} or None
+        if take <= len(open_lo) - no_pre:
+            known = {n: (l[-take:], u[-take:]) for n, (l, u) in open_pre.items()} or None
+            open_pre = {n: (l[:-take], u[:-take]) for n, (l, u) in open_pre.items()}
+        else:                    # the batch reaches into the initial boxes: bound it from scratch
+            known, open_pre = None, {}
+            no_pre = len(open_lo) - take
         open_lo, open_hi, open_proven = open_lo[:-take], open_hi[:-take], open_proven[:-take]
-        open_pre = {n: (l[:-take], u[:-take]) for n, (l, u) in open_pre.items()}
         stats["rounds"] += 1
         stats["boxes_bounded"] += take
 
@@ -246,7 +266,7 @@ def _search(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor,
             lb[idx], A_in[idx] = lb2, A2
             proven[idx] |= group_max(lb2, groups, k) > cfg.proof_margin
             todo = ~proven.all(1)
-        stats["proven_volume"] += volume(blo[~todo], bhi[~todo])
+        stats["proven_volume"] += volume(blo[~todo], bhi[~todo]) / total
         if not todo.any():
             continue
         blo, bhi, lb, A_in, proven = blo[todo], bhi[todo], lb[todo], A_in[todo].flatten(2), proven[todo]

@@ -14,8 +14,8 @@ trusting anything the loop computed:
 2. **Proof of every leaf** on the loaded network: the same bounds as the shared branch and bound
    (:mod:`nnmend.bounds.backward` CROWN in float64, then alpha-CROWN with the branch and bound's
    settings on the leaves CROWN leaves open, proof margin of :class:`BabConfig`), batched over all
-   leaves; the few leaves still open go one by one to :func:`nnmend.bounds.bab.bab_box`
-   (splitting, counterexample search) until the deadline.
+   leaves; the leaves still open go together to one batched branch and bound,
+   :func:`nnmend.bounds.bab.bab_boxes` (splitting, counterexample search), until the deadline.
 
 Only when both steps succeed is the status ``verified``; a confirmed counterexample is ``falsified``.
 
@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from ...bounds.backward import crown_lower, intermediate_bounds
-from ...bounds.bab import BabConfig, bab_box, group_max
+from ...bounds.bab import BabConfig, bab_boxes, group_max
 from ...bounds.graph import compile_network
 from ...bounds.optimized import alpha_crown_lower
 from ...errors import DataError, PropertyError
@@ -171,14 +171,18 @@ def certify_partition(network: nn.Module, prop: SafetyProperty, partition: dict,
         proven = by_crown | by_alpha
         rec["proven_by_crown"] += int(by_crown.sum())
         rec["proven_by_alpha_crown"] += int(by_alpha.sum())
-        for i in torch.nonzero(~proven).squeeze(1).tolist():
+        rest = torch.nonzero(~proven).squeeze(1)
+        if len(rest):             # one batched branch and bound over every open leaf of the region
             if time.monotonic() > deadline:
                 return {**rec, "status": "timeout", "seconds": round(time.monotonic() - start, 3)}
-            out = bab_box(net64, llo[i], lhi[i], *spec[:3], deadline=deadline, config=config)
+            out = bab_boxes(net64, llo[rest], lhi[rest], *spec[:3], deadline=deadline, config=config)
+            rec["bab"] = {k: v for k, v in out.stats.items() if k in ("rounds", "boxes_bounded", "proven_volume")}
             if out.status != "verified":
-                return {**rec, "status": out.status, "region": r, "leaf": {"lo": llo[i].flatten().tolist(),
-                        "hi": lhi[i].flatten().tolist()}, "seconds": round(time.monotonic() - start, 3)}
-            rec["proven_by_bab"] += 1
+                res = {**rec, "status": out.status, "region": r, "seconds": round(time.monotonic() - start, 3)}
+                if out.counterexample is not None:
+                    res["counterexample"] = out.counterexample[0].flatten().tolist()
+                return res
+            rec["proven_by_bab"] += len(rest)
     return {**rec, "status": "verified", "seconds": round(time.monotonic() - start, 3)}
 
 

@@ -47,9 +47,16 @@ class ProRepairConfig:
             repair_depth: a leaf with a counterexample joins the repair loss only once it is this many
             bisections deep (volume 2^-depth of its region's box): looser leaves would demand large edits;
             their counterexample points join at once as point items. pgd_steps / pgd_boxes: counterexample search per round.
-        bab_seconds: when no open leaf yields a counterexample, the shared branch and bound searches the
-            whole region this long (default 2 s) for one (violations of φ7 on N1,9 are too rare to sample),
-            or proves it: that ends the loop. The time doubles after each further round without a
+        target_reach: a leaf joins the repair loss only while its feature box lies within this distance of its
+            proxy box (L2, in clean feature spreads; default 4): one further out is open because its bounds
+            are loose, and is refined instead of pulling the edit.
+        sample_points: per round, points drawn uniformly over the union of the open leaves (each leaf by its
+            volume); every violating one becomes a point item (at most ``sample_keep``, the worst first). The
+            open leaves shrink round by round, so this finds violations too rare for PGD or whole-box
+            sampling: φ7 on N1,9 is violated on about 1 point in 1.5 M of its box (default 100,000; 0 = off).
+        bab_seconds: when no open leaf yields a counterexample, one batched branch and bound over the open
+            leaves (:func:`nnmend.bounds.bab.bab_boxes`) searches this long (default 2 s) for one, or proves
+            them all: every other leaf being proven, that ends the loop. The time doubles after each further round without a
             counterexample (capped at half the budget left and at half the loop's time outside branch and bound).
         bound_method: sound bounds for the proofs inside the loop ("crown").
     Certificate:
@@ -84,6 +91,9 @@ class ProRepairConfig:
     repair_depth: float = 16.0
     pgd_steps: int = 20
     pgd_boxes: int = 512
+    target_reach: float = 4.0
+    sample_points: int = 100_000
+    sample_keep: int = 256
     bab_seconds: float = 2.0
     bound_method: str = "crown"
     certify_timeout: float = 300.0
