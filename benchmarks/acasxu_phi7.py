@@ -100,7 +100,7 @@ def markdown(res: dict) -> str:
              "**The network is flat:** output ranges over those points "
              + ", ".join(f"{n} [{a:.4f}, {b:.4f}]" for n, a, b in zip(("COC", "WL", "WR", "SL", "SR"), s["output_min"],
                                                                     s["output_max"]))
-             + "; lead of min(SL, SR) over min(COC, WL, WR), quantiles "
+             + "; lead of min(SL, SR) over min(COC, WL, WR) on the first 10,000 points of each million, quantiles "
              + ", ".join(f"{float(k):g}: {v:.5f}" for k, v in s["lead_quantiles"].items()) + ".", "",
              "Violating points (normalised inputs ρ, θ, ψ, v_own, v_int):", "",
              "| ρ | θ | ψ | v_own | v_int | COC | WL | WR | SL | SR |", "|---|---|---|---|---|---|---|---|---|---|"]
