@@ -27,7 +27,7 @@ from torch import nn
 
 from ...attacks import pgd
 from ...bounds import bound
-from ...bounds.bab import _BoxViolation, group_max, sample_boxes, split_dims
+from ...bounds.bab import _BoxViolation, group_max, sample_boxes, split_dims, violation
 from ...bounds.backward import crown_lower, intermediate_bounds
 from ...bounds.graph import compile_network
 from .config import ProRepairConfig
@@ -181,8 +181,8 @@ def _bab_counterexamples(state: RegionState, lo: torch.Tensor, hi: torch.Tensor,
 
 
 def _violation(y: torch.Tensor, spec: tuple) -> torch.Tensor:
-    C, d, groups, k = spec
-    return group_max(y.flatten(1) @ C.T - d, groups, k).min(1).values
+    """The shared :func:`nnmend.bounds.bab.violation` with the spec as one tuple ``(C, d, groups, k)``."""
+    return violation(y, *spec)
 
 
 def region_repair(state: RegionState, params: list[nn.Parameter], boxes: list[tuple[torch.Tensor, torch.Tensor]],
