@@ -94,8 +94,8 @@ def summarise(records: list[dict], timeout_note: str) -> tuple[dict, str]:
                "total_seconds": round(sum(secs), 1), "median_seconds": round(statistics.median(secs), 3) if secs else None,
                "unconfirmed_sat": len(wrong_sat), "disagree_with_reference": len(disagree)}
     lines = ["# ACAS Xu (VNN-COMP 2021) — nnmend verify", "",
-             f"{timeout_note}. Bounds: CROWN with back-substituted intermediate bounds, alpha-CROWN (8 steps) on open boxes "
-             "only after 40 s of search; input bisection by |slope| x width unless a dimension is left 128x relatively "
+             f"{timeout_note}. Bounds: CROWN with back-substituted intermediate bounds, alpha-CROWN (8 steps) on the boxes "
+             "CROWN leaves open; input bisection by |slope| x width unless a dimension is left 128x relatively "
              "wider; falsifier: sampling, CROWN-minimising corners, PGD. "
              "float64 arithmetic, 1 torch thread per instance.", "",
              "| instances | unsat | sat | timeout | unknown | decided | total s | median s | sat not confirmed by onnxruntime | disagree with reference |",

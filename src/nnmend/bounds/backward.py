@@ -57,18 +57,50 @@ def concretize(A: torch.Tensor, const: torch.Tensor, lo: torch.Tensor, hi: torch
     return (A @ mid).squeeze(-1) - (A.abs() @ rad).squeeze(-1) + const
 
 
-def _unstable_spec(unstable: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Rows ``[+e_i; -e_i]`` for the unstable neurons of each box, padded to the batch's largest count.
+def _unstable_bounds(unstable: torch.Tensor, frames: Frames, pre: dict, lo: torch.Tensor, hi: torch.Tensor,
+                     shape: tuple[int, ...], chunk_elems: int = 1 << 24) -> tuple[torch.Tensor, torch.Tensor]:
+    """Back-substituted bounds of the unstable neurons ``unstable`` (B, n) at the point ``frames`` describes.
 
-    ``unstable``: (B, n) bool. Returns ``(A (B, 2r, n), idx (B, r), valid (B, r))``.
+    Each box gets rows ``[+e_i; -e_i]`` for its unstable neurons. Boxes are grouped by their unstable count
+    (powers of two) and each group is padded only to its own largest count: padding every box to the batch's
+    largest count wasted 78 % of the rows in branch and bound on ACAS Xu, where box sizes differ widely.
+    Boxes without unstable neurons are skipped; groups go in chunks of at most ``chunk_elems`` coefficients.
+    Returns ``(flat index box * n + neuron (P,), bounds (P, 2))``: the lower bound and minus the upper bound.
     """
-    B, n = unstable.shape
-    r = int(unstable.sum(1).max())
-    valid, idx = unstable.to(torch.int8).topk(r, dim=1, sorted=False)      # unstable neurons first
-    valid = valid.bool()
-    eye = torch.zeros(B, r, n, dtype=like.dtype, device=like.device)
-    eye.scatter_(2, idx.unsqueeze(-1), valid.unsqueeze(-1).to(like.dtype))
-    return torch.cat([eye, -eye], 1), idx, valid
+    n = unstable.shape[1]
+    widest = max([n, lo[0].numel()] + [_numel(x.in_shape) for seq, upto in frames for x in seq[:upto]
+                                       if getattr(x, "in_shape", None)])
+    counts = unstable.sum(1)
+    level = torch.where(counts > 0, torch.log2(counts.clamp(min=1).to(torch.float64)).floor(), -1.0)
+    flats, outs = [], []
+    for v in level.unique().tolist():
+        if v < 0:
+            continue
+        boxes = torch.nonzero(level == v).squeeze(1)
+        r = int(counts[boxes].max())
+        step = max(1, chunk_elems // (2 * r * widest))
+        for s in range(0, len(boxes), step):
+            b = boxes[s:s + step]
+            valid, idx = unstable[b].to(torch.int8).topk(r, dim=1, sorted=False)      # unstable neurons first
+            valid = valid.bool()
+            eye = torch.zeros(len(b), r, n, dtype=lo.dtype, device=lo.device)
+            eye.scatter_(2, idx.unsqueeze(-1), valid.unsqueeze(-1).to(lo.dtype))
+            whole = len(b) == len(lo)
+            sub = pre if whole else {m: (l[b], u[b]) for m, (l, u) in pre.items()}
+            A, c = backsub(torch.cat([eye, -eye], 1).reshape(len(b), 2 * r, *shape), frames, sub)
+            bd = concretize(A, c, lo if whole else lo[b], hi if whole else hi[b])          # (nb, 2r)
+            flats.append((b.unsqueeze(1) * n + idx)[valid])
+            outs.append(torch.stack([bd[:, :r][valid], bd[:, r:][valid]], 1))
+    if not flats:
+        return torch.zeros(0, dtype=torch.long, device=lo.device), lo.new_zeros((0, 2))
+    return torch.cat(flats), torch.cat(outs)
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    k = 1
+    for s in shape:
+        k *= s
+    return k
 
 
 def _interval_is_exact(frames: Frames) -> bool:
@@ -122,13 +154,9 @@ def intermediate_bounds(nodes: list[Node], lo: torch.Tensor, hi: torch.Tensor, m
                 lf, uf = l.flatten(1), u.flatten(1)
                 unstable = (lf < 0) & (uf > 0)
                 if unstable.any() and not _interval_is_exact(frames):
-                    A0, idx, valid = _unstable_spec(unstable, lo)
-                    r = idx.shape[1]
-                    A, c = backsub(A0.reshape(B, 2 * r, *n.in_shape), frames, pre)
-                    lb = concretize(A, c, lo, hi)
-                    inf = torch.full_like(lb[:, :r], float("inf"))
-                    lf = lf.scatter_reduce(1, idx, torch.where(valid, lb[:, :r], -inf), "amax")
-                    uf = uf.scatter_reduce(1, idx, torch.where(valid, -lb[:, r:], inf), "amin")
+                    flat, b = _unstable_bounds(unstable, frames, pre, lo, hi, n.in_shape)
+                    lf = lf.flatten().scatter_reduce(0, flat, b[:, 0], "amax").reshape(lf.shape)
+                    uf = uf.flatten().scatter_reduce(0, flat, -b[:, 1], "amin").reshape(uf.shape)
                 pre[n] = l, u = lf.reshape(l.shape), uf.reshape(u.shape)
             l, u = n.interval(l, u)
             n.out_shape = tuple(l.shape[1:])
