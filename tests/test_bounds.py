@@ -176,3 +176,22 @@ def test_bounds_are_exact_where_the_relaxation_is_exact() -> None:
     for method in METHODS:
         _, ub = bound(layer, lo, hi, method=method)
         assert torch.allclose(ub, exact_hi, atol=1e-9), method
+
+
+@pytest.mark.parametrize("name", sorted(NETS))
+def test_a_batch_of_mixed_boxes_gets_each_box_its_own_bounds(name: str) -> None:
+    """Boxes of very different widths in one batch (unstable counts from none to all, grouped by count
+    inside ``intermediate_bounds``) get exactly the bounds each gets alone."""
+    net, shape = NETS[name](0)
+    net = net.double()
+    lo, hi = random_boxes(shape, 1, 0, torch.float64)
+    centre = (lo + hi) / 2
+    radii = torch.tensor([0.0, 1e-4, 1e-2, 0.1, 0.3, 1.0, 3.0], dtype=torch.float64)
+    blo = centre - radii.reshape(-1, *[1] * len(shape)) * (hi - lo)
+    bhi = centre + radii.reshape(-1, *[1] * len(shape)) * (hi - lo)
+    C = torch.randn(3, net(blo[:1]).shape[1], dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    lb, ub = crown_bounds(net, blo, bhi, C)
+    for i in range(len(radii)):
+        lb1, ub1 = crown_bounds(net, blo[i:i + 1], bhi[i:i + 1], C)
+        torch.testing.assert_close(lb[i:i + 1], lb1, rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(ub[i:i + 1], ub1, rtol=1e-9, atol=1e-9)
