@@ -139,11 +139,14 @@ def test_sample_boxes_is_uniform_over_the_union() -> None:
 
 
 def test_rare_violation_found_by_sampling_the_open_boxes() -> None:
-    """ACAS Xu N1,9 phi7 is violated on about one point in 10^6 that PGD misses; BaB's sampling finds it."""
+    """ACAS Xu N1,9 phi7 is violated on about one point in 10^6 that PGD misses; BaB's sampling finds it.
+
+    The number of 65,536-point draws it takes is random (about 27 on average at a 5.75e-7 violation rate; 8 to
+    125 measured, 7 to 74 s alone on the host), hence the generous budget."""
     from nnmend.acasxu import acasxu, acasxu_property_path
     from nnmend.properties import read_property
 
-    res = check(acasxu(1, 9), read_property(acasxu_property_path(7)), 100.0)
+    res = check(acasxu(1, 9), read_property(acasxu_property_path(7)), 300.0)
     assert res.status == "falsified"
     x, y = res.counterexample
     region = read_property(acasxu_property_path(7)).regions[0]
