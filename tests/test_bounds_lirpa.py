@@ -5,6 +5,7 @@ benchmarks/_lirpa.py, never in the package.
 """
 from __future__ import annotations
 
+import importlib.util
 import sys
 import warnings
 from pathlib import Path
@@ -21,11 +22,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from _lirpa import load_auto_lirpa  # noqa: E402
 
 
+# auto_LiRPA is an optional tool (requirements-nodeps.txt; CI installs it): the tests skip only when it is not
+# installed at all. Installed but not loadable through the shim is a failure, not a skip.
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("auto_LiRPA") is None,
+                                reason="auto_LiRPA is not installed (pip install --no-deps -r requirements-nodeps.txt)")
+
+
 def _auto_lirpa():
-    try:
-        return load_auto_lirpa()
-    except ImportError as exc:
-        pytest.skip(str(exc))
+    return load_auto_lirpa()
 
 
 def _cases():

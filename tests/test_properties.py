@@ -192,3 +192,27 @@ def test_bab_boxes_decides_a_union_of_boxes() -> None:
     assert cases >= 2, "no seed gave a case with a clear gap"
     with pytest.raises(ValueError, match="must both be"):
         bab_boxes(_tiny_net(0), q[0], q[0] + 1, C.double(), torch.zeros(1, dtype=torch.float64), groups, deadline=0.0)
+
+
+def test_bab_timeout_returns_the_open_boxes() -> None:
+    """A search stopped by its deadline hands back the boxes it left open: inside the initial box, as many as
+    it reports, and (phi2 holds on N4,2, so no box is dropped for a counterexample; the full proof takes about
+    20 s) together with the proven volume they make up the whole box."""
+    import time
+
+    from nnmend.acasxu import acasxu, acasxu_property_path
+    from nnmend.bounds.bab import BabConfig, bab_box
+    from nnmend.properties import read_property
+
+    box = read_property(acasxu_property_path(2)).boxes(5)[0]
+    (A, b), = box.unsafe
+    lo, hi = box.lo.double(), box.hi.double()
+    out = bab_box(acasxu(4, 2), lo, hi, A.double(), b.double(), torch.zeros(len(b), dtype=torch.long),
+                  deadline=time.monotonic() + 2.0, config=BabConfig(samples=0, sample_share=0.0))
+    assert out.status == "timeout" and out.stats["rounds"] >= 1
+    olo, ohi = out.open_boxes
+    assert olo.shape == ohi.shape == (out.stats["open_boxes"], 5)
+    assert (olo >= lo).all() and (ohi <= hi).all() and (olo < ohi).all()
+    open_volume = float(((ohi - olo) / (hi - lo)).prod(1).sum())
+    assert 0 < open_volume < 1
+    assert open_volume + out.stats["proven_volume"] == pytest.approx(1.0)

@@ -13,6 +13,8 @@ by the same back-substitution from each ReLU (full CROWN/DeepPoly), intersected 
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .graph import Node, SumNode
@@ -68,7 +70,7 @@ def _unstable_bounds(unstable: torch.Tensor, frames: Frames, pre: dict, lo: torc
     Returns ``(flat index box * n + neuron (P,), bounds (P, 2))``: the lower bound and minus the upper bound.
     """
     n = unstable.shape[1]
-    widest = max([n, lo[0].numel()] + [_numel(x.in_shape) for seq, upto in frames for x in seq[:upto]
+    widest = max([n, lo[0].numel()] + [math.prod(x.in_shape) for seq, upto in frames for x in seq[:upto]
                                        if getattr(x, "in_shape", None)])
     counts = unstable.sum(1)
     level = torch.where(counts > 0, torch.log2(counts.clamp(min=1).to(torch.float64)).floor(), -1.0)
@@ -94,13 +96,6 @@ def _unstable_bounds(unstable: torch.Tensor, frames: Frames, pre: dict, lo: torc
     if not flats:
         return torch.zeros(0, dtype=torch.long, device=lo.device), lo.new_zeros((0, 2))
     return torch.cat(flats), torch.cat(outs)
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    k = 1
-    for s in shape:
-        k *= s
-    return k
 
 
 def _interval_is_exact(frames: Frames) -> bool:
@@ -135,8 +130,6 @@ def intermediate_bounds(nodes: list[Node], lo: torch.Tensor, hi: torch.Tensor, m
         interval_pass(nodes, lo, hi, pre=known, record=ibp)
         return ibp if mode == "ibp" else forward_bounds(nodes, lo, hi, ibp)
     pre: dict = {}
-    B = lo.shape[0]
-
     def walk(seq: list[Node], outer: Frames, l: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # carries interval bounds forward too, so each layer's interval starts from the tightened ReLUs
         for i, n in enumerate(seq):
