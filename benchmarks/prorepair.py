@@ -37,9 +37,9 @@ import torch
 
 from nnmend.acasxu import acasxu, acasxu_property_path
 from nnmend.benchmarking import run_jobs, write_results
-from nnmend.properties import read_property
+from nnmend.properties import input_domain, read_property
 from nnmend.repair.prorepair import ProRepairConfig, RegionProblem, repair
-from nnmend.repair.prorepair.api import _domain, _drop_violations
+from nnmend.repair.prorepair.api import _drop_violations
 from nnmend.repair.provable_metrics import fidelity_drawdown
 
 RESULTS = Path(__file__).parent / "results"
@@ -56,7 +56,7 @@ def property_fdd(original, repaired, prop, n: int = 5000, seed: int = 2) -> dict
     networks' own min/max bounds), leaving out points where the original violates the property: over all of
     them (``fdd``), outside the property's regions (``fdd_outside``) and inside them (``fdd_inside``)."""
     boxes = prop.boxes(5)
-    lo, hi = _domain(original, [(b.lo.float().reshape(-1), b.hi.float().reshape(-1)) for b in boxes])
+    lo, hi = input_domain(original, [(b.lo.float().reshape(-1), b.hi.float().reshape(-1)) for b in boxes])
     x = lo + torch.rand(n, len(lo), generator=torch.Generator().manual_seed(seed)) * (hi - lo)
     with torch.no_grad():
         x, _ = _drop_violations(x, original(x), boxes)
@@ -101,6 +101,7 @@ def one(net: str, prop: int, budget: float, max_rounds: int, overrides: dict | N
             "cpu_seconds": round(cpu, 2),
             **property_fdd(network, res.network, p), "unproven_regions": len(d.get("unproven_regions", [])),
             "edited_parameters": d.get("edited_parameters"), "overrides": overrides or {},
+            "fallback": d.get("fallback"),
             "host_load_1min": [round(load0, 2), round(os.getloadavg()[0], 2)], "commit": COMMIT}
 
 

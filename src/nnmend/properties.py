@@ -111,6 +111,26 @@ class SafetyProperty:
 Property = Union[LocalRobustness, SafetyProperty]
 
 
+def nnet_domain(net: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The normalised input range (float64 ``lo, hi``) recorded by an ACAS Xu ``.nnet`` header, if any."""
+    hdr = getattr(net, "nnmend_meta", {}).get("nnet") if hasattr(net, "nnmend_meta") else None
+    if not hdr:
+        return None
+    mins, maxs = torch.tensor(hdr["mins"], dtype=torch.float64), torch.tensor(hdr["maxs"], dtype=torch.float64)
+    means = torch.tensor(hdr["means"][: len(mins)], dtype=torch.float64)
+    ranges = torch.tensor(hdr["ranges"][: len(mins)], dtype=torch.float64)
+    return (mins - means) / ranges, (maxs - means) / ranges
+
+
+def input_domain(net: nn.Module, boxes: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat float32 ``(lo, hi)`` of the inputs a network is used on: :func:`nnet_domain` when its size fits
+    the boxes, else the hull of ``boxes`` (flat ``(lo, hi)`` pairs)."""
+    dom = nnet_domain(net)
+    if dom is not None and dom[0].numel() == boxes[0][0].numel():
+        return dom[0].float(), dom[1].float()
+    return torch.stack([b[0] for b in boxes]).min(0).values, torch.stack([b[1] for b in boxes]).max(0).values
+
+
 def read_property(path: str | os.PathLike) -> SafetyProperty:
     """Read a VNN-LIB file into a :class:`SafetyProperty` (parsing is :func:`nnmend.io.vnnlib.read_vnnlib`'s)."""
     from .io.vnnlib import read_vnnlib

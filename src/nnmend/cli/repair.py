@@ -21,7 +21,7 @@ from ._common import add_option_once
 from ..io import save_network
 from ..io.atomic import atomic_write
 
-METHODS = ("patch_layer", "nnrepair", "patchpro", "prorepair", "nca")
+METHODS = ("patch_layer", "nnrepair", "patchpro", "prorepair", "nca", "guard")
 
 
 def _load_model(spec: str):
@@ -142,6 +142,9 @@ def _prorepair_options(parser: argparse.ArgumentParser) -> None:
                         "Adam on the proxy-box loss, or auto (closed form where it applies)")
     g.add_argument("--preserve-weight", type=float, default=None,
                    help="weight of the preservation term (default: ProRepairConfig's)")
+    g.add_argument("--fallback", choices=("guard",), default=None,
+                   help="region-wise: if the repair is not proved, add an output guard (nnmend.repair.guard, not part "
+                        "of the paper) and certify again")
     g.add_argument("--proxy-margin", type=float, default=None,
                    help="distance proxy boxes keep from the head's decision boundary, in units of the clean "
                         "features' spread (default: ProRepairConfig's)")
@@ -180,7 +183,8 @@ def _prorepair_run(args: argparse.Namespace, network) -> tuple[object, dict]:
     tuned = {k: v for k, v in (("preserve_weight", args.preserve_weight), ("proxy_margin", args.proxy_margin))
              if v is not None}
     cfg = ProRepairConfig(split_layer=args.split_layer, edit_layers=tuple(args.edit_layers) if args.edit_layers else None,
-                          time_budget=args.budget, seed=args.seed, decision=args.decision, solver=args.solver, **tuned)
+                          time_budget=args.budget, seed=args.seed, decision=args.decision, solver=args.solver,
+                          fallback=args.fallback, **tuned)
     if args.property is not None:
         problem = RegionProblem(read_property(args.property))
     else:
@@ -213,8 +217,13 @@ def _prorepair_summary(report: dict) -> list[str]:
         cert = d["certificate"]
         lines.append(f"  certificate on the saved network: {cert['status']} ({cert['seconds']:.1f} s); "
                      f"{d['leaves']} leaves")
+        fb = d.get("fallback")
+        if fb:
+            lines.append(f"  not proved by the repair; output guard fallback: {fb['certificate']['status']} "
+                         f"({fb['certificate']['seconds']:.1f} s, +{fb['parameters_added']} parameters)")
         if report["verified"]:
-            lines.append("  VERIFIED: the property holds on the repaired network")
+            lines.append("  VERIFIED: the property holds on the repaired network"
+                         + (" (with the output guard)" if fb and fb["verified"] else ""))
         else:
             lines.append("  NOT verified within the budget; nothing is called verified")
             for r in d.get("unproven_regions", [])[:10]:
@@ -222,6 +231,57 @@ def _prorepair_summary(report: dict) -> list[str]:
     else:
         lines.append(f"  repair inputs correct on the saved network: {100 * d['certificate']['rsr_on_saved_network']:.1f}% "
                      f"(wrong before: {d['wrong_before']}; solver: {d.get('solver', '?')})")
+    return lines
+
+
+# --- guard (not from the papers: provable-by-construction output guard, a baseline and last resort) ---------
+def _guard_options(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("guard (output guard for region properties; holds by construction, then proved)")
+    _add_once(g, "--property", type=Path, metavar="P.vnnlib", help="region-wise: repair until this property is proved")
+    g.add_argument("--target", type=int, default=None, help="guard: output index the guard moves (default: the first "
+                   "that fits every disjunct)")
+    g.add_argument("--margin", type=float, default=None, help="guard: output margin ε (default 1e-4)")
+    g.add_argument("--certify-timeout", type=float, default=None, help="guard: seconds for the proof (default 60)")
+    g.add_argument("--domain-lo", default=None, metavar="V,V,...", help="guard: input domain lower corner, comma-separated, "
+                   "e.g. --domain-lo=-0.5,-0.5 (default: the .nnet header's range; required for other networks)")
+    g.add_argument("--domain-hi", default=None, metavar="V,V,...", help="guard: input domain upper corner")
+
+
+def _guard_run(args: argparse.Namespace, network) -> tuple[object, dict]:
+    from ..properties import read_property
+    from ..repair.guard import GuardConfig, GuardProblem, repair
+
+    if args.property is None:
+        raise NnmendError("guard: give the property to guard with --property P.vnnlib")
+    tuned = {k: v for k, v in (("margin", args.margin), ("certify_timeout", args.certify_timeout)) if v is not None}
+    domain = None
+    if (args.domain_lo is None) != (args.domain_hi is None):
+        raise NnmendError("guard: give both --domain-lo and --domain-hi, or neither")
+    if args.domain_lo is not None:
+        import torch
+
+        try:
+            domain = tuple(torch.tensor([float(v) for v in s.split(",")]) for s in (args.domain_lo, args.domain_hi))
+        except ValueError:
+            raise NnmendError(f"guard: --domain-lo/--domain-hi must be comma-separated numbers, got "
+                              f"{args.domain_lo!r} / {args.domain_hi!r}") from None
+    problem = GuardProblem(read_property(args.property), target=args.target, domain=domain)
+    result = repair(network, problem, GuardConfig(**tuned))
+    report = {"method": "guard", "seconds": round(result.seconds, 3), "verified": result.verified,
+              "details": result.details}
+    return result.network, report
+
+
+def _guard_summary(report: dict) -> list[str]:
+    d = report["details"]
+    if d.get("already_satisfied"):
+        return [f"guard: {d['message']}"]
+    moves = "; ".join(f"{t['direction']} output {t['output']} against {t['partners']}" for t in d["targets"])
+    cert = d["certificate"]
+    lines = [f"guard: {moves} (+{d['parameters_added']} parameters, margin {d['margin']:g}), {report['seconds']:.1f} s",
+             f"  certificate on the saved network: {cert['status']} ({cert['seconds']:.1f} s)"]
+    lines.append("  VERIFIED: the property holds on the guarded network" if report["verified"]
+                 else "  NOT verified within the budget; nothing is called verified")
     return lines
 
 
@@ -235,6 +295,7 @@ _METHODS: dict[str, tuple[Callable, Callable, Callable]] = {
     "nca": (_nca_options, _nca_run, _nca_summary),
     "patchpro": _patchpro_entry(),
     "prorepair": (_prorepair_options, _prorepair_run, _prorepair_summary),
+    "guard": (_guard_options, _guard_run, _guard_summary),
 }
 # methods that read the model themselves (e.g. to allow NaN weights in a tampered layer)
 _LOADS_OWN_MODEL = {"nca"}

@@ -209,12 +209,31 @@ def _rule_for(weight: torch.Tensor, layer: str, layout, cfg: NCATrainConfig) -> 
     return rule
 
 
+def _warm_start(rule: NCARule, init: NCARule) -> None:
+    if not isinstance(init, NCARule):
+        raise RepairError(f"init must be an NCARule, got {type(init).__name__}")
+    for key in ("weight_shape", "layout", "grid_shape"):
+        if init.meta.get(key) != rule.meta.get(key):
+            raise RepairError(f"init rule has {key}={init.meta.get(key)!r} but this training has "
+                              f"{key}={rule.meta.get(key)!r}; a rule can only continue on the same layer geometry")
+    mine, theirs = rule.state_dict(), init.state_dict()
+    bad = [k for k in mine if k not in theirs or theirs[k].shape != mine[k].shape]
+    if bad or set(theirs) - set(mine):
+        raise RepairError(f"init rule's architecture differs (parameters {sorted(bad or set(theirs) - set(mine))[:3]}); "
+                          "use the same hidden_channels, width, frequencies, dilations and seed_resolution")
+    rule.load_state_dict({k: v.float() for k, v in theirs.items()})
+    rule.meta["init_from"] = {k: init.meta.get(k) for k in ("horizon", "train_seconds", "final_loss")}
+
+
 def train_rule_for_weight(weight: torch.Tensor, cfg: NCATrainConfig = NCATrainConfig(), *, layer: str = "",
                           layer_index: int = 0, progress_bar: bool | None = None,
-                          target: FunctionTarget | None = None) -> tuple[NCARule, TrainHistory]:
+                          target: FunctionTarget | None = None, init: NCARule | None = None
+                          ) -> tuple[NCARule, TrainHistory]:
     """Train a rule on a clean ``(rows, cols)`` weight matrix; returns ``(rule, history)``.
 
     ``target`` (:func:`.function_loss.function_target`) is needed when ``cfg.function_weight > 0``.
+    ``init``: continue training this rule (same layer geometry and architecture) instead of starting
+    from scratch — e.g. a longer horizon on a rule already trained; ``init`` itself is not changed.
     """
     _check_config(cfg)
     if cfg.function_weight > 0 and target is None:
@@ -228,6 +247,8 @@ def train_rule_for_weight(weight: torch.Tensor, cfg: NCATrainConfig = NCATrainCo
     layout = make_layout(weight, kind, image_shape=cfg.image_shape)
     torch.manual_seed(cfg.seed)  # the rule's first-layer init
     rule = _rule_for(weight, layer, layout, cfg)
+    if init is not None:
+        _warm_start(rule, init)
     gen = torch.Generator().manual_seed(cfg.seed)
     sampler = _Sampler(weight, rule, layout, cfg)
     pool = [sampler.draw(gen) for _ in range(cfg.pool_size)]
@@ -281,11 +302,13 @@ def train_rule_for_weight(weight: torch.Tensor, cfg: NCATrainConfig = NCATrainCo
 
 
 def train_rule(network: nn.Module, layer: str, cfg: NCATrainConfig = NCATrainConfig(), *,
-               data: torch.Tensor | None = None, progress_bar: bool | None = None) -> tuple[NCARule, TrainHistory]:
+               data: torch.Tensor | None = None, progress_bar: bool | None = None,
+               init: NCARule | None = None) -> tuple[NCARule, TrainHistory]:
     """Train a rule for ``network``'s dense layer ``layer`` (which must be clean).
 
     ``data``: network inputs (e.g. ``load_dataset(...).x``) for the function-space loss; the first
     ``cfg.function_samples`` are used. Needed when ``cfg.function_weight > 0``, ignored otherwise.
+    ``init``: a rule for this layer to continue training (see :func:`train_rule_for_weight`).
     """
     mod = get_layer(network, layer)
     if not isinstance(mod, nn.Linear):
@@ -299,4 +322,4 @@ def train_rule(network: nn.Module, layer: str, cfg: NCATrainConfig = NCATrainCon
                               "train_rule(..., data=images), or set function_weight=0")
         target = function_target(network, layer, data[: cfg.function_samples])
     return train_rule_for_weight(mod.weight.detach(), cfg, layer=layer, layer_index=index, progress_bar=progress_bar,
-                                 target=target)
+                                 target=target, init=init)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ...errors import PropertyError
-from ...properties import LocalRobustness, SafetyProperty
+from ...properties import LocalRobustness, SafetyProperty, nnet_domain
 from ..repair_sets import RepairSet
 
 
@@ -49,16 +49,6 @@ def _output_size(net: nn.Module, shape: tuple[int, ...], where: str) -> int:
     except RuntimeError as exc:
         raise PropertyError(f"{where}: the network does not accept inputs of shape {shape} "
                             f"({str(exc).splitlines()[0]})") from None
-
-
-def _domain(network: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The normalised input domain recorded by an ACAS Xu ``.nnet`` header, if any."""
-    head = getattr(network, "nnmend_meta", {}).get("nnet") if hasattr(network, "nnmend_meta") else None
-    if not head:
-        return None
-    mins, maxs = torch.tensor(head["mins"], dtype=torch.float64), torch.tensor(head["maxs"], dtype=torch.float64)
-    mean, rng = torch.tensor(head["means"][:len(mins)], dtype=torch.float64), torch.tensor(head["ranges"][:len(mins)], dtype=torch.float64)
-    return (mins - mean) / rng, (maxs - mean) / rng
 
 
 def build_regions(network: nn.Module, problem, *, tol: float = 1e-6) -> Regions:
@@ -118,7 +108,7 @@ def _safety(network: nn.Module, prop: SafetyProperty, tol: float) -> Regions:
                             f"({math.prod(shape)} values)")
     n_out = _output_size(network, shape, where)
     boxes = prop.boxes(n_out)
-    dom = _domain(network)
+    dom = nnet_domain(network)
     los, his, Cs, ds, gs = [], [], [], [], []
     for i, b in enumerate(boxes):
         if b.lo.numel() != n_in:

@@ -12,7 +12,7 @@ from torch import nn
 
 from ...nets import clone
 from ...errors import DataError, PropertyError, RepairError
-from ...properties import SafetyProperty, check
+from ...properties import SafetyProperty, check, input_domain
 from ..base import RepairResult
 from .config import ProRepairConfig
 from .closed_form import applicable, closed_form_repair
@@ -48,16 +48,6 @@ class PointProblem:
 def _in_shape(net: nn.Module, n: int) -> tuple[int, ...]:
     shape = getattr(net, "nnmend_input_shape", None)
     return tuple(shape) if shape is not None and math.prod(shape) == n else (n,)
-
-
-def _domain(net: nn.Module, boxes: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-    hdr = getattr(net, "nnmend_meta", {}).get("nnet")
-    if hdr:
-        mins, maxs = torch.tensor(hdr["mins"]), torch.tensor(hdr["maxs"])
-        means, ranges = torch.tensor(hdr["means"][: len(mins)]), torch.tensor(hdr["ranges"][: len(mins)])
-        if len(mins) == boxes[0][0].numel():
-            return (mins - means) / ranges, (maxs - means) / ranges
-    return torch.stack([b[0] for b in boxes]).min(0).values, torch.stack([b[1] for b in boxes]).max(0).values
 
 
 def repair(network: nn.Module, problem: RegionProblem | PointProblem, config: ProRepairConfig = ProRepairConfig(),
@@ -125,6 +115,12 @@ def _region(net0, edited, split_idx, eidx, params, problem: RegionProblem, cfg, 
     structure = [tuple(A.shape[0] for A, _ in b.unsafe) for b in boxes]
     if len(set(structure)) != 1:
         raise RepairError("ProRepair: all regions of one property must share the same unsafe-set structure")
+    if cfg.fallback not in (None, "guard"):
+        raise RepairError(f"ProRepair: fallback={cfg.fallback!r} is not None or 'guard'")
+    if cfg.fallback == "guard":               # bad input for the fallback is reported now, not after the training
+        from ..guard import GuardProblem, plan
+
+        plan(net0, GuardProblem(prop))
     before = check(net0, prop, timeout=min(60.0, cfg.certify_timeout))
     details["before"] = before.status
     if before.status == "verified":
@@ -139,7 +135,7 @@ def _region(net0, edited, split_idx, eidx, params, problem: RegionProblem, cfg, 
     flat = [(b.lo.float().reshape(-1), b.hi.float().reshape(-1)) for b in boxes]
     px = problem.preserve_x
     if px is None:
-        lo, hi = _domain(net0, flat)
+        lo, hi = input_domain(net0, flat)
         px = lo + torch.rand(cfg.preserve_samples, n_in, generator=torch.Generator().manual_seed(cfg.seed)) * (hi - lo)
         px = px.reshape(-1, *shape)
     elif px.shape[1:] != torch.Size(shape) and px[0].numel() != n_in:
@@ -163,7 +159,18 @@ def _region(net0, edited, split_idx, eidx, params, problem: RegionProblem, cfg, 
     result = certify(edited, prop, cfg.certify_timeout, partition)
     details["certificate"] = result
     verified = result["status"] == "verified"
-    return RepairResult(edited.eval(), "prorepair", time.monotonic() - start, {"proved": verified}, details, verified)
+    out = edited.eval()
+    if not verified and cfg.fallback == "guard":
+        from ..guard import GuardConfig, GuardProblem
+        from ..guard import repair as guard_repair
+
+        edited.nnmend_meta = {**getattr(net0, "nnmend_meta", {}), **getattr(edited, "nnmend_meta", {})}
+        g = guard_repair(edited, GuardProblem(prop), GuardConfig(certify_timeout=cfg.certify_timeout, check_first=0))
+        details["fallback"] = {"method": "guard", "verified": bool(g.verified), "seconds": round(g.seconds, 3),
+                               **{k: g.details[k] for k in ("targets", "parameters_added", "certificate")}}
+        if g.verified:
+            out, verified = g.network, True
+    return RepairResult(out, "prorepair", time.monotonic() - start, {"proved": verified}, details, verified)
 
 
 def _drop_violations(px, py, boxes):

@@ -61,6 +61,11 @@ class ProRepairConfig:
         bound_method: sound bounds for the proofs inside the loop ("crown").
     Certificate:
         certify_timeout: seconds for the independent re-check of the saved network (default 300).
+        fallback: region-wise only. ``None`` (default): an unproved repair is returned unproved. ``"guard"``: when
+            the certificate fails, the edited network gets an output guard (:mod:`nnmend.repair.guard`, not
+            part of the paper) on the property's boxes and is certified again (``details["fallback"]``). The
+            guard needs pairwise output comparisons in the unsafe set and the input domain (``.nnet`` header),
+            which is checked before training starts.
         seed: every random choice (sampling, PGD starts).
         threads: torch intra-op threads during the repair (restored afterwards); 1 by default, as in
             :class:`nnmend.bounds.bab.BabConfig`: the many small tensor operations run far faster
@@ -97,5 +102,6 @@ class ProRepairConfig:
     bab_seconds: float = 2.0
     bound_method: str = "crown"
     certify_timeout: float = 300.0
+    fallback: str | None = None
     seed: int = 0
     threads: int | None = 1
