@@ -206,3 +206,19 @@ def test_trajectory_matches_separate_runs(tiny_rule):
     assert len(blind) == 2 and score.shape == w.shape
     with pytest.raises(RepairError, match="checkpoints"):
         repair_trajectory(tiny_rule, bad, ~mask, (0, 3))
+
+
+def test_training_continues_from_an_init_rule(tiny_rule):
+    import dataclasses
+
+    frozen = dataclasses.replace(TINY, iterations=2, lr=0.0, steps_min=10, steps_max=12)   # lr 0: nothing may move
+    cont, _ = train_rule_for_weight(smooth_matrix(), frozen, layer="fc1", init=tiny_rule)
+    for (k, a), b in zip(tiny_rule.state_dict().items(), cont.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert cont.meta["horizon"] == 12 and cont.meta["init_from"]["horizon"] == TINY.steps_max
+    moved, _ = train_rule_for_weight(smooth_matrix(), dataclasses.replace(frozen, lr=3e-3), layer="fc1", init=tiny_rule)
+    assert any(not torch.equal(a, b) for a, b in zip(tiny_rule.parameters(), moved.parameters()))
+    with pytest.raises(RepairError, match="weight_shape"):
+        train_rule_for_weight(smooth_matrix(16, 20), frozen, layer="fc1", init=tiny_rule)
+    with pytest.raises(RepairError, match="architecture differs"):
+        train_rule_for_weight(smooth_matrix(), dataclasses.replace(frozen, width=16), layer="fc1", init=tiny_rule)
