@@ -216,3 +216,21 @@ def test_bab_timeout_returns_the_open_boxes() -> None:
     open_volume = float(((ohi - olo) / (hi - lo)).prod(1).sum())
     assert 0 < open_volume < 1
     assert open_volume + out.stats["proven_volume"] == pytest.approx(1.0)
+
+
+def test_mean_rows_keep_the_violation_and_decide_the_same():
+    """BabConfig.mean_rows adds one mean row per multi-row disjunct: the violation of every output is unchanged
+    (a mean never exceeds the largest row), and a falsified property stays falsified."""
+    from nnmend.bounds.bab import BabConfig, violation, with_mean_rows
+    from nnmend.properties import read_property
+
+    gen = torch.Generator().manual_seed(0)
+    C, d = torch.randn(7, 5, generator=gen), torch.randn(7, generator=gen)
+    groups = torch.tensor([0, 0, 0, 1, 2, 2, 2])
+    C2, d2, g2 = with_mean_rows(C, d, groups, 3)
+    assert len(C2) == 9 and g2.tolist()[-2:] == [0, 2]
+    y = torch.randn(1000, 5, generator=gen)
+    assert torch.allclose(violation(y, C, d, groups, 3), violation(y, C2, d2, g2, 3))
+    res = check(acasxu.acasxu(2, 1), read_property(acasxu.acasxu_property_path(2)), timeout=60,
+                config=BabConfig(mean_rows=True))
+    assert res.status == "falsified"

@@ -54,6 +54,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..bounds.bab import BabConfig
 from ..errors import PropertyError, RepairError
 from ..layers import SumOfNetworks
 from ..properties import SafetyProperty, check, nnet_domain
@@ -307,7 +308,7 @@ def repair(network: nn.Module, problem: GuardProblem, config: GuardConfig = Guar
     guarded = build_guard(network, stages, n_in, n_out, config).eval()
     guarded.nnmend_meta = {**getattr(network, "nnmend_meta", {}), "method": "guard"}
     built = time.perf_counter() - t0
-    cert = certify(guarded, problem.prop, config.certify_timeout)
+    cert = certify(guarded, problem.prop, config.certify_timeout, config=BabConfig(mean_rows=True))
     n_base = sum(p.numel() for p in network.parameters())
     details = {"targets": [{"output": st.t, "direction": "lower" if st.s > 0 else "raise",
                             "partners": [[j for j, _ in rows] for rows in st.partners], "whole_domain": st.whole,

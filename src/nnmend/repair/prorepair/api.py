@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ...bounds.bab import BabConfig
 from ...nets import clone
 from ...errors import DataError, PropertyError, RepairError
 from ...properties import SafetyProperty, check, input_domain
@@ -215,13 +216,15 @@ def leaf_partition(leaves, boxes) -> dict:
     return {"region": region[keep], "lo": lo[keep], "hi": hi[keep]}
 
 
-def certify(network: nn.Module, prop: SafetyProperty, timeout: float, partition: dict | None = None) -> dict:
+def certify(network: nn.Module, prop: SafetyProperty, timeout: float, partition: dict | None = None, *,
+            config: BabConfig = BabConfig()) -> dict:
     """Save → load → certificate on the loaded network; nothing is trusted from the training loop.
 
     With a ``partition`` (the loop's final leaves) the loaded network is re-proved leaf by leaf
     (:func:`.certificate.certify_partition`: exact cover check, float64 CROWN, branch and bound on open
     leaves) for at most half of ``timeout``; if that does not settle it, :func:`nnmend.properties.check`
-    on the whole boxes gets the remaining time. Without one, only the whole-box check runs.
+    on the whole boxes gets the remaining time. Without one, only the whole-box check runs. ``config``: the
+    whole-box check's branch-and-bound settings.
     """
     from ...io import load_network, save_network
     from .certificate import certify_partition
@@ -239,7 +242,7 @@ def certify(network: nn.Module, prop: SafetyProperty, timeout: float, partition:
             return {**cert, "checked_on": "saved and reloaded network"}
         tried = {"partition_attempt": {k: v for k, v in cert.items() if k != "leaf"}}
     left = max(timeout - (time.monotonic() - start), 1.0)
-    res = check(loaded, prop, timeout=left)
+    res = check(loaded, prop, timeout=left, config=config)
     return {"status": res.status, "seconds": round(time.monotonic() - start, 3), "method": "properties.check (whole boxes)",
             "checked_on": "saved and reloaded network", **tried}
 
