@@ -41,6 +41,11 @@ Design (and why):
 * **Certificate**: the repaired network is saved, reloaded, and checked — the loop's leaf partition
   (:mod:`.certificate`) when the loop proved every leaf, else (or if that does not settle it)
   :func:`nnmend.properties.check` on the whole boxes — independent of the loop.
+* **Fallback** (``ProRepairConfig(fallback="guard")``, not part of the paper): when that certificate
+  fails, the edited network gets an output guard (:mod:`nnmend.repair.guard`) on the property's boxes
+  and is certified again. It exists because the input-splitting branch and bound cannot prove repairs
+  of the two near-whole-domain instances (ACAS Xu N1,9 φ7, N2,9 φ8) in any budget we tried; results
+  report which proofs needed it (``details["fallback"]``; ``prorepair_acasxu.md`` marks the rows).
 """
 from .api import PointProblem, RegionProblem, certify, repair
 from .config import ProRepairConfig
