@@ -257,7 +257,9 @@ def main(argv: list[str] | None = None) -> dict:
                                   "layout": rule.meta["layout"], "rule_parameters": rule.n_parameters(),
                                   "rule_id": rule_id(rule), "storage": ctx.storage, "replica": ctx.copy_info,
                                   "rule_cached": cached, "train_seconds": rule.meta.get("train_seconds"),
-                                  "final_train_loss": rule.meta.get("final_loss")})
+                                  "final_train_loss": rule.meta.get("final_loss"),
+                                  # blind detection threshold (rules trained before calibration: 1.0)
+                                  "blind_threshold": rule.meta.get("blind_threshold", 1.0)})
     # resume: keep earlier layers/records made with a rule we still use (or a layer not in this run)
     ids_now = {(lay["model"], lay["layer"]): lay["rule_id"] for lay in res["layers"]}
     kept_layers = [lay for lay in old.get("layers", []) if lay.get("rule_id")

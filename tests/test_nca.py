@@ -184,7 +184,9 @@ def test_blind_cross_check_finds_and_fixes_outliers(tiny_rule):
     fixed, score = repair_weight(tiny_rule, bad, None, config=NCARepairConfig(steps=8))
     assert score[mask].min() > score[~mask].max()  # perfect separation on gross outliers
     assert (fixed - w)[mask].abs().max() < 0.1 * 3.0
-    unflagged = score <= NCARepairConfig().detect_threshold
+    from nnmend.repair.nca.repair import blind_threshold
+
+    unflagged = score <= blind_threshold(tiny_rule, NCARepairConfig())
     assert unflagged.any() and torch.equal(fixed[unflagged], w[unflagged])  # unflagged cells: exactly as stored
     assert (fixed - w)[~mask].abs().max() < 0.1 * 3.0
     with pytest.raises(RepairError, match="blind_strategy"):
@@ -222,3 +224,28 @@ def test_training_continues_from_an_init_rule(tiny_rule):
         train_rule_for_weight(smooth_matrix(16, 20), frozen, layer="fc1", init=tiny_rule)
     with pytest.raises(RepairError, match="architecture differs"):
         train_rule_for_weight(smooth_matrix(), dataclasses.replace(frozen, width=16), layer="fc1", init=tiny_rule)
+
+
+def test_blind_threshold_is_calibrated_on_the_clean_weight(tiny_rule):
+    from nnmend.repair.nca import calibrate_blind
+    from nnmend.repair.nca.repair import blind_threshold
+
+    thr = tiny_rule.meta["blind_threshold"]
+    assert thr > 0 and tiny_rule.meta["blind_false_positive"] == 1e-3
+    assert blind_threshold(tiny_rule, NCARepairConfig()) == thr
+    assert blind_threshold(tiny_rule, NCARepairConfig(detect_threshold=0.5)) == 0.5
+    w = smooth_matrix()
+    net = mlp([16, 16, 4])
+    with torch.no_grad():
+        get_layer(net, "fc1").weight.copy_(w)
+    res = repair(net, NCAProblem("fc1", tiny_rule), NCARepairConfig(seed=0))
+    assert res.details["detect_threshold"] == thr
+    assert float(res.details["detected"].float().mean()) <= 0.01          # intact weights are not flagged
+    loose = repair(net, NCAProblem("fc1", tiny_rule), NCARepairConfig(seed=0, detect_threshold=1e-6))
+    assert float(loose.details["detected"].float().mean()) > 0.5          # the threshold really gates detection
+    old = NCARule.from_spec(tiny_rule.spec_args(), {})
+    old.meta.pop("blind_threshold")
+    assert blind_threshold(old, NCARepairConfig()) == 1.0                 # rules trained before calibration
+    assert calibrate_blind(old, w, false_positive=0.5) <= thr
+    with pytest.raises(RepairError, match="false_positive"):
+        calibrate_blind(old, w, false_positive=0.0)
