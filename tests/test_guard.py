@@ -70,6 +70,12 @@ def test_guarded_network_is_exactly_the_original_outside_the_box_and_safe_inside
     assert (~changed | bad_before | margin_zone).all() and changed.any()
 
 
+def test_guard_does_not_share_the_callers_network(n29_phi8):
+    net, _, res = n29_phi8
+    mine = {id(p) for p in net.parameters()}
+    assert not mine & {id(p) for p in res.network.parameters()}
+
+
 def test_guard_saves_to_onnx_and_the_export_computes_the_same(n29_phi8, tmp_path):
     _, prop, res = n29_phi8
     save_network(res.network, tmp_path / "g.onnx")
@@ -113,7 +119,10 @@ def test_guard_with_a_given_domain_and_an_already_satisfied_property():
     res = repair(tiny, GuardProblem(prop, domain=dom), GuardConfig(certify_timeout=30))
     assert res.verified is True
     if before == "verified":
-        assert res.details["already_satisfied"] and res.network is tiny
+        assert res.details["already_satisfied"] and res.network is not tiny
+        x = torch.rand(100, 2)
+        with torch.no_grad():
+            assert torch.equal(tiny(x), res.network(x))
     else:
         x = dom[0] + torch.rand(5000, 2, generator=torch.Generator().manual_seed(1)) * 4
         far = ((box.lo - x).clamp_min(0) + (x - box.hi).clamp_min(0)).sum(1) > res.details["band"]

@@ -57,6 +57,7 @@ from torch import nn
 from ..bounds.bab import BabConfig
 from ..errors import PropertyError, RepairError
 from ..layers import SumOfNetworks
+from ..nets import clone
 from ..properties import SafetyProperty, check, nnet_domain
 from .base import RepairResult
 
@@ -153,7 +154,8 @@ class _Stage:
 
 
 def build_guard(network: nn.Module, stages: list[_Stage], n_in: int, n_out: int, config: GuardConfig) -> nn.Sequential:
-    """The guarded network: ``network`` followed by one guard stage per entry of ``stages``."""
+    """The guarded network: a copy of ``network`` followed by one guard stage per entry of ``stages``."""
+    base = clone(network)              # the caller's network is never part of (or changed through) the result
     eps, band = float(config.margin), float(config.band)
     ind = [i for i, st in enumerate(stages) if not st.whole]
     R = len(ind)
@@ -174,13 +176,13 @@ def build_guard(network: nn.Module, stages: list[_Stage], n_in: int, n_out: int,
             w1[o + n_in:o + 2 * n_in] = torch.eye(n_in)
             b1[o + n_in:o + 2 * n_in] = -hi
             w2[n_out + r, o:o + 2 * n_in] = 1.0 / band
-        blocks.append(SumOfNetworks(nn.Sequential(network, _lin(embed)), nn.Sequential(_lin(w1, b1), nn.ReLU(), _lin(w2))))
+        blocks.append(SumOfNetworks(nn.Sequential(base, _lin(embed)), nn.Sequential(_lin(w1, b1), nn.ReLU(), _lin(w2))))
         # u_r = min(1, s_r) = s_r − ReLU(s_r − 1)
         sel = torch.zeros(R, D)
         sel[:, n_out:] = torch.eye(R)
         blocks.append(_residual(D, sel, -torch.ones(R), -sel.T))
     else:
-        blocks.append(nn.Sequential(network, _lin(embed)))
+        blocks.append(nn.Sequential(base, _lin(embed)))
     for i, st in enumerate(stages):
         u = n_out + ind.index(i) if not st.whole else None
         blocks += _guard_blocks(st, D, n_out, u, eps)
@@ -298,7 +300,7 @@ def repair(network: nn.Module, problem: GuardProblem, config: GuardConfig = Guar
     if config.check_first > 0:
         first = check(network, problem.prop, timeout=config.check_first)
         if first.status == "verified":
-            return RepairResult(network, "guard", time.perf_counter() - t0, {},
+            return RepairResult(clone(network), "guard", time.perf_counter() - t0, {},
                                 {"already_satisfied": True, "message": f"{problem.prop.source or 'the property'} "
                                  f"is already proved on the original network ({first.seconds:.1f} s); nothing to guard"},
                                 True)
