@@ -44,7 +44,7 @@ from nnmend.data import load_dataset
 from nnmend.io import load_checkpoint, save_checkpoint
 from nnmend.metrics import recovery
 from nnmend.nets import clone, get_layer, named_layers, predict, pretrained
-from nnmend.repair.nca import (NCARepairConfig, NCATrainConfig, half_precision, repair_trajectory, repair_weight,
+from nnmend.repair.nca import (NCARepairConfig, NCATrainConfig, calibrate, half_precision, repair_trajectory, repair_weight,
                                storage_bytes, train_rule)
 from nnmend.repair.nca.baselines import (biharmonic_fill, masked_finetune, mean_fill, replica, replica_repair,
                                          soft_impute)
@@ -102,8 +102,9 @@ def _werr(w_hat: torch.Tensor, w: torch.Tensor, mask: torch.Tensor) -> dict:
             "rmse_corrupted_over_std": float(d[mask].pow(2).mean().sqrt() / std) if mask.any() else 0.0}
 
 
-def run_case(ctx: Context, pattern: str, kind: str, fraction: float, seed: int) -> dict:
-    """One corruption of ctx's layer, repaired by every method."""
+def run_case(ctx: Context, pattern: str, kind: str, fraction: float, seed: int, old: dict | None = None) -> dict:
+    """One corruption of ctx's layer, repaired by every method; given ``old`` (a record of the same case made with
+    the same rule parameters but another calibration), only the NCA methods are rerun and merged into it."""
     gen = torch.Generator().manual_seed(seed)  # same draw order as nnmend.faults.damage
     mask = corruption_mask(ctx.w, pattern, fraction, gen)
     bad = corrupt_values(ctx.w, mask, kind, gen, sigma=0.1, fan_in=ctx.w.shape[1])
@@ -116,6 +117,8 @@ def run_case(ctx: Context, pattern: str, kind: str, fraction: float, seed: int) 
     n_ft = (200, 1000) if ctx.quick else (1000, 10000)
     ft_steps = 20 if ctx.quick else 300
     timed("none", lambda: bad)
+    if old is not None:
+        return _nca_only(ctx, old, mask, bad, seed)
     timed("mean", lambda: mean_fill(bad, mask))
     timed("biharmonic", lambda: biharmonic_fill(bad, mask, ctx.layout))
     timed("soft_impute", lambda: soft_impute(bad, mask, seed=seed))
@@ -127,12 +130,7 @@ def run_case(ctx: Context, pattern: str, kind: str, fraction: float, seed: int) 
         timed(label, lambda n=n: masked_finetune(damaged, ctx.layer, mask, ctx.train, n_images=n, steps=ft_steps, seed=seed))
     timed("replica_blind", lambda: replica_repair(bad, ctx.copy, ctx.copy_info["rms_error"]))
     timed("replica_informed", lambda: replica_repair(bad, ctx.copy, ctx.copy_info["rms_error"], mask))
-    scores = {}
-    for mode, trusted in (("blind", None), ("informed", ~mask)):
-        t0 = time.perf_counter()
-        w_hat, score = repair_weight(ctx.rule, bad, trusted, config=NCARepairConfig(seed=seed, steps=ctx.steps))
-        candidates[f"nca_{mode}"] = (w_hat, time.perf_counter() - t0)
-        scores[mode] = score
+    scores = _nca(ctx, bad, mask, seed, candidates)
     acc, agree, werr, secs = {}, {}, {}, {}
     for name, (w_hat, s) in candidates.items():
         acc[name], agree[name] = ctx.evaluate(w_hat)
@@ -146,10 +144,39 @@ def run_case(ctx: Context, pattern: str, kind: str, fraction: float, seed: int) 
             "auroc_replica_blind": _auroc(mask, (bad - ctx.copy).abs())}
 
 
+def _nca(ctx: Context, bad: torch.Tensor, mask: torch.Tensor, seed: int, candidates: dict) -> dict:
+    """Blind and informed NCA repair of one case into ``candidates``; returns their detection scores."""
+    scores = {}
+    for mode, trusted in (("blind", None), ("informed", ~mask)):
+        t0 = time.perf_counter()
+        w_hat, score = repair_weight(ctx.rule, bad, trusted, config=NCARepairConfig(seed=seed, steps=ctx.steps))
+        candidates[f"nca_{mode}"] = (w_hat, time.perf_counter() - t0)
+        scores[mode] = score
+    return scores
+
+
+def _nca_only(ctx: Context, old: dict, mask: torch.Tensor, bad: torch.Tensor, seed: int) -> dict:
+    if int(mask.sum()) != old["n_corrupted"]:
+        raise RuntimeError(f"case {old['pattern']} {old['kind']} {old['fraction']} seed {seed}: the corruption "
+                           "differs from the stored record's; rerun without --resume")
+    candidates: dict = {}
+    scores = _nca(ctx, bad, mask, seed, candidates)
+    rec = json.loads(json.dumps(old))
+    for name, (w_hat, s) in candidates.items():
+        rec["accuracy"][name], rec["agreement"][name] = ctx.evaluate(w_hat)
+        rec["weight_error"][name] = _werr(w_hat, ctx.w, mask)
+        rec["seconds"][name] = round(s, 4)
+        rec["recovery_pct"][name] = recovery(ctx.clean_acc, rec["accuracy"]["none"], rec["accuracy"][name])
+    rec["auroc_nca_blind"] = _auroc(mask, scores["blind"])
+    rec["nca_rerun"] = "NCA methods rerun with the calibrated rule; baselines from the earlier run (same rule parameters)"
+    return rec
+
+
 def run_stability(ctx: Context, multiples=(1, 5, 20)) -> list[dict]:
     """Accuracy after k× the training horizon (does the attractor persist or drift?).
 
-    One run per case read at each multiple (:func:`repair_trajectory`; blind detection at 1×).
+    One run per case read at each multiple (:func:`repair_trajectory`; blind detection at 1×); the CA's own state,
+    without the calibrated shrinkage (which holds for the 3× default pass only).
     """
     horizon = int(ctx.rule.meta["horizon"])
     out = []
@@ -160,15 +187,19 @@ def run_stability(ctx: Context, multiples=(1, 5, 20)) -> list[dict]:
         bad = corrupt_values(ctx.w, mask, kind, gen, sigma=0.1)
         row = {"pattern": pattern, "kind": kind, "fraction": fraction, "mode": mode, "horizon": horizon}
         outs, _ = repair_trajectory(ctx.rule, bad, None if mode == "blind" else ~mask,
-                                    tuple(k * horizon for k in multiples), config=NCARepairConfig(steps=horizon))
+                                    tuple(k * horizon for k in multiples),
+                                    config=NCARepairConfig(steps=horizon, shrink=False))
         for k, w_hat in zip(multiples, outs):
             row[f"accuracy_{k}x"] = ctx.evaluate(w_hat)[0]
         out.append(row)
     return out
 
 
-def rule_id(rule) -> str:
-    """A fingerprint of a rule's parameters: records made with another rule are never mixed in."""
+CALIBRATION_KEYS = ("shrink", "blind_threshold")
+
+
+def params_id(rule) -> str:
+    """A fingerprint of a rule's parameters (the baselines' replica budget depends on these only)."""
     h = hashlib.sha256()
     for k, v in sorted(rule.state_dict().items()):
         h.update(k.encode())
@@ -176,11 +207,22 @@ def rule_id(rule) -> str:
     return h.hexdigest()[:16]
 
 
+def rule_id(rule) -> str:
+    """A fingerprint of a rule's parameters and calibration: NCA results made with another are never mixed in."""
+    cal = json.dumps({k: rule.meta.get(k) for k in CALIBRATION_KEYS}, sort_keys=True)
+    return hashlib.sha256((params_id(rule) + cal).encode()).hexdigest()[:16]
+
+
 def get_rule(model_name: str, layer: str, cfg: NCATrainConfig, cache: Path | None, data: torch.Tensor):
     tag = hashlib.sha256(json.dumps(dataclasses.asdict(cfg), sort_keys=True).encode()).hexdigest()[:8]
     path = cache / f"{model_name}_{layer}_{tag}.pt" if cache else None
     if path and path.exists():
-        return load_checkpoint(path).model, True
+        rule = load_checkpoint(path).model
+        if "shrink" not in rule.meta:  # cached before calibration existed: calibrate it now (as training does)
+            print(f"[nca] calibrating the cached rule {path.name}", file=sys.stderr, flush=True)
+            calibrate(rule, get_layer(pretrained(model_name), layer).weight.detach().float())
+            save_checkpoint(rule, path, meta={"kind": "nca_rule", "model": model_name, "layer": layer})
+        return rule, True
     rule, _ = train_rule(pretrained(model_name), layer, cfg, data=data, progress_bar=sys.stderr.isatty())
     if path:
         save_checkpoint(rule, path, meta={"kind": "nca_rule", "model": model_name, "layer": layer})
@@ -207,9 +249,16 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--no-stability", action="store_true")
     ap.add_argument("--out-dir", type=Path, default=RESULTS)
     ap.add_argument("--render-only", action="store_true", help="rewrite the .md and .png from the saved .json")
+    ap.add_argument("--merge", type=Path, nargs="+", default=None, metavar="JSON",
+                    help="merge the results of runs made in parallel (separate --out-dir) into OUT_DIR's json: each "
+                         "layer's entry and records come from the last file listed that holds records for it")
     args = ap.parse_args(argv)
     name = ("nca_quick" if args.quick else "nca") + ("_fp32" if args.rule_precision == "fp32" else "")
     args.name = name
+    if args.merge:
+        res = merge_results([json.loads(p.read_text()) for p in args.merge])
+        _finish(res, args, time.perf_counter() - res["seconds_total"], partial=res["status"] != "complete")
+        return res
     if args.render_only:
         res = json.loads((args.out_dir / f"{name}.json").read_text())
         write_markdown(res, args.out_dir / f"{name}.md")
@@ -255,17 +304,22 @@ def main(argv: list[str] | None = None) -> dict:
             contexts.append(ctx)
             res["layers"].append({"model": model_name, "layer": layer, "clean_accuracy": clean_acc,
                                   "layout": rule.meta["layout"], "rule_parameters": rule.n_parameters(),
-                                  "rule_id": rule_id(rule), "storage": ctx.storage, "replica": ctx.copy_info,
+                                  "rule_id": rule_id(rule), "params_id": params_id(rule), "storage": ctx.storage, "replica": ctx.copy_info,
                                   "rule_cached": cached, "train_seconds": rule.meta.get("train_seconds"),
                                   "final_train_loss": rule.meta.get("final_loss"),
-                                  # blind detection threshold (rules trained before calibration: 1.0)
-                                  "blind_threshold": rule.meta.get("blind_threshold", 1.0)})
+                                  "blind_threshold": rule.meta.get("blind_threshold"),
+                                  "shrink": rule.meta.get("shrink")})
     # resume: keep earlier layers/records made with a rule we still use (or a layer not in this run)
     ids_now = {(lay["model"], lay["layer"]): lay["rule_id"] for lay in res["layers"]}
     kept_layers = [lay for lay in old.get("layers", []) if lay.get("rule_id")
                    and ids_now.get((lay["model"], lay["layer"]), lay["rule_id"]) == lay["rule_id"]]
     kept_ids = {lay["rule_id"] for lay in kept_layers} | set(ids_now.values())
     res["records"] = [r for r in old.get("records", []) if r.get("rule_id") in kept_ids]
+    # records made with the same parameters but an older calibration: their baselines stand, NCA is rerun
+    params_now = {(lay["model"], lay["layer"]): lay["params_id"] for lay in res["layers"]}
+    stale = {(r["model"], r["layer"], r["pattern"], r["kind"], r["fraction"], r["seed"]): r
+             for r in old.get("records", []) if r.get("rule_id") not in kept_ids
+             and params_now.get((r["model"], r["layer"])) in (r.get("params_id"), r.get("rule_id"))}
     res["covered"] = [[r["model"], r["layer"], r["pattern"], r["kind"], r["fraction"], r["seed"]] for r in res["records"]]
     for lay in kept_layers:
         mine = next((x for x in res["layers"] if (x["model"], x["layer"]) == (lay["model"], lay["layer"])), None)
@@ -288,8 +342,9 @@ def main(argv: list[str] | None = None) -> dict:
         if time.perf_counter() > deadline:
             stopped = True
             break
-        rec = run_case(ctx, p, k, f, s)
+        rec = run_case(ctx, p, k, f, s, old=stale.get((ctx.model_name, ctx.layer, p, k, f, s)))
         rec["rule_id"] = ids_now[(ctx.model_name, ctx.layer)]
+        rec["params_id"] = params_now[(ctx.model_name, ctx.layer)]
         res["records"].append(rec)
         r = rec["accuracy"]
         print(f"[nca] {ctx.model_name}/{ctx.layer} {p} {k} {f} seed {s}: none {r['none']:.3f} nca_blind "
@@ -298,6 +353,24 @@ def main(argv: list[str] | None = None) -> dict:
         res["covered"].append([ctx.model_name, ctx.layer, p, k, f, s])
         _finish(res, args, t_start, partial=True)
     _finish(res, args, t_start, partial=stopped)
+    return res
+
+
+def merge_results(runs: list[dict]) -> dict:
+    """One result from several runs of this benchmark (same rules, disjoint or overlapping layers)."""
+    key = lambda d: (d["model"], d["layer"])  # noqa: E731
+    res = json.loads(json.dumps(runs[0]))
+    for run in runs[1:]:
+        for lay in run["layers"]:
+            recs = [r for r in run["records"] if key(r) == key(lay) and r.get("rule_id") == lay["rule_id"]]
+            if not recs:
+                continue
+            res["layers"] = [x for x in res["layers"] if key(x) != key(lay)] + [lay]
+            res["records"] = [r for r in res["records"] if key(r) != key(lay)] + recs
+    res["covered"] = [[r["model"], r["layer"], r["pattern"], r["kind"], r["fraction"], r["seed"]] for r in res["records"]]
+    res["seconds_total"] = sum(r.get("seconds_total", 0.0) for r in runs)
+    res["status"] = "complete" if all(r.get("status") == "complete" for r in runs) else "partial"
+    res["merged_from"] = len(runs)
     return res
 
 

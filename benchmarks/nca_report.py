@@ -115,6 +115,13 @@ def write_markdown(res: dict, path: Path) -> None:
                   f"of the weight's {s['weight_bytes']} B (extra stored state: {s['extra_state_bytes']} B); "
                   f"replica at equal storage: {lay['replica']}; rule training {lay['train_seconds']} s "
                   f"({'cached' if lay['rule_cached'] else 'trained in this run'}).", ""]
+        if lay.get("shrink") or lay.get("blind_threshold") is not None:
+            sh = lay.get("shrink") or {}
+            lines += ["Calibration on the clean weight (`nnmend.repair.nca.calibrate`): blind detection threshold "
+                      f"{lay.get('blind_threshold') or float('nan'):.3f} (0.1 % of clean cells flagged); shrinkage α(f) of "
+                      "the regenerated cells towards the weight mean, by fraction regenerated: "
+                      + ", ".join(f"{f:g}: {a:.2f}" for f, a in zip(sh.get("fractions", []), sh.get("alpha", [])))
+                      + ".", ""]
         ver = verdicts(res["summary"], lay["model"], lay["layer"])
         if ver:
             lines += ["**Where NCA beats every no-data baseline at equal storage** (fractions; mean over the "
@@ -145,8 +152,8 @@ def write_markdown(res: dict, path: Path) -> None:
         if lay.get("stability"):
             mults = sorted(int(k[len("accuracy_"):-1]) for k in lay["stability"][0] if k.startswith("accuracy_"))
             lines += ["Stability (seed 0): accuracy after k × the training horizon "
-                      f"({lay['stability'][0]['horizon']} steps; one run per case read at each k; repairs in the "
-                      "grid use NCARepairConfig's default steps)", "",
+                      f"({lay['stability'][0]['horizon']} steps; one run per case read at each k; the CA's own state, "
+                      "without the shrinkage calibrated for the grid's 3× pass)", "",
                       "| case | mode | " + " | ".join(f"{k}×" for k in mults) + " |", "|---" * (len(mults) + 2) + "|"]
             for r in lay["stability"]:
                 lines.append(f"| {r['pattern']} {r['kind']} {r['fraction']} | {r['mode']} | "

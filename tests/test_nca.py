@@ -249,3 +249,56 @@ def test_blind_threshold_is_calibrated_on_the_clean_weight(tiny_rule):
     assert calibrate_blind(old, w, false_positive=0.5) <= thr
     with pytest.raises(RepairError, match="false_positive"):
         calibrate_blind(old, w, false_positive=0.0)
+
+
+def test_shrinkage_is_calibrated_and_applied(tiny_rule):
+    """α(f) is the clean-weight least-squares factor; a rule that has learnt nothing of a weight shrinks to mean fill."""
+    from nnmend.repair.nca import calibrate_shrink
+    from nnmend.repair.nca.repair import shrink_factor
+
+    cal = tiny_rule.meta["shrink"]
+    assert len(cal["alpha"]) == len(cal["fractions"]) and all(0.0 <= a <= 1.0 for a in cal["alpha"])
+    assert cal["alpha"][0] > 0.5                     # smooth weights: the rule's regeneration is trusted
+    w = smooth_matrix()
+    mask = corruption_mask(w, "scatter", 0.5, torch.Generator().manual_seed(2))
+    raw, _ = repair_weight(tiny_rule, w, ~mask, config=NCARepairConfig(seed=1, shrink=False))
+    shrunk, _ = repair_weight(tiny_rule, w, ~mask, config=NCARepairConfig(seed=1))
+    mu, a = tiny_rule.meta["mu"], shrink_factor(tiny_rule, 0.5)
+    assert a < 1.0 and cal["steps"] == 24                   # 3 × the tiny rule's 8-step horizon
+    assert torch.allclose(shrunk[mask], mu + a * (raw[mask] - mu), atol=1e-6)
+    assert torch.equal(shrunk[~mask], w[~mask])
+    other, _ = repair_weight(tiny_rule, w, ~mask, config=NCARepairConfig(seed=1, steps=12))   # not the calibrated length
+    assert torch.equal(other, repair_weight(tiny_rule, w, ~mask, config=NCARepairConfig(seed=1, steps=12, shrink=False))[0])
+    # the same rule on an unrelated random weight of that shape: its regeneration is noise → α ≈ 0
+    noise = NCARule.from_spec(tiny_rule.spec_args(), {})
+    noise.load_state_dict(tiny_rule.state_dict())
+    wn = torch.randn(w.shape, generator=torch.Generator().manual_seed(9)) * float(w.std()) + tiny_rule.meta["mu"]
+    alphas = calibrate_shrink(noise, wn, fractions=(0.3, 0.9))
+    assert max(alphas) < 0.35
+    fixed, _ = repair_weight(noise, wn, ~mask, config=NCARepairConfig(seed=1))
+    raw_n, _ = repair_weight(noise, wn, ~mask, config=NCARepairConfig(seed=1, shrink=False))
+    assert (fixed - wn)[mask].norm() < (raw_n - wn)[mask].norm()
+    assert shrink_factor(noise, 0.1) == alphas[0] and shrink_factor(noise, 0.99) == alphas[1]
+    assert shrink_factor(noise, 0.1, steps=5) == 1.0
+    assert shrink_factor(noise, 0.6) == pytest.approx((alphas[0] + alphas[1]) / 2)
+    with pytest.raises(RepairError, match="fractions"):
+        calibrate_shrink(noise, wn, fractions=(0.9, 0.3))
+
+
+def test_repair_reports_shrinkage(tiny_rule):
+    w = smooth_matrix()
+    net = mlp([16, 16, 4])
+    mask = corruption_mask(w, "scatter", 0.5, torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        get_layer(net, "fc1").weight.copy_(torch.where(mask, torch.zeros(()), w))
+    res = repair(net, NCAProblem("fc1", tiny_rule, ~mask), NCARepairConfig(seed=0))
+    from nnmend.repair.nca.repair import shrink_factor
+
+    assert res.details["regenerated_fraction"] == pytest.approx(float(mask.float().mean()))
+    assert res.details["shrink_alpha"] == pytest.approx(shrink_factor(tiny_rule, float(mask.float().mean())))
+    off = repair(net, NCAProblem("fc1", tiny_rule, ~mask), NCARepairConfig(seed=0, shrink=False))
+    assert off.details["shrink_alpha"] == 1.0
+    none = repair(net, NCAProblem("fc1", tiny_rule), NCARepairConfig(seed=0, blind_strategy="none"))
+    raw = repair(net, NCAProblem("fc1", tiny_rule), NCARepairConfig(seed=0, blind_strategy="none", shrink=False))
+    assert none.details["shrink_alpha"] == 1.0      # blind "none" regenerates every cell: never shrunk
+    assert torch.equal(get_layer(none.network, "fc1").weight, get_layer(raw.network, "fc1").weight)

@@ -30,3 +30,24 @@ def test_nca_benchmark_quick(tmp_path):
     again = bench.main(["--quick", "--out-dir", str(tmp_path), "--resume"])
     assert len(again["records"]) == 2 and again["records"][0]["rule_id"] == rec["rule_id"]
     assert again["layers"][0]["stability"] == saved["layers"][0]["stability"]
+    # records of the same rule parameters under an older calibration: baselines kept, only NCA rerun
+    old = json.loads((tmp_path / "nca_quick.json").read_text())
+    for r in old["records"]:
+        r["rule_id"] = r.pop("params_id")
+        r["accuracy"]["nca_informed"] = -1.0
+        r["accuracy"]["mean"] = 0.123                      # a baseline value that must survive untouched
+    old["layers"][0]["rule_id"] = "older-calibration"
+    (tmp_path / "nca_quick.json").write_text(json.dumps(old))
+    fresh = bench.main(["--quick", "--out-dir", str(tmp_path), "--resume", "--no-stability"])
+    assert len(fresh["records"]) == 2
+    for r in fresh["records"]:
+        assert r["nca_rerun"] and r["accuracy"]["mean"] == 0.123 and r["accuracy"]["nca_informed"] >= 0.0
+        assert r["rule_id"] == rec["rule_id"]
+    # runs made in parallel merge into one result
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "nca_quick.json").write_text(json.dumps(saved))
+    merged = bench.main(["--quick", "--out-dir", str(tmp_path), "--merge", str(tmp_path / "nca_quick.json"),
+                         str(other / "nca_quick.json")])
+    assert merged["merged_from"] == 2 and len(merged["records"]) == 2
+    assert all(r["accuracy"]["mean"] != 0.123 for r in merged["records"])   # the later file's records win

@@ -31,6 +31,7 @@ def test_train_writes_a_rule(files, capsys):
     d, _ = files
     rule = load_rule(d / "rule.pt")
     assert rule.meta["layer"] == "fc1" and tuple(rule.meta["weight_shape"]) == (10, 12)
+    assert rule.meta["blind_threshold"] > 0 and len(rule.meta["shrink"]["alpha"]) == 7   # calibrated by training
     with pytest.raises(ModelError, match="not an NCA rule"):
         load_rule(d / "net.pt")
 
@@ -53,7 +54,9 @@ def test_cli_repair_blind_and_informed(files, capsys):
     np.save(d / "mask.npy", mask)
     args.mask, args.out = str(d / "mask.npy"), str(d / "fixed2.pt")
     assert cli_repair(args) == 0
-    assert json.loads(capsys.readouterr().out)["mode"] == "informed"
+    informed = json.loads(capsys.readouterr().out)
+    assert informed["mode"] == "informed" and informed["regenerated_fraction"] == pytest.approx(1 / 120, abs=1e-6)
+    assert 0.0 <= informed["shrink_alpha"] <= 1.0
 
 
 def test_cli_repair_bad_input(files):

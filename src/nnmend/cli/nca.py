@@ -51,5 +51,7 @@ def run_train(args: argparse.Namespace) -> int:
     save_checkpoint(rule, args.out, meta={"kind": "nca_rule", "layer": args.layer, "model": str(args.model)})
     print(json.dumps({"layer": args.layer, "layout": rule.meta["layout"], "parameters": rule.n_parameters(),
                       "storage": storage_bytes(rule), "final_loss": rule.meta["final_loss"],
+                      "blind_threshold": round(rule.meta["blind_threshold"], 4),
+                      "shrink": dict(zip(rule.meta["shrink"]["fractions"], (round(a, 3) for a in rule.meta["shrink"]["alpha"]))),
                       "seconds": round(hist.seconds, 1), "out": str(args.out)}, indent=2))
     return 0

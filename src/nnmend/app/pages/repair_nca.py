@@ -55,7 +55,8 @@ def render() -> None:
     mode = st.radio("mode", MODES, horizontal=True, key="nca_mode",
                     help="blind: the rule must find the bad cells itself; informed: cells the fault left unchanged "
                          "are trusted (known here from the recorded fault; a deployment would use checksums)")
-    rcfg = w.config_form(nca.NCARepairConfig, "nca_repair", ("steps", "average_last", "blind_strategy", "detect_threshold", "seed"),
+    rcfg = w.config_form(nca.NCARepairConfig, "nca_repair", ("steps", "average_last", "blind_strategy", "detect_threshold", "shrink",
+                                                                    "seed"),
                          choices={"blind_strategy": ("cross_check", "rule", "none")})
     if st.button("Repair", key="nca_run", type="primary", disabled=w.busy("nca")):
         with w.guard("NCA repair"):

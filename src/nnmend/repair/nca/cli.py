@@ -71,7 +71,8 @@ def run_repair(args: Any) -> tuple[torch.nn.Module, dict]:
     d = result.details
     report = {"method": "nca", "mode": d["mode"], "layer": layer, "steps": d["steps"],
               "seconds": round(result.seconds, 3), "nonfinite_cells": d["nonfinite_cells"],
-              "storage": storage_bytes(rule), "out": str(args.out)}
+              "storage": storage_bytes(rule), "regenerated_fraction": round(d["regenerated_fraction"], 6),
+              "shrink_alpha": round(d["shrink_alpha"], 4), "out": str(args.out)}
     if d["mode"] == "blind":
         report["cells_flagged"] = int(d["detected"].sum())
     return result.network, report

@@ -51,6 +51,15 @@ class NCARepairConfig:
             SHNN fc3: 1.0 flags 29 % of the *clean* cells and blind repair at 1 % scatter × zero fell from
             0.980 to 0.860; the calibrated 4.21 keeps 0.979 (0.797 vs 0.136 at 90 %). The scores themselves
             are always returned.
+        shrink: scale each regenerated cell's deviation from the weight mean by the rule's calibrated
+            factor α(f) for the share f of cells regenerated (``meta["shrink"]``, :func:`calibrate_shrink`,
+            run at the end of training): the least-squares factor measured on the clean weight, clipped to
+            [0, 1]. A rule that cannot predict a layer (hidden layers: correlation 0.06 with the truth on
+            SHNN fc2) then falls back towards mean fill instead of writing confident noise (SHNN fc2, 90 %
+            scatter × zero: 0.32 unshrunk, 0.78 with α = 0.13; mean fill 0.79); where it can (small MLP fc1,
+            α ≈ 1) nothing changes. α depends on the run length (a tiny rule's α is 3.0 at 1× its horizon,
+            0.6 at 3×), so it is applied only to a pass of the calibrated length (the default final pass);
+            never to an uncalibrated rule.
         blind_strategy: how blind mode detects corrupted cells before an informed pass that trusts
             the unflagged ones (so intact weights cannot drift):
             ``"cross_check"`` — two informed passes, each hiding a random half of the cells and
@@ -65,6 +74,7 @@ class NCARepairConfig:
     average_last: int = 8
     seed: int = 0
     detect_threshold: float | None = None
+    shrink: bool = True
     blind_strategy: str = "cross_check"
 
 
@@ -128,6 +138,59 @@ def calibrate_blind(rule: NCARule, clean_weight: torch.Tensor, *, false_positive
     return thr
 
 
+SHRINK_FRACTIONS = (0.05, 0.1, 0.3, 0.5, 0.7, 0.9, 0.95)
+
+
+@torch.no_grad()
+def calibrate_shrink(rule: NCARule, clean_weight: torch.Tensor, *, fractions: tuple[float, ...] = SHRINK_FRACTIONS,
+                     patterns: tuple[str, ...] = ("scatter", "patch"), seed: int = 0) -> list[float]:
+    """Set ``rule.meta["shrink"]``: for each corruption fraction f, the least-squares factor α(f) ∈ [0, 1] with
+    which the rule's informed regeneration, as a deviation from the weight mean, best predicts the clean weight
+    (corruptions of ``patterns`` pooled; a run as long as the default :class:`NCARepairConfig`'s final pass,
+    recorded as ``steps``: repairs of another length are not shrunk). Returns the αs."""
+    from ...corruption import corruption_mask  # repair-time code does not need the sampler
+
+    check_rule_fits(rule, clean_weight, str(rule.meta.get("layer", "?")))
+    if not fractions or not all(0.0 < f < 1.0 for f in fractions) or list(fractions) != sorted(fractions):
+        raise RepairError(f"fractions={fractions} must be increasing, each in (0, 1)")
+    w = clean_weight.detach().float().cpu()
+    mu, gen = float(rule.meta["mu"]), torch.Generator().manual_seed(seed)
+    cfg = NCARepairConfig(seed=seed, shrink=False)
+    steps, alphas = final_steps(rule, cfg), []
+    for f in fractions:
+        num = den = 0.0
+        for pattern in patterns:
+            mask = corruption_mask(w, pattern, f, gen)
+            (out,), _ = repair_trajectory(rule, w, ~mask, (steps,), config=cfg)
+            p, t = (out - mu)[mask].double(), (w - mu)[mask].double()
+            num, den = num + float((p * t).sum()), den + float((p * p).sum())
+        alphas.append(min(1.0, max(0.0, num / den)) if den > 0 else 0.0)
+    rule.meta["shrink"] = {"fractions": list(fractions), "alpha": alphas, "steps": steps}
+    return alphas
+
+
+def shrink_factor(rule: NCARule, fraction: float, steps: int | None = None) -> float:
+    """α for ``fraction`` of the cells regenerated (linear in between the calibrated fractions); 1.0 for an
+    uncalibrated rule or a run of ``steps`` other than the calibrated length."""
+    cal = rule.meta.get("shrink")
+    if not cal or (steps is not None and int(steps) != int(cal.get("steps", -1))):
+        return 1.0
+    fs, al = cal["fractions"], cal["alpha"]
+    if fraction <= fs[0]:
+        return float(al[0])
+    for f0, f1, a0, a1 in zip(fs, fs[1:], al, al[1:]):
+        if fraction <= f1:
+            return float(a0 + (a1 - a0) * (fraction - f0) / (f1 - f0))
+    return float(al[-1])
+
+
+def calibrate(rule: NCARule, clean_weight: torch.Tensor, *, false_positive: float = 1e-3, seed: int = 0) -> dict:
+    """Both calibrations training runs at its end (:func:`calibrate_shrink`, :func:`calibrate_blind`)."""
+    calibrate_shrink(rule, clean_weight, seed=seed)
+    calibrate_blind(rule, clean_weight, false_positive=false_positive, seed=seed)
+    return {"shrink": rule.meta["shrink"], "blind_threshold": rule.meta["blind_threshold"]}
+
+
 def final_steps(rule: NCARule, config: NCARepairConfig) -> int:
     """CA steps of the final repair pass under ``config`` (see :class:`NCARepairConfig`)."""
     if config.steps is not None:
@@ -187,8 +250,12 @@ def repair_trajectory(rule: NCARule, weight: torch.Tensor, trusted_mask: torch.T
     else:
         outs = first
     score = score.masked_fill(~finite, float("inf"))
+    regen = trust_w != TRUSTED
+    if config.shrink and not blind_final and bool(regen.any()):  # blind "none" regenerates intact cells too
+        frac, mu = float(regen.float().mean()), float(rule.meta["mu"])
+        outs = [mu + shrink_factor(rule, frac, c) * (r - mu) for r, c in zip(outs, checkpoints)]
     # trusted cells are exactly what was stored
-    return [torch.where(trust_w == TRUSTED, w0, r) for r in outs], score
+    return [torch.where(regen, r, w0) for r in outs], score
 
 
 def _run(rule: NCARule, layout: Layout, w0: torch.Tensor, trust_w: torch.Tensor, checkpoints: tuple[int, ...],
@@ -198,10 +265,11 @@ def _run(rule: NCARule, layout: Layout, w0: torch.Tensor, trust_w: torch.Tensor,
     trust = layout.to_grid(trust_w)
     pos = positional_channels(layout.grid_shape, rule.frequencies)
     state = rule.initial_state(z)
+    pos_term = rule.position_term(pos)
     outs: dict[int, torch.Tensor] = {}
     acc = {c: torch.zeros_like(z) for c in checkpoints}
     for t in range(1, max(checkpoints) + 1):
-        state = rule.step(state, pos, trust, gen, clamp=z)
+        state = rule.step(state, pos, trust, gen, clamp=z, pos_term=pos_term)
         for c in checkpoints:  # average the last few states before each checkpoint (stochastic firing)
             if c - min(average_last, c) < t <= c:
                 acc[c] += state[:, :1]
@@ -220,7 +288,8 @@ def repair(network: nn.Module, problem: NCAProblem, config: NCARepairConfig = NC
 
     Returns:
         :class:`RepairResult` with the repaired copy; ``details`` holds the mode, steps, storage overhead,
-        the detection scores (``score``, same shape as the weight) and, in blind mode, ``detected``.
+        the detection scores (``score``, same shape as the weight), the share of cells regenerated and the
+        shrinkage α applied to them (1.0: none) and, in blind mode, ``detected`` and ``detect_threshold``.
     """
     if not isinstance(problem.rule, NCARule):
         raise RepairError(f"problem.rule must be an NCARule, got {type(problem.rule).__name__}")
@@ -238,7 +307,15 @@ def repair(network: nn.Module, problem: NCAProblem, config: NCARepairConfig = NC
     details = {"mode": mode, "layer": problem.layer, "steps": final_steps(problem.rule, config),
                "config": asdict(config), "storage": storage_bytes(problem.rule), "nonfinite_cells": n_bad,
                "score": score}
+    regenerated = ~torch.isfinite(mod.weight.detach()).cpu()
     if mode == "blind":
         details["detected"] = score > blind_threshold(problem.rule, config)
         details["detect_threshold"] = blind_threshold(problem.rule, config)
+        if config.blind_strategy != "none":
+            regenerated |= details["detected"]
+    else:
+        regenerated |= ~problem.trusted_mask.bool().cpu()
+    details["regenerated_fraction"] = float(regenerated.float().mean())
+    details["shrink_alpha"] = (shrink_factor(problem.rule, details["regenerated_fraction"], details["steps"])
+                               if config.shrink and (mode == "informed" or config.blind_strategy != "none") else 1.0)
     return RepairResult(out, "nca", time.perf_counter() - t0, {}, details, None)

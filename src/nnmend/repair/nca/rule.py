@@ -112,16 +112,39 @@ class NCARule(nn.Module):
             out.append(F.conv2d(x, self.filters_wide, padding=d, dilation=d, groups=self.channels + 1))
         return torch.cat(out, 1) if len(out) > 1 else out[0]
 
-    def delta(self, state: torch.Tensor, pos: torch.Tensor, trust: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([self.perceive(state, trust), pos], 1)
-        return self.fc2(F.relu(self.fc1(x)))
+    def fused_kernels(self) -> list[tuple[torch.Tensor, int]]:
+        """``fc1`` ∘ :meth:`perceive` as one dense 3×3 kernel ``(width, C+1, 3, 3)`` per dilation (both are linear;
+        three dense convolutions run ~3× faster on CPU than the grouped perception followed by a 1×1 layer)."""
+        c1, w = self.channels + 1, self.fc1.weight[:, :, 0, 0]
+        filt = self.filters[:N_FILTERS, 0]  # (4, 3, 3): identity, Sobel x, Sobel y, Laplace
+        out = [(torch.einsum("ocf,fij->ocij", w[:, :N_FILTERS * c1].reshape(-1, c1, N_FILTERS), filt), 1)]
+        off = N_FILTERS * c1
+        for d in self.dilations[1:]:
+            blk = w[:, off:off + (N_FILTERS - 1) * c1].reshape(-1, c1, N_FILTERS - 1)
+            out.append((torch.einsum("ocf,fij->ocij", blk, filt[1:]), d))
+            off += (N_FILTERS - 1) * c1
+        return out
+
+    def position_term(self, pos: torch.Tensor) -> torch.Tensor:
+        """``fc1``'s response to the fixed positional channels, plus its bias: the same at every step of a run."""
+        return F.conv2d(pos, self.fc1.weight[:, -self.n_pos:], self.fc1.bias)
+
+    def delta(self, state: torch.Tensor, pos: torch.Tensor, trust: torch.Tensor,
+              pos_term: torch.Tensor | None = None) -> torch.Tensor:
+        """The per-cell update: perception (fixed filters), then the two-layer MLP (fused; see :meth:`fused_kernels`).
+        ``pos_term``: :meth:`position_term` of ``pos``, computed once per run (else every step)."""
+        x = torch.cat([state, trust], 1)
+        h = self.position_term(pos.to(x.dtype)) if pos_term is None else pos_term
+        for kernel, d in self.fused_kernels():
+            h = h + F.conv2d(x, kernel, padding=d, dilation=d)
+        return self.fc2(F.relu(h))
 
     def step(self, state: torch.Tensor, pos: torch.Tensor, trust: torch.Tensor, gen: torch.Generator | None,
-             clamp: torch.Tensor | None = None) -> torch.Tensor:
+             clamp: torch.Tensor | None = None, pos_term: torch.Tensor | None = None) -> torch.Tensor:
         """One CA step. ``clamp``: stored normalised weights for trusted cells (informed mode), or None."""
         n, _, h, w = state.shape
         fire = (torch.rand((n, 1, h, w), generator=gen, device=state.device) < self.fire_rate).to(state.dtype)
-        state = state + self.delta(state, pos, trust) * fire
+        state = state + self.delta(state, pos, trust, pos_term) * fire
         if clamp is not None:
             trusted = trust == TRUSTED
             state = torch.cat([torch.where(trusted, clamp, state[:, :1]), state[:, 1:]], 1)
@@ -129,8 +152,9 @@ class NCARule(nn.Module):
 
     def run(self, state: torch.Tensor, pos: torch.Tensor, trust: torch.Tensor, steps: int,
             gen: torch.Generator | None, clamp: torch.Tensor | None = None) -> torch.Tensor:
+        pos_term = self.position_term(pos.to(state.dtype))
         for _ in range(steps):
-            state = self.step(state, pos, trust, gen, clamp)
+            state = self.step(state, pos, trust, gen, clamp, pos_term)
         return state
 
     def hidden_seed(self, height: int, width: int) -> torch.Tensor:

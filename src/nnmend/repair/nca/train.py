@@ -41,7 +41,7 @@ from ...errors import RepairError
 from ...nets import get_layer, named_layers
 from .function_loss import FunctionTarget, function_space_loss, function_target
 from .layout import LAYOUTS, default_layout, make_layout, positional_channels
-from .repair import calibrate_blind
+from .repair import calibrate
 from .rule import BAD, TRUSTED, UNKNOWN, NCARule
 
 
@@ -296,7 +296,7 @@ def train_rule_for_weight(weight: torch.Tensor, cfg: NCATrainConfig = NCATrainCo
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{hist.loss[-1]:.4f}")
     rule.eval()
-    calibrate_blind(rule, weight.detach().float(), seed=cfg.seed)   # blind detection: 0.1 % of clean cells flagged
+    calibrate(rule, weight.detach().float(), seed=cfg.seed)  # shrinkage α(f); blind detection: 0.1 % of clean cells flagged
     hist.seconds = time.perf_counter() - t0
     rule.meta["train_seconds"] = round(hist.seconds, 2)
     rule.meta["final_loss"] = float(sum(hist.loss[-20:]) / max(1, len(hist.loss[-20:])))
