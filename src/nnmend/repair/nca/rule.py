@@ -127,13 +127,13 @@ class NCARule(nn.Module):
 
     def position_term(self, pos: torch.Tensor) -> torch.Tensor:
         """``fc1``'s response to the fixed positional channels, plus its bias: the same at every step of a run."""
-        return F.conv2d(pos, self.fc1.weight[:, -self.n_pos:], self.fc1.bias)
+        return F.conv2d(pos, self.fc1.weight[:, -self.n_pos:], self.fc1.bias).contiguous(memory_format=torch.channels_last)
 
     def delta(self, state: torch.Tensor, pos: torch.Tensor, trust: torch.Tensor,
               pos_term: torch.Tensor | None = None) -> torch.Tensor:
         """The per-cell update: perception (fixed filters), then the two-layer MLP (fused; see :meth:`fused_kernels`).
         ``pos_term``: :meth:`position_term` of ``pos``, computed once per run (else every step)."""
-        x = torch.cat([state, trust], 1)
+        x = torch.cat([state, trust], 1).contiguous(memory_format=torch.channels_last)  # ~3x faster dense convs on CPU
         h = self.position_term(pos.to(x.dtype)) if pos_term is None else pos_term
         for kernel, d in self.fused_kernels():
             h = h + F.conv2d(x, kernel, padding=d, dilation=d)
