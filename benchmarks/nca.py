@@ -367,6 +367,7 @@ def merge_results(runs: list[dict]) -> dict:
                 continue
             res["layers"] = [x for x in res["layers"] if key(x) != key(lay)] + [lay]
             res["records"] = [r for r in res["records"] if key(r) != key(lay)] + recs
+    res["layers"].sort(key=key)
     res["covered"] = [[r["model"], r["layer"], r["pattern"], r["kind"], r["fraction"], r["seed"]] for r in res["records"]]
     res["seconds_total"] = sum(r.get("seconds_total", 0.0) for r in runs)
     res["status"] = "complete" if all(r.get("status") == "complete" for r in runs) else "partial"
