@@ -357,11 +357,21 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def merge_results(runs: list[dict]) -> dict:
-    """One result from several runs of this benchmark (same rules, disjoint or overlapping layers)."""
+    """One result from several runs of this benchmark made in parallel: each layer's entry and records come from the
+    last run whose own grid (its ``--models`` / ``--layers``) covered the layer; records a run merely carried over
+    from an older result are not taken."""
     key = lambda d: (d["model"], d["layer"])  # noqa: E731
+
+    def ran(run: dict, lay: dict) -> bool:
+        g = run["grid"]
+        return lay["model"] in g["models"] and (not g["layers"] or lay["layer"] in g["layers"])
+
     res = json.loads(json.dumps(runs[0]))
-    for run in runs[1:]:
+    res["layers"], res["records"] = [], []
+    for run in runs:
         for lay in run["layers"]:
+            if not ran(run, lay):
+                continue
             recs = [r for r in run["records"] if key(r) == key(lay) and r.get("rule_id") == lay["rule_id"]]
             if not recs:
                 continue
@@ -372,6 +382,7 @@ def merge_results(runs: list[dict]) -> dict:
     res["seconds_total"] = sum(r.get("seconds_total", 0.0) for r in runs)
     res["status"] = "complete" if all(r.get("status") == "complete" for r in runs) else "partial"
     res["merged_from"] = len(runs)
+    res["grid"] = {"merged_runs": [r["grid"] for r in runs]}
     return res
 
 
