@@ -302,3 +302,18 @@ def test_repair_reports_shrinkage(tiny_rule):
     raw = repair(net, NCAProblem("fc1", tiny_rule), NCARepairConfig(seed=0, blind_strategy="none", shrink=False))
     assert none.details["shrink_alpha"] == 1.0      # blind "none" regenerates every cell: never shrunk
     assert torch.equal(get_layer(none.network, "fc1").weight, get_layer(raw.network, "fc1").weight)
+
+
+def test_fused_update_equals_perception_then_mlp(tiny_rule):
+    """delta() folds the fixed filters into fc1; it must equal the unfused perceive → fc1 → ReLU → fc2."""
+    import torch.nn.functional as F
+
+    rule = NCARule(hidden_channels=4, width=16, frequencies=1, n_rows=9, n_cols=11, dilations=(1, 2, 4))
+    torch.nn.init.normal_(rule.fc2.weight)
+    gen = torch.Generator().manual_seed(0)
+    state = torch.randn(2, rule.channels, 9, 11, generator=gen)
+    trust = (torch.rand(2, 1, 9, 11, generator=gen) < 0.5).float()
+    pos = positional_channels((2, 9, 11), 1)
+    want = rule.fc2(F.relu(rule.fc1(torch.cat([rule.perceive(state, trust), pos], 1))))
+    assert torch.allclose(rule.delta(state, pos, trust), want, atol=1e-5)
+    assert torch.allclose(rule.delta(state, pos, trust, rule.position_term(pos)), want, atol=1e-5)

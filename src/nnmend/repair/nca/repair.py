@@ -184,6 +184,14 @@ def shrink_factor(rule: NCARule, fraction: float, steps: int | None = None) -> f
     return float(al[-1])
 
 
+def applied_shrink(rule: NCARule, config: NCARepairConfig, regenerated: torch.Tensor, steps: int, blind_final: bool) -> float:
+    """The α a pass of ``steps`` applies to the ``regenerated`` cells (bool mask); 1.0 when it applies none
+    (shrinkage off, blind ``"none"`` — which regenerates intact cells too — or nothing regenerated)."""
+    if not config.shrink or blind_final or not bool(regenerated.any()):
+        return 1.0
+    return shrink_factor(rule, float(regenerated.float().mean()), steps)
+
+
 def calibrate(rule: NCARule, clean_weight: torch.Tensor, *, false_positive: float = 1e-3, seed: int = 0) -> dict:
     """Both calibrations training runs at its end (:func:`calibrate_shrink`, :func:`calibrate_blind`)."""
     calibrate_shrink(rule, clean_weight, seed=seed)
@@ -250,10 +258,8 @@ def repair_trajectory(rule: NCARule, weight: torch.Tensor, trusted_mask: torch.T
     else:
         outs = first
     score = score.masked_fill(~finite, float("inf"))
-    regen = trust_w != TRUSTED
-    if config.shrink and not blind_final and bool(regen.any()):  # blind "none" regenerates intact cells too
-        frac, mu = float(regen.float().mean()), float(rule.meta["mu"])
-        outs = [mu + shrink_factor(rule, frac, c) * (r - mu) for r, c in zip(outs, checkpoints)]
+    regen, mu = trust_w != TRUSTED, float(rule.meta["mu"])
+    outs = [mu + applied_shrink(rule, config, regen, c, blind_final) * (r - mu) for r, c in zip(outs, checkpoints)]
     # trusted cells are exactly what was stored
     return [torch.where(regen, r, w0) for r in outs], score
 
@@ -316,6 +322,6 @@ def repair(network: nn.Module, problem: NCAProblem, config: NCARepairConfig = NC
     else:
         regenerated |= ~problem.trusted_mask.bool().cpu()
     details["regenerated_fraction"] = float(regenerated.float().mean())
-    details["shrink_alpha"] = (shrink_factor(problem.rule, details["regenerated_fraction"], details["steps"])
-                               if config.shrink and (mode == "informed" or config.blind_strategy != "none") else 1.0)
+    details["shrink_alpha"] = applied_shrink(problem.rule, config, regenerated, details["steps"],
+                                             blind_final=mode == "blind" and config.blind_strategy == "none")
     return RepairResult(out, "nca", time.perf_counter() - t0, {}, details, None)

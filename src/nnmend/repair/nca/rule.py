@@ -114,7 +114,7 @@ class NCARule(nn.Module):
 
     def fused_kernels(self) -> list[tuple[torch.Tensor, int]]:
         """``fc1`` ∘ :meth:`perceive` as one dense 3×3 kernel ``(width, C+1, 3, 3)`` per dilation (both are linear;
-        three dense convolutions run ~3× faster on CPU than the grouped perception followed by a 1×1 layer)."""
+        measured on the 100×28×28 small-MLP fc1 grid, a whole CA step runs 1.3–1.6× faster this way)."""
         c1, w = self.channels + 1, self.fc1.weight[:, :, 0, 0]
         filt = self.filters[:N_FILTERS, 0]  # (4, 3, 3): identity, Sobel x, Sobel y, Laplace
         out = [(torch.einsum("ocf,fij->ocij", w[:, :N_FILTERS * c1].reshape(-1, c1, N_FILTERS), filt), 1)]
