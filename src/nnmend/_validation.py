@@ -4,12 +4,110 @@ The numeric core trusts its inputs; everything a user hands in passes through th
 """
 from __future__ import annotations
 
+import gzip
+import math
+import os
+import zlib
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
 from torch import nn
 
-from .errors import DataError, ModelError, NnmendError
+from .errors import DataError, ModelError, NnmendError, describe
+
+# --- memory limits: every size a file declares is checked against one cap before anything is allocated --
+
+MAX_ALLOC_ENV = "NNMEND_MAX_ALLOC_BYTES"
+"""Environment variable that sets the cap in bytes (e.g. ``NNMEND_MAX_ALLOC_BYTES=2e9``)."""
+DEFAULT_MEMORY_FRACTION = 0.25
+"""Without the variable, the cap is this fraction of the machine's physical memory."""
+_FALLBACK_MEMORY = 8 << 30  # assumed physical memory where the OS does not report it
+
+
+def physical_memory_bytes() -> int:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, OSError, ValueError):
+        return _FALLBACK_MEMORY
+
+
+def max_alloc_bytes() -> int:
+    """The largest single allocation (bytes) a loader may make for what a file declares.
+
+    ``$NNMEND_MAX_ALLOC_BYTES`` when set, else :data:`DEFAULT_MEMORY_FRACTION` of physical memory.
+    """
+    raw = os.environ.get(MAX_ALLOC_ENV, "").strip()
+    if raw:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise NnmendError(f"${MAX_ALLOC_ENV}={raw!r} is not a number of bytes") from None
+        if not (math.isfinite(value) and value > 0):
+            raise NnmendError(f"${MAX_ALLOC_ENV}={raw!r} must be a positive number of bytes")
+        return int(value)
+    return int(physical_memory_bytes() * DEFAULT_MEMORY_FRACTION)
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.3g} {unit}"
+        n /= 1000
+    return f"{n:.3g} PB"
+
+
+def check_alloc(what: str, n_bytes: int | float, *, error: type[NnmendError] = ModelError,
+                limit: int | None = None) -> None:
+    """Refuse (``error``) before allocating ``n_bytes`` for ``what`` when it exceeds the cap."""
+    cap = max_alloc_bytes() if limit is None else limit
+    if n_bytes > cap:
+        raise error(f"{what} needs {_human(n_bytes)}, more than the {_human(cap)} allowed "
+                    f"(set ${MAX_ALLOC_ENV} to raise the limit)")
+
+
+def numel(shape: Iterable[int]) -> int:
+    """Element count of ``shape`` in exact integer arithmetic (no overflow for absurd declared sizes)."""
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def read_bytes_capped(path: str | os.PathLike, *, error: type[NnmendError] = ModelError,
+                      limit: int | None = None) -> bytes:
+    """The bytes of ``path`` (decompressed when it ends in ``.gz``), refusing more than the cap.
+
+    A plain file is checked by its size before it is read; a ``.gz`` file is decompressed in chunks and
+    refused as soon as the output passes the cap, so a small compression bomb never expands in memory.
+    """
+    path = Path(path)
+    cap = max_alloc_bytes() if limit is None else limit
+    try:
+        if not path.is_file():
+            raise error(f"{path}: file not found" if not path.exists() else f"{path}: not a regular file")
+        if path.suffix.lower() != ".gz":
+            check_alloc(f"{path}: reading the file", path.stat().st_size, error=error, limit=cap)
+            return path.read_bytes()
+        return _gunzip_capped(path, cap, error)
+    except OSError as exc:
+        raise error(f"{path}: cannot read ({describe(exc)})") from None
+
+
+def _gunzip_capped(path: Path, cap: int, error: type[NnmendError]) -> bytes:
+    out = bytearray()
+    try:
+        with gzip.open(path, "rb") as fh:
+            while True:
+                chunk = fh.read(1 << 20)
+                if not chunk:
+                    return bytes(out)
+                out += chunk
+                if len(out) > cap:
+                    raise error(f"{path}: decompresses to more than {_human(cap)} (a compression bomb?); "
+                                f"set ${MAX_ALLOC_ENV} to raise the limit")
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise error(f"{path}: not a valid gzip file (truncated or corrupt: {describe(exc)})") from None
 
 
 def check_choice(name: str, value: str, choices: Iterable[str]) -> str:

@@ -24,3 +24,10 @@ class PropertyError(NnmendError):
 
 class RepairError(NnmendError):
     """A repair cannot run as asked (bad option, nothing to repair, infeasible constraints)."""
+
+
+def describe(exc: BaseException) -> str:
+    """``"TypeName: first line of the message"`` (just the type name when the message is empty), for
+    error messages that quote a library's exception without its traceback."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__

@@ -22,7 +22,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..errors import ModelError
+from .._validation import check_alloc
+from ..errors import ModelError, describe
 from .atomic import atomic_write
 
 FORMAT = "nnmend/checkpoint"
@@ -102,7 +103,15 @@ def module_spec(module: nn.Module) -> dict:
     )
 
 
+_MALFORMED = (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError)
+
+
 def build_from_spec(spec: dict, where: str = "spec") -> nn.Module:
+    """The module tree ``spec`` describes, with freshly initialised weights.
+
+    Build it under ``torch.device("meta")`` to check a spec's sizes without allocating (see
+    :func:`load_checkpoint`). Raises ModelError naming ``where`` for a malformed or unknown spec; a
+    RuntimeError from a constructor (e.g. a negative size) is left to the caller."""
     try:
         kind = spec["type"]
         if kind in _BUILTIN:
@@ -123,9 +132,41 @@ def build_from_spec(spec: dict, where: str = "spec") -> nn.Module:
             return _CUSTOM[kind].from_spec(spec.get("args", {}), children)
     except ModelError:
         raise
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelError(f"{where}: malformed module spec ({type(exc).__name__}: {exc})") from None
+    except _MALFORMED as exc:
+        raise ModelError(f"{where}: malformed module spec ({describe(exc)})") from None
     raise ModelError(f"{where}: unknown module type {spec.get('type')!r}")
+
+
+def _spec_skeleton(spec: dict, path: Path) -> nn.Module | None:
+    """``spec`` built on the meta device (no memory); None when a module cannot be built there."""
+    try:
+        with torch.device("meta"):
+            return build_from_spec(spec, where=str(path))
+    except RecursionError:
+        raise ModelError(f"{path}: module spec nested too deeply") from None
+    except RuntimeError:  # a constructor that computes on its tensors, or a negative size: the real build decides
+        return None
+
+
+def _materialise(spec: dict, path: Path) -> nn.Module:
+    try:
+        return build_from_spec(spec, where=str(path))
+    except RecursionError:
+        raise ModelError(f"{path}: module spec nested too deeply") from None
+    except RuntimeError as exc:
+        raise ModelError(f"{path}: malformed module spec ({describe(exc)})") from None
+
+
+def _build_checked(spec: dict, state: Any, path: Path) -> nn.Module:
+    """Build the spec's network only after its sizes are known to match the file's tensors and the cap."""
+    if not isinstance(state, dict):
+        raise ModelError(f"{path}: checkpoint has no state_dict")
+    skeleton = _spec_skeleton(spec, path)
+    if skeleton is not None:
+        _check_state(skeleton, state, path)
+        need = sum(v.numel() * v.element_size() for v in skeleton.state_dict().values())
+        check_alloc(f"{path}: the network the spec declares", need)
+    return _materialise(spec, path)
 
 
 @dataclass
@@ -154,19 +195,33 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, meta: dict | None
     return path
 
 
+def _check_archive_size(path: Path) -> None:
+    """Refuse a checkpoint whose zip entries would decompress past the memory cap (checked before torch reads it)."""
+    check_alloc(f"{path}: reading the file", path.stat().st_size)
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as zf:
+            total = sum(info.file_size for info in zf.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise ModelError(f"{path}: not a readable torch checkpoint (truncated or corrupt: {describe(exc)})") from None
+    check_alloc(f"{path}: the checkpoint's tensors", total)
+
+
 def _read(path: Path) -> Any:
-    if not path.exists():
-        raise ModelError(f"{path}: file not found")
+    if not path.is_file():
+        raise ModelError(f"{path}: file not found" if not path.exists() else f"{path}: not a regular file")
+    _check_archive_size(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (zipfile.BadZipFile, EOFError, RuntimeError) as exc:
-        raise ModelError(f"{path}: not a readable torch checkpoint (truncated or corrupt: {str(exc).splitlines()[0]})") from None
+    except (zipfile.BadZipFile, EOFError, RuntimeError, OSError) as exc:
+        raise ModelError(f"{path}: not a readable torch checkpoint (truncated or corrupt: {describe(exc)})") from None
     except Exception as exc:  # pickle.UnpicklingError from the weights-only loader
-        raise ModelError(f"{path}: refused to load ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
-                         "only weights-only files are accepted") from None
+        raise ModelError(f"{path}: refused to load ({describe(exc)}); only weights-only files are accepted") from None
 
 
-def _load_state(model: nn.Module, state: dict, path: Path, allow_nonfinite: bool = False) -> None:
+def _check_state(model: nn.Module, state: dict, path: Path) -> None:
+    """The file's tensors must be exactly the architecture's: same names, same shapes."""
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     extra = [k for k in state if k not in own]
@@ -174,13 +229,33 @@ def _load_state(model: nn.Module, state: dict, path: Path, allow_nonfinite: bool
         raise ModelError(f"{path}: checkpoint does not match the architecture "
                          f"(missing {missing[:4]}, unexpected {extra[:4]})")
     for k, v in own.items():
+        if not isinstance(state[k], torch.Tensor):
+            raise ModelError(f"{path}: {k!r} is a {type(state[k]).__name__} in the file, not a tensor")
         if tuple(state[k].shape) != tuple(v.shape):
             raise ModelError(f"{path}: {k!r} has shape {tuple(state[k].shape)} in the file but "
                              f"{tuple(v.shape)} in the architecture (a checkpoint for another network?)")
-    model.load_state_dict(state)
+
+
+def _load_state(model: nn.Module, state: dict, path: Path, allow_nonfinite: bool = False) -> None:
+    _check_state(model, state, path)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:  # e.g. a dtype that cannot be copied into the parameter
+        raise ModelError(f"{path}: the weights do not fit the architecture ({describe(exc)})") from None
     for k, v in state.items() if not allow_nonfinite else ():
         if v.is_floating_point() and not torch.isfinite(v).all():
             raise ModelError(f"{path}: parameter {k!r} (shape {tuple(v.shape)}) contains NaN or Inf")
+
+
+def _header(obj: dict, path: Path) -> tuple[Any, dict]:
+    """The checkpoint's JSON spec and metadata, refusing anything that is not JSON text of the right kind."""
+    try:
+        spec, meta = json.loads(obj["spec"]), json.loads(obj.get("meta") or "{}")
+    except (KeyError, TypeError, ValueError, RecursionError) as exc:
+        raise ModelError(f"{path}: corrupt checkpoint header ({describe(exc)})") from None
+    if not isinstance(spec, dict) or not isinstance(meta, dict):
+        raise ModelError(f"{path}: corrupt checkpoint header (spec and meta must be JSON objects)")
+    return spec, meta
 
 
 def load_checkpoint(path: str | os.PathLike, arch: str | Callable[[], nn.Module] | None = None, *,
@@ -196,13 +271,10 @@ def load_checkpoint(path: str | os.PathLike, arch: str | Callable[[], nn.Module]
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         if obj.get("version") != VERSION:
             raise ModelError(f"{path}: checkpoint version {obj.get('version')} is not supported (expected {VERSION})")
-        try:
-            spec, meta = json.loads(obj["spec"]), json.loads(obj.get("meta") or "{}")
-        except (KeyError, json.JSONDecodeError) as exc:
-            raise ModelError(f"{path}: corrupt checkpoint header ({exc})") from None
+        spec, meta = _header(obj, path)
         _ensure_registered()
-        model = build_from_spec(spec, where=str(path))
         state = obj.get("state_dict")
+        model = _build_checked(spec, state, path)
     elif isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
         if arch is None:
             raise ModelError(f"{path}: a plain state dict; name its architecture (e.g. arch='shnn_mlp')")
@@ -210,25 +282,40 @@ def load_checkpoint(path: str | os.PathLike, arch: str | Callable[[], nn.Module]
         state, meta = obj, {"arch": arch if isinstance(arch, str) else getattr(arch, "__name__", "custom")}
     else:
         raise ModelError(f"{path}: not an nnmend checkpoint or state dict")
-    if not isinstance(state, dict):
-        raise ModelError(f"{path}: checkpoint has no state_dict")
     _load_state(model, state, path, allow_nonfinite)
     model.eval()
     model.nnmend_meta = meta
-    if isinstance(meta.get("input_shape"), list) and all(isinstance(d, int) for d in meta["input_shape"]):
+    if isinstance(meta.get("input_shape"), list) and meta["input_shape"] and all(isinstance(d, int) for d in meta["input_shape"]):
         model.nnmend_input_shape = tuple(meta["input_shape"])
     return Checkpoint(model, meta)
 
 
+_SUFFIX_FORMATS = ((".onnx", "onnx"), (".onnx.gz", "onnx"), (".nnet", "nnet"), (".nnet.gz", "nnet"))
+
+
+def network_format(path: str | os.PathLike) -> str:
+    """``"onnx"``, ``"nnet"`` or ``"checkpoint"`` from the file name: ``.onnx`` / ``.onnx.gz`` and ``.nnet`` /
+    ``.nnet.gz`` by suffix, anything else a ``.pt`` checkpoint. Other gzip files are refused (torch
+    checkpoints are zip archives already)."""
+    name = Path(path).name.lower()
+    for suffix, fmt in _SUFFIX_FORMATS:
+        if name.endswith(suffix):
+            return fmt
+    if name.endswith(".gz"):
+        raise ModelError(f"{path}: only .onnx.gz and .nnet.gz networks are read compressed; decompress the file first")
+    return "checkpoint"
+
+
 def load_network(path: str | os.PathLike, **kwargs: Any) -> nn.Module:
-    """Load a network from any supported file: nnmend ``.pt`` checkpoints, ``.onnx`` and ``.nnet``."""
+    """Load a network from any supported file: nnmend ``.pt`` checkpoints, ``.onnx`` and ``.nnet``
+    (those two also gzip-compressed, ``.onnx.gz`` / ``.nnet.gz``, decompressed under the memory cap)."""
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".onnx":
+    fmt = network_format(path)
+    if fmt == "onnx":
         from .onnx import load_onnx
 
         return load_onnx(path, **kwargs)
-    if suffix == ".nnet":
+    if fmt == "nnet":
         from .nnet import load_nnet
 
         return load_nnet(path, **kwargs)
@@ -236,14 +323,17 @@ def load_network(path: str | os.PathLike, **kwargs: Any) -> nn.Module:
 
 
 def save_network(model: nn.Module, path: str | os.PathLike, **kwargs: Any) -> Path:
-    """Save to the format named by the suffix: ``.pt`` checkpoint, ``.onnx`` or ``.nnet``."""
+    """Save to the format named by the suffix: ``.pt`` checkpoint, ``.onnx`` or ``.nnet`` (never compressed:
+    a ``.gz`` target is refused rather than written in another format under that name)."""
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".onnx":
+    if path.name.lower().endswith(".gz"):
+        raise ModelError(f"{path}: networks are written uncompressed; save to {path.name[:-3]!r} and compress it")
+    fmt = network_format(path)
+    if fmt == "onnx":
         from .onnx import save_onnx
 
         return save_onnx(model, path, **kwargs)
-    if suffix == ".nnet":
+    if fmt == "nnet":
         from .nnet import save_nnet
 
         return save_nnet(model, path, **kwargs)
