@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import ModelError, NnmendError
+from ._common import add_force_arg, check_outputs, reading
 
 FORMATS = {".onnx": "ONNX", ".nnet": "NNet", ".pt": "nnmend checkpoint", ".pth": "nnmend checkpoint"}
 
@@ -32,6 +33,7 @@ def register(subparsers) -> None:
                         "network does not record one, or for ONNX input with symbolic dimensions)")
     p.add_argument("--arch", default=None, help="architecture name for a plain state-dict .pt input")
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime check of an ONNX output")
+    add_force_arg(p)
     p.set_defaults(func=run)
 
 
@@ -46,16 +48,16 @@ def run(args: argparse.Namespace) -> int:
         if path.suffix.lower() not in FORMATS:
             raise NnmendError(f"{path}: unknown {role} format {path.suffix or '(no suffix)'!r}; "
                               f"use one of {', '.join(FORMATS)}")
-    if dst.exists() and dst.resolve() == src.resolve():
-        raise NnmendError(f"{dst}: refusing to overwrite the input file; choose another output path")
+    check_outputs({"INPUT": src}, {dst: "OUTPUT"}, args.force)
 
     kind = src.suffix.lower()
-    if kind == ".onnx":
-        model = load_onnx(src, input_shape=args.input_shape)
-    elif kind == ".nnet":
-        model = load_nnet(src)
-    else:
-        model = load_checkpoint(src, arch=args.arch).model
+    with reading(src, ModelError):
+        if kind == ".onnx":
+            model = load_onnx(src, input_shape=args.input_shape)
+        elif kind == ".nnet":
+            model = load_nnet(src)
+        else:
+            model = load_checkpoint(src, arch=args.arch).model
     shape = args.input_shape or getattr(model, "nnmend_input_shape", None) or \
         (getattr(model, "nnmend_meta", None) or {}).get("input_shape")
 

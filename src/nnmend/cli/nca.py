@@ -5,7 +5,9 @@ import argparse
 import json
 from dataclasses import fields
 
-from ..io import load_network, save_checkpoint
+from ..errors import DataError
+from ..io import save_checkpoint
+from ._common import add_force_arg, check_outputs, check_suffix, load_model, reading
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--data", default=None, help="dataset for the function-space loss (mnist, fashion-mnist, "
                                                   "digits or a path); its training split is used")
     t.add_argument("--seed", type=int, default=0)
+    add_force_arg(t)
     t.set_defaults(func=run_train)
     p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
 
@@ -41,12 +44,15 @@ def run_train(args: argparse.Namespace) -> int:
                                    "dilations": tuple(args.dilations) if args.dilations else None}.items()
                  if v is not None and k in names}
     cfg = NCATrainConfig(**overrides)
-    network = load_network(args.model)
+    check_outputs({"MODEL": args.model, "--data": args.data}, {args.out: "--out"}, args.force)
+    check_suffix(args.out, "--out", (".pt", ".pth"))
+    network = load_model(args.model)
     data = None
     if args.data:
         from ..data import load_dataset
 
-        data = load_dataset(args.data, "train", limit=cfg.function_samples).x
+        with reading(args.data, DataError):
+            data = load_dataset(args.data, "train", limit=cfg.function_samples).x
     rule, hist = train_rule(network, args.layer, cfg, data=data)
     save_checkpoint(rule, args.out, meta={"kind": "nca_rule", "layer": args.layer, "model": str(args.model)})
     print(json.dumps({"layer": args.layer, "layout": rule.meta["layout"], "parameters": rule.n_parameters(),

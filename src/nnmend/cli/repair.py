@@ -3,7 +3,9 @@
 The command parses, dispatches on ``--method`` to the method's package, and prints; it holds no method
 logic. Each method registers an option group and a runner in ``_METHODS``; a runner returns the
 repaired network and a JSON-able report. Nothing is written until the repair and its evaluation have
-finished, and every write is atomic.
+finished; then every file (network, report, exports, certificate) is staged in one folder beside
+``--out`` and moved into place together. No output may replace an input, and an existing one is
+replaced only with ``--force``.
 
 Example::
 
@@ -16,22 +18,21 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from ..errors import NnmendError
-from ._common import add_option_once
+from ..errors import DataError, ModelError, NnmendError
 from ..io import save_network
-from ..io.atomic import atomic_write
+from ..io.atomic import atomic_write, staged_outputs
+from ._common import NETWORK_SUFFIXES, add_force_arg, add_option_once, check_outputs, check_suffix, load_model, reading
 
 METHODS = ("patch_layer", "nnrepair", "patchpro", "prorepair", "nca", "guard")
 
 
 def _load_model(spec: str):
     """A checkpoint path, or the name of a model shipped with nnmend."""
-    from ..io import load_network
     from ..nets import pretrained
 
     path = Path(spec)
     if path.suffix or path.exists():
-        return load_network(path)
+        return load_model(path)
     return pretrained(spec)
 
 
@@ -153,12 +154,8 @@ def _prorepair_options(parser: argparse.ArgumentParser) -> None:
 def _prorepair_points(path: Path, network):
     import torch
 
-    from ..errors import DataError
-
-    try:
+    with reading(path, DataError):
         blob = torch.load(path, weights_only=True)
-    except (OSError, RuntimeError, EOFError) as exc:
-        raise DataError(f"{path}: cannot read ({str(exc).splitlines()[0]})") from None
     if not isinstance(blob, dict) or "x" not in blob or "y" not in blob:
         raise DataError(f"{path}: expected a dict with keys 'x' and 'y'")
     x, y = blob["x"], blob["y"]
@@ -288,8 +285,8 @@ def _guard_summary(report: dict) -> list[str]:
 # name -> (add options, run, summary); methods not listed are reserved for their owners.
 # A runner returns ``(network, report)``; ``network=None`` means nothing is to be written (e.g. the
 # property already holds). Optional report keys, consumed here: ``_before_save`` (callable(out path)
-# run before the checkpoint is written, e.g. an ONNX export) and ``_files`` ({suffix: text} written
-# beside the checkpoint).
+# run before the checkpoint is written, e.g. an ONNX export; it receives the staged path and writes its
+# files beside it) and ``_files`` ({suffix: text} written beside the checkpoint).
 _METHODS: dict[str, tuple[Callable, Callable, Callable]] = {
     "nnrepair": (_nnrepair_options, _nnrepair_run, _nnrepair_summary),
     "nca": (_nca_options, _nca_run, _nca_summary),
@@ -308,12 +305,47 @@ def register(subparsers) -> None:
     p.add_argument("--method", required=True, choices=METHODS)
     p.add_argument("--out", required=True, type=Path, help="where to write the repaired network (.pt); the "
                    "report goes beside it as .json")
+    add_force_arg(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--layer", default=None, help="layer to repair (method-specific default: nnrepair "
                    "'intermediate'; nca the rule's layer); nnrepair also takes 'intermediate' or 'last'")
     for add, _, _ in _METHODS.values():
         add(p)
     p.set_defaults(func=run)
+
+
+# files a method writes beside --out (suffix replaced), besides the report .json; the staged commit
+# re-checks the files actually written, so a method that adds one cannot slip past the output policy
+_SIBLINGS: dict[str, tuple[str, ...]] = {"patchpro": (".onnx", ".certificate.json"), "prorepair": (".partition.pt",)}
+_INPUT_OPTIONS = ("rule", "mask", "property", "points", "robustness")
+
+
+def _inputs(args: argparse.Namespace) -> dict[str, object]:
+    """Every file the repair reads, by role."""
+    found = {"MODEL": args.model}
+    found.update({f"--{name}": getattr(args, name, None) for name in _INPUT_OPTIONS})
+    return found
+
+
+def _outputs(args: argparse.Namespace) -> dict[Path, str]:
+    """Every file the repair may write, with its role."""
+    out = Path(args.out)
+    outputs = {out: "--out", out.with_suffix(".json"): "the report beside --out"}
+    outputs.update({out.with_suffix(s): "written beside --out" for s in _SIBLINGS.get(args.method, ())})
+    return outputs
+
+
+def _preflight_nca(args: argparse.Namespace) -> None:
+    """Read the nca inputs once through the command line's guard, so a bad file is one line naming it.
+
+    The nca runner loads them itself; this can go once the checkpoint loader maps every failure.
+    """
+    from ..repair.nca.cli import load_rule
+
+    if getattr(args, "rule", None):
+        with reading(args.rule, ModelError):
+            load_rule(args.rule)
+    load_model(args.model, allow_nonfinite=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -323,7 +355,12 @@ def run(args: argparse.Namespace) -> int:
     if args.method not in _METHODS:
         raise NnmendError(f"--method {args.method} is not available in this build yet "
                           f"(available: {', '.join(_METHODS)})")
+    inputs, outputs = _inputs(args), _outputs(args)
+    check_outputs(inputs, outputs, args.force)
+    check_suffix(args.out, "--out", NETWORK_SUFFIXES)
     _, runner, summary = _METHODS[args.method]
+    if args.method in _LOADS_OWN_MODEL:
+        _preflight_nca(args)
     network = None if args.method in _LOADS_OWN_MODEL else _load_model(args.model)
     repaired, report = runner(args, network)
     before, files = report.pop("_before_save", None), report.pop("_files", {})
@@ -332,18 +369,23 @@ def run(args: argparse.Namespace) -> int:
         if report.get("details", {}).get("already_satisfied"):
             print(f"nothing written: {args.model} already satisfies the specification")
         return 0
-    report_path = args.out.with_suffix(".json")
     text = json.dumps(report, indent=2, default=str)
-    written = before(args.out) if before is not None else None
-    save_network(repaired, args.out)
-    for suffix, content in files.items():
-        with atomic_write(args.out.with_suffix(suffix), "w") as fh:
-            fh.write(content)
-    with atomic_write(report_path, "w") as fh:
-        fh.write(text)
+
+    def recheck(paths: list[Path]) -> None:
+        check_outputs(inputs, {p: outputs.get(p, "written beside --out") for p in paths}, args.force)
+
+    # every file goes to one staging folder and moves into place together: a kill leaves the old set or the new
+    with staged_outputs(args.out.parent, check=recheck) as stage:
+        out = stage / args.out.name
+        if before is not None:
+            before(out)
+        save_network(repaired, out)
+        for suffix, content in files.items():
+            with atomic_write(out.with_suffix(suffix), "w") as fh:
+                fh.write(content)
+        with atomic_write(out.with_suffix(".json"), "w") as fh:
+            fh.write(text)
+        names = sorted(p.name for p in stage.iterdir() if p.name != args.out.name)
     print("\n".join(summary(report)))
-    # a pre-save hook may return the files it wrote; one that returns nothing wrote the ONNX export
-    hooked = written if isinstance(written, list) else ([str(args.out.with_suffix(".onnx"))] if before else [])
-    extra = [str(args.out.with_suffix(s)) for s in files] + hooked
-    print(f"wrote {args.out}, {', '.join(extra) + ', ' if extra else ''}{report_path}")
+    print(f"wrote {args.out}, " + ", ".join(str(args.out.parent / n) for n in names))
     return 0

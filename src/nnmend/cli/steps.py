@@ -13,7 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import add_data_args, load_data, load_model, print_json
+from ._common import (NETWORK_SUFFIXES, add_data_args, add_force_arg, check_outputs, check_suffix, load_data,
+                      load_model, print_json)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="checkpoint to write (.pt, .onnx)")
+    add_force_arg(p)
     add_data_args(p)
     p.set_defaults(func=cmd_train)
 
@@ -35,7 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pattern", default=None, help="all | scatter | patch | rows | cols | magnitude")
     p.add_argument("--sigma", type=float, default=0.1, help="std of the Gaussian re-initialisation (SHNN: 0.1)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="network to write (.pt, .onnx, .nnet)")
+    add_force_arg(p)
     p.set_defaults(func=cmd_damage)
 
     p = sub.add_parser("diagnose", help="per-layer MAD/MSE against a reference and the localised layer")
@@ -48,7 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="default first (structural) / peak (attack)")
     p.add_argument("--threshold", type=float, default=0.1)
     p.add_argument("--list", action="store_true", help="only list the network's layers")
-    p.add_argument("--out", help="write the diagnosis (JSON) and a bar chart (PNG beside it)")
+    p.add_argument("--out", help="write the diagnosis (.json) and a bar chart (.png beside it)")
+    add_force_arg(p)
     add_data_args(p, default_n=100)
     p.set_defaults(func=cmd_diagnose)
 
@@ -63,7 +67,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="craft adversarial training inputs once on the original network, or each epoch on the current one")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="network to write (.pt, .onnx, .nnet)")
+    add_force_arg(p)
     add_data_args(p)
     p.set_defaults(func=cmd_heal)
 
@@ -77,6 +82,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--restarts", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save", help="write the adversarial inputs and labels (.npz)")
+    add_force_arg(p)
     add_data_args(p, default_n=1000)
     p.set_defaults(func=cmd_attack)
 
@@ -88,6 +94,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     from ..nets import build
     from ..train import accuracy, fit
 
+    _check_network_out(a, {"--data": a.data})
     torch.manual_seed(a.seed)
     net = build(a.arch)
     tr, te = load_data(a, "train"), load_data(a, "test")
@@ -104,12 +111,34 @@ def cmd_damage(a: argparse.Namespace) -> int:
     from ..faults import damage
     from ..io import save_network
 
+    _check_network_out(a, {"MODEL": a.model})
     net = load_model(a.model)
     out, fault = damage(net, a.layer, a.kind, fraction=a.fraction, pattern=a.pattern, sigma=a.sigma, seed=a.seed)
     out.nnmend_meta = {**getattr(net, "nnmend_meta", {}), "fault": fault.to_dict()}
     save_network(out, a.out)
     print_json(fault.to_dict())
     return 0
+
+
+def _check_network_out(a: argparse.Namespace, inputs: dict) -> None:
+    """The ``--out`` network: a known format, not an input, not an existing file without ``--force``."""
+    check_outputs(inputs, {a.out: "--out"}, a.force)
+    check_suffix(a.out, "--out", NETWORK_SUFFIXES)
+
+
+def _diagnose_outputs(a: argparse.Namespace) -> list[Path]:
+    """Check and return the files ``diagnose --out`` writes (the JSON and its chart); none without --out."""
+    if not a.out:
+        return []
+    outputs = [Path(a.out), Path(a.out).with_suffix(".png")]
+    _check_diagnose(a, outputs)
+    check_suffix(a.out, "--out", (".json",))
+    return outputs
+
+
+def _check_diagnose(a: argparse.Namespace, outputs: list[Path]) -> None:
+    roles = {p: "--out" if p == Path(a.out) else "written beside --out" for p in outputs}
+    check_outputs({"MODEL": a.model, "--reference": a.reference, "--data": a.data}, roles, a.force)
 
 
 def _attack_spec(kind: str, eps: float | None, **kw):
@@ -126,9 +155,11 @@ def cmd_diagnose(a: argparse.Namespace) -> int:
     from .. import plots
     from ..diagnose import diagnose
     from ..errors import NnmendError
+    from ..io.atomic import staged_outputs
     from ..nets import named_layers
     from ..report import write_json
 
+    outputs = _diagnose_outputs(a)
     net = load_model(a.model)
     if a.list:
         for name, m in named_layers(net).items():
@@ -150,9 +181,11 @@ def cmd_diagnose(a: argparse.Namespace) -> int:
         print(f"{n:<12}{d.mad[n]:>10.4f}{d.mse[n]:>12.4f}{mark}")
     print(f"localised layer: {d.localized} (rule {d.rule}, {d.metric} > {d.threshold})")
     if a.out:
-        write_json(d.to_dict(), a.out)
-        plots.layer_bars(scores, Path(a.out).with_suffix(".png"), localized=d.localized, threshold=a.threshold,
-                         ylabel=d.metric.upper())
+        out = Path(a.out)
+        with staged_outputs(out.parent, check=lambda paths: _check_diagnose(a, paths)) as stage:
+            write_json(d.to_dict(), stage / out.name)
+            plots.layer_bars(scores, stage / outputs[1].name, localized=d.localized, threshold=a.threshold,
+                             ylabel=d.metric.upper())
     return 0
 
 
@@ -165,6 +198,7 @@ def cmd_heal(a: argparse.Namespace) -> int:
     from ..repair.patch_layer import PatchAdvConfig, PatchConfig, heal_adversarial, heal_structural
     from ..train import accuracy
 
+    _check_network_out(a, {"MODEL": a.model, "--reference": a.reference, "--data": a.data})
     net = load_model(a.model)
     tr, te = load_data(a, "train"), load_data(a, "test")
     layer = a.layer
@@ -200,6 +234,9 @@ def cmd_attack(a: argparse.Namespace) -> int:
     from ..io.atomic import atomic_write
     from ..train import accuracy
 
+    if a.save:
+        check_outputs({"MODEL": a.model, "--data": a.data}, {a.save: "--save"}, a.force)
+        check_suffix(a.save, "--save", (".npz",))
     net = load_model(a.model)
     te = load_data(a, "test")
     spec = _attack_spec(a.attack, a.eps, **({} if a.attack == "fgsm" else dict(
