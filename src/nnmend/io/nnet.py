@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._validation import check_alloc, read_bytes_capped
 from ..errors import ModelError
 from .atomic import atomic_write
 
@@ -92,6 +93,37 @@ def _is_number(text: str, integer: bool) -> bool:
         return False
 
 
+_MIN_BYTES_PER_VALUE = 2  # the shortest a weight can be written: one digit and a separator ("0,")
+
+
+def _check_declared_size(lines: _Lines, line_no: int, sizes: list[int], file_bytes: int) -> None:
+    """Refuse layer sizes that the file cannot hold, or that exceed the memory cap, before allocating them."""
+    count = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    if count * _MIN_BYTES_PER_VALUE > file_bytes:
+        raise lines.fail(line_no, f"layer sizes {_short(sizes)} declare {count:,} weights and biases, more than "
+                                  f"a file of {file_bytes:,} bytes can hold (truncated, or a wrong header?)")
+    check_alloc(f"{lines.path}:{line_no}: layer sizes {_short(sizes)}", count * 8)  # float64 while parsing
+
+
+def _short(sizes: list[int]) -> str:
+    return str(sizes) if len(sizes) <= 12 else f"[{', '.join(map(str, sizes[:6]))}, …, {sizes[-1]}] ({len(sizes)} sizes)"
+
+
+def _check_header_values(lines: _Lines, line_no: int, key: str, header: dict) -> None:
+    """Normalisation must be usable: every range non-zero (inputs are divided by it), minimums <= maximums."""
+    values = header[key]
+    if key == "ranges" and any(v == 0 for v in values):
+        zero = [i for i, v in enumerate(values) if v == 0]
+        raise lines.fail(line_no, f"input ranges: entry {zero[0] + 1} (of {len(values)}) is 0; every range must "
+                                  "be non-zero (inputs are divided by theirs, outputs scaled by the last)")
+    if key == "maxs":
+        bad = [i for i, (lo, hi) in enumerate(zip(header["mins"], values)) if lo > hi]
+        if bad:
+            i = bad[0]
+            raise lines.fail(line_no, f"input maxs: input {i + 1} has minimum {header['mins'][i]} above "
+                                      f"maximum {values[i]}")
+
+
 def mlp_layers(sizes: list[int]) -> nn.Sequential:
     """``nets.mlp``-style stack (flatten, fc1, relu1, …, fcK): the shape .nnet networks load into."""
     from ..nets import mlp
@@ -107,15 +139,18 @@ def load_nnet(path: str | os.PathLike) -> nn.Sequential:
         "nnet": {"mins", "maxs", "means", "ranges"}}`` (means/ranges have n_in + 1 entries, the last for
         the outputs) and ``nnmend_input_shape = (n_in,)``.
 
+    A ``.nnet.gz`` file is decompressed first (under the memory cap, see :mod:`nnmend._validation`).
+
     Raises:
-        ModelError naming the file and line for wrong counts, wrong layer sizes and non-numeric fields.
+        ModelError naming the file and line for wrong counts, wrong layer sizes and non-numeric fields,
+        layer sizes the file cannot hold or that exceed the memory cap (checked before any allocation),
+        and a normalisation header with a zero range or a minimum above its maximum.
     """
     path = Path(path)
+    raw = read_bytes_capped(path)  # ``.nnet.gz`` is decompressed under the memory cap
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ModelError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise ModelError(f"{path}: cannot read as text ({exc})") from None
     lines = _Lines(path, text)
     (n_layers, n_in, n_out, max_size), ln = lines.numbers(4, "header numLayers,inputSize,outputSize,maxLayerSize",
@@ -127,10 +162,12 @@ def load_nnet(path: str | os.PathLike) -> nn.Sequential:
         raise lines.fail(ln, f"layer sizes {sizes} must start with inputSize {n_in} and end with outputSize {n_out}")
     if min(sizes) < 1 or max(sizes) != max_size:
         raise lines.fail(ln, f"layer sizes {sizes} disagree with maxLayerSize {max_size} (or contain a size < 1)")
+    _check_declared_size(lines, ln, sizes, len(raw))
     lines.numbers(-1, "symmetric flag", integer=True)
     header = {}
     for key, count in zip(HEADER_KEYS, (n_in, n_in, n_in + 1, n_in + 1)):
-        header[key], _ = lines.numbers(count, f"input {key}")
+        header[key], ln = lines.numbers(count, f"input {key}")
+        _check_header_values(lines, ln, key, header)
     model = mlp_layers(sizes)
     linears = [m for m in model if isinstance(m, nn.Linear)]
     for k, (layer, (a, b)) in enumerate(zip(linears, zip(sizes[:-1], sizes[1:])), start=1):
