@@ -25,7 +25,6 @@ Example::
 from __future__ import annotations
 
 import copy
-import gzip
 import json
 import os
 import warnings
@@ -36,7 +35,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ModelError
+from .._validation import check_alloc, numel, read_bytes_capped
+from ..errors import ModelError, describe
 from ._onnx_graph import SUPPORTED_OPS, build_network
 from .atomic import atomic_path
 
@@ -51,30 +51,130 @@ def _onnx():
     return onnx
 
 
+OPSET_RANGE = (7, 21)
+"""The ai.onnx opsets the reader is tested on (ACAS Xu files are opset 8, :func:`save_onnx` writes 17, the
+fuzz tests build graphs across the whole range); a file outside it, or declaring none, is refused."""
+_PROBE_COPIES = 16
+"""The graph walk keeps a batch-1 probe tensor per value: a declared input is allowed at most
+``cap / (4 bytes * max(_PROBE_COPIES, nodes))`` elements (see :func:`nnmend._validation.max_alloc_bytes`)."""
+# numpy element size of the tensor types whose stored length can be checked against their declared shape
+_ITEMSIZE = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 16: 2}
+_COMPLEX = {14: 8, 15: 16}  # complex64 / complex128: two numbers per element in float_data / double_data
+
+
 def _read_model(path: Path):
+    """Parse the file (``.onnx.gz`` decompressed under the memory cap) and check, before any tensor is
+    converted: the opset, and that every initializer and Constant holds the data its shape declares."""
     onnx = _onnx()
-    if not path.exists():
-        raise ModelError(f"{path}: file not found")
+    raw = read_bytes_capped(path)
     try:
-        raw = path.read_bytes()
-        model = onnx.load_from_string(gzip.decompress(raw) if path.suffix == ".gz" else raw)
+        model = onnx.load_from_string(raw)
     except Exception as exc:  # protobuf DecodeError and friends
-        raise ModelError(f"{path}: not a readable ONNX model (truncated or corrupt: "
-                         f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+        raise ModelError(f"{path}: not a readable ONNX model (truncated or corrupt: {describe(exc)})") from None
     if not model.graph.node or not model.graph.output:
         raise ModelError(f"{path}: not an ONNX model (the file holds no graph)")
+    _check_opset(path, model)
+    for tensor, what in _declared_tensors(model.graph):
+        _check_tensor_size(path, tensor, what)
     return model
 
 
-def _sample_shape(path: Path, value_info, override: Sequence[int] | None) -> tuple[int, ...]:
+def _check_opset(path: Path, model) -> None:
+    lo, hi = OPSET_RANGE
+    versions = [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")]
+    if not versions:
+        raise ModelError(f"{path}: the model declares no ai.onnx opset; nnmend reads opsets {lo}-{hi}")
+    if not lo <= max(versions) <= hi:
+        raise ModelError(f"{path}: opset {max(versions)} is outside the supported range {lo}-{hi}")
+
+
+def _constant_tensors(graph):
+    """``(TensorProto, description)`` for every Constant node's ``value``."""
+    for node in graph.node:
+        if node.op_type == "Constant":
+            for a in node.attribute:
+                if a.name == "value" and a.HasField("t"):
+                    yield a.t, f"Constant node {node.name or (node.output[0] if node.output else '')!r}"
+
+
+def _declared_tensors(graph):
+    """``(TensorProto, description)`` for every initializer and every Constant node's ``value``."""
+    for t in graph.initializer:
+        yield t, f"initializer {t.name!r}"
+    yield from _constant_tensors(graph)
+
+
+def _stored_elements(t) -> int | None:
+    """How many elements ``t`` actually holds, or None for types whose storage is not checked here."""
+    if t.HasField("raw_data"):
+        size = _ITEMSIZE.get(t.data_type) or _COMPLEX.get(t.data_type)
+        return None if size is None else len(t.raw_data) // size
+    fields = (t.float_data, t.int32_data, t.int64_data, t.double_data, t.uint64_data, t.string_data)
+    held = max(len(f) for f in fields)
+    return held // 2 if t.data_type in _COMPLEX else held
+
+
+def _check_tensor_size(path: Path, t, what: str) -> None:
+    onnx = _onnx()
+    if t.data_location == onnx.TensorProto.EXTERNAL:
+        raise ModelError(f"{path}: {what} refers to external data; nnmend reads self-contained ONNX files only")
+    dims = list(t.dims)
+    if any(d < 0 for d in dims):
+        raise ModelError(f"{path}: {what} has a negative dimension in its shape {dims}")
+    count = numel(dims)
+    check_alloc(f"{path}: {what} of shape {dims}", count * (_ITEMSIZE.get(t.data_type) or 1))
+    stored = _stored_elements(t)
+    if stored is not None and stored != count:
+        raise ModelError(f"{path}: {what} declares shape {dims} ({count:,} elements) but holds {stored:,}")
+
+
+def _tensor_arrays(path: Path, graph) -> dict[str, np.ndarray]:
+    """Initializers as arrays, each finite (NaN/Inf weights are refused naming the tensor)."""
+    onnx = _onnx()
+    arrays = {}
+    for t in graph.initializer:
+        arrays[t.name] = _to_array(onnx, path, t, f"initializer {t.name!r}")
+    for t, what in _constant_tensors(graph):
+        _to_array(onnx, path, t, what)
+    for node in graph.node:
+        for a in node.attribute if node.op_type == "Constant" else ():
+            if a.name in ("value_float", "value_floats"):
+                _check_finite(path, np.asarray(onnx.helper.get_attribute_value(a), dtype=np.float64),
+                              f"Constant node {node.name!r} attribute {a.name}")
+    return arrays
+
+
+def _to_array(onnx, path: Path, t, what: str) -> np.ndarray:
+    try:
+        arr = onnx.numpy_helper.to_array(t)
+    except Exception as exc:  # unknown data type, inconsistent fields
+        raise ModelError(f"{path}: {what} cannot be read ({describe(exc)})") from None
+    _check_finite(path, arr, what)
+    return arr
+
+
+def _check_finite(path: Path, arr: np.ndarray, what: str) -> None:
+    if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+        bad = int((~np.isfinite(arr)).sum())
+        raise ModelError(f"{path}: {what} (shape {list(arr.shape)}) contains {bad} NaN or Inf value(s)")
+
+
+def _sample_shape(path: Path, value_info, override: Sequence[int] | None, n_nodes: int = 0) -> tuple[int, ...]:
     if override is not None:
-        return tuple(int(d) for d in override)
-    dims = [d.dim_value if d.HasField("dim_value") else None for d in value_info.type.tensor_type.shape.dim]
-    per = dims[1:] if len(dims) >= 2 else dims
-    if not per or any(d is None or d <= 0 for d in per):
-        raise ModelError(f"{path}: input {value_info.name!r} has shape {dims} with unknown per-sample "
-                         "dimensions; pass input_shape=(C, H, W) or (features,)")
-    return tuple(per)
+        shape = tuple(int(d) for d in override)
+    else:
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in value_info.type.tensor_type.shape.dim]
+        per = dims[1:] if len(dims) >= 2 else dims
+        if not per or any(d is None or d <= 0 for d in per):
+            raise ModelError(f"{path}: input {value_info.name!r} has shape {dims} with unknown per-sample "
+                             "dimensions; pass input_shape=(C, H, W) or (features,)")
+        shape = tuple(per)
+    if not shape or min(shape) < 1:
+        raise ModelError(f"{path}: input shape {list(shape)} must have positive sizes")
+    check_alloc(f"{path}: input {value_info.name!r} of per-sample shape {list(shape)} "
+                f"(probed through {max(_PROBE_COPIES, n_nodes)} values)",
+                numel(shape) * 4 * max(_PROBE_COPIES, n_nodes))
+    return shape
 
 
 def load_onnx(path: str | os.PathLike, *, input_shape: Sequence[int] | None = None, check: bool = False) -> nn.Sequential:
@@ -92,21 +192,23 @@ def load_onnx(path: str | os.PathLike, *, input_shape: Sequence[int] | None = No
         :func:`save_onnx` stored in the file).
 
     Raises:
-        ModelError naming the file for unreadable files, and naming the operator type and node for an
-        unsupported operator or a graph that is neither a chain nor a sum of chains.
+        ModelError naming the file for unreadable files; an opset outside :data:`OPSET_RANGE`; an
+        initializer or Constant whose data does not match its declared shape, exceeds the memory cap or
+        holds NaN/Inf (naming the tensor); an input too large to probe under the cap; and naming the
+        operator type and node for an unsupported operator or a graph that is neither a chain nor a sum
+        of chains.
     """
     path = Path(path)
     model = _read_model(path)
     g = model.graph
-    onnx = _onnx()
-    consts: dict[str, np.ndarray] = {t.name: onnx.numpy_helper.to_array(t) for t in g.initializer}
+    consts: dict[str, np.ndarray] = _tensor_arrays(path, g)
     data_inputs = [i for i in g.input if i.name not in consts]
     if len(data_inputs) != 1:
         raise ModelError(f"{path}: expected one data input, found {len(data_inputs)} "
                          f"({', '.join(i.name for i in data_inputs) or 'none'})")
     if len(g.output) != 1:
         raise ModelError(f"{path}: expected one output, found {len(g.output)}")
-    sample_shape = _sample_shape(path, data_inputs[0], input_shape)
+    sample_shape = _sample_shape(path, data_inputs[0], input_shape, len(g.node))
 
     net = build_network(model, path, data_inputs[0].name, sample_shape, consts).eval()
     meta = {}
