@@ -16,9 +16,10 @@ Example::
 """
 from __future__ import annotations
 
-import gzip
 import os
 import struct
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -26,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._validation import check_choice
-from .errors import DataError
+from ._validation import check_alloc, check_choice, read_bytes_capped
+from .errors import DataError, describe
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 _IDX_NAMES = {
@@ -63,20 +64,10 @@ class Dataset:
         return Dataset(self.x[index], self.y[index], self.name, self.split, self.classes)
 
 
-def _open_maybe_gz(path: Path):
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
-
-
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read an IDX file (optionally gzip-compressed) into a uint8 array, checking magic and size."""
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: file not found")
-    try:
-        with _open_maybe_gz(path) as fh:
-            raw = fh.read()
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise DataError(f"{path}: cannot read ({exc}); the file may be truncated or not gzip") from None
+    raw = read_bytes_capped(path, error=DataError)  # a .gz file is decompressed under the memory cap
     if len(raw) < 8:
         raise DataError(f"{path}: too short to be an IDX file ({len(raw)} bytes)")
     zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
@@ -136,24 +127,72 @@ def _load_digits(split: str) -> Dataset:
     return Dataset(x[idx], y[idx], "digits", split)
 
 
+_NPZ_KEYS = (("x_{split}", "y_{split}"), ("x", "y"), ("images", "labels"), ("data", "label"))
+_NPZ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
+
+
 def _load_npz(path: Path, split: str) -> Dataset:
+    check_alloc(f"{path}: reading the file", path.stat().st_size, error=DataError)
     try:
-        arrays = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read as .npz ({exc})") from None
-    keys = set(arrays.files)
-    for xk, yk in ((f"x_{split}", f"y_{split}"), ("x", "y"), ("images", "labels"), ("data", "label")):
+        with np.load(path, allow_pickle=False) as arrays:
+            if not isinstance(arrays, np.lib.npyio.NpzFile):
+                raise DataError(f"{path}: holds a single .npy array, not an .npz archive of inputs and labels")
+            xk, yk = _npz_keys(path, set(arrays.files), split)
+            for key in (xk, yk):
+                _check_npz_member(path, key)
+            x, y = arrays[xk], arrays[yk]
+    except DataError:
+        raise
+    except _NPZ_ERRORS as exc:
+        raise DataError(f"{path}: cannot read as .npz (truncated or corrupt: {describe(exc)})") from None
+    return _from_array(x, y.reshape(-1), path, "npz", split)
+
+
+def _npz_keys(path: Path, keys: set[str], split: str) -> tuple[str, str]:
+    for xk, yk in _NPZ_KEYS:
+        xk, yk = xk.format(split=split), yk.format(split=split)
         if xk in keys and yk in keys:
-            break
-    else:
-        raise DataError(f"{path}: expected keys x/y, images/labels or x_{split}/y_{split}; found {sorted(keys)}")
-    x, y = arrays[xk], arrays[yk].reshape(-1)
-    return _from_array(x, y, path, "npz", split)
+            return xk, yk
+    raise DataError(f"{path}: expected keys x/y, images/labels or x_{split}/y_{split}; found {sorted(keys)}")
+
+
+def _check_npz_member(path: Path, key: str) -> None:
+    """Refuse an array whose declared size (its .npy header, its zip entry) exceeds the memory cap, before
+    it is decompressed or read."""
+    from numpy.lib import format as npy_format
+
+    readers = {(1, 0): npy_format.read_array_header_1_0, (2, 0): npy_format.read_array_header_2_0}
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(f"{key}.npy")
+        check_alloc(f"{path}: array {key!r}", info.file_size, error=DataError)
+        with zf.open(info) as fh:
+            version = npy_format.read_magic(fh)
+            if version in readers:
+                shape, _, dtype = readers[version](fh)
+                n_bytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                check_alloc(f"{path}: array {key!r} of shape {shape}", n_bytes, error=DataError)
+                if n_bytes > info.file_size - 10:  # the payload cannot hold what the header declares
+                    raise DataError(f"{path}: array {key!r} declares shape {shape} ({dtype}) but its entry holds "
+                                    f"only {info.file_size:,} bytes (truncated?)")
+
+
+def _check_arrays(x: np.ndarray, y: np.ndarray, path: Path) -> None:
+    """Numbers of the right kinds and shapes, at least one sample, finite labels."""
+    for name, arr in (("inputs", x), ("labels", y)):
+        if arr.dtype.kind not in "biuf":
+            raise DataError(f"{path}: {name} must be numbers, got dtype {arr.dtype}")
+    if x.ndim < 2:
+        raise DataError(f"{path}: inputs must be (samples, features…), got shape {x.shape}")
+    if x.shape[0] != y.shape[0]:
+        raise DataError(f"{path}: {x.shape[0]} inputs but {y.shape[0]} labels")
+    if x.shape[0] == 0:
+        raise DataError(f"{path}: holds no samples (inputs of shape {x.shape})")
+    if not np.all(np.isfinite(y)):
+        raise DataError(f"{path}: labels contain NaN or Inf")
 
 
 def _from_array(x: np.ndarray, y: np.ndarray, path: Path, fmt: str, split: str) -> Dataset:
-    if x.shape[0] != y.shape[0]:
-        raise DataError(f"{path}: {x.shape[0]} inputs but {y.shape[0]} labels")
+    _check_arrays(x, y, path)
     if np.issubdtype(x.dtype, np.integer) or x.max(initial=0) > 1.0:
         x = x.astype(np.float32) / 255.0
     x = x.astype(np.float32)
@@ -174,14 +213,29 @@ def _from_array(x: np.ndarray, y: np.ndarray, path: Path, fmt: str, split: str) 
     return Dataset(torch.from_numpy(x), yl, path.stem, split, tuple(str(i) for i in range(n_cls)))
 
 
+def _check_mat_sizes(path: Path) -> None:
+    """Refuse variables whose declared shapes exceed the memory cap, from the headers (nothing decompressed)."""
+    from scipy.io import whosmat
+
+    check_alloc(f"{path}: reading the file", path.stat().st_size, error=DataError)
+    try:
+        variables = whosmat(path)
+    except Exception as exc:  # scipy raises several types for corrupt files
+        raise DataError(f"{path}: cannot read as .mat ({describe(exc)})") from None
+    for name, shape, _cls in variables:
+        check_alloc(f"{path}: variable {name!r} of shape {shape}", int(np.prod(shape, dtype=object)) * 8,
+                    error=DataError)
+
+
 def _load_mat(path: Path, split: str, seed: int = 42) -> Dataset:
     from scipy.io import loadmat
     from sklearn.model_selection import train_test_split
 
+    _check_mat_sizes(path)
     try:
         mat = loadmat(path)
     except Exception as exc:  # scipy raises several types for corrupt files
-        raise DataError(f"{path}: cannot read as .mat ({type(exc).__name__}: {exc})") from None
+        raise DataError(f"{path}: cannot read as .mat ({describe(exc)})") from None
     for key in ("data", "label"):
         if key not in mat:
             found = sorted(k for k in mat if not k.startswith("__"))
@@ -194,6 +248,8 @@ def _load_mat(path: Path, split: str, seed: int = 42) -> Dataset:
         data = data.T
     if data.shape[0] != label.shape[0]:
         raise DataError(f"{path}: 'data' has {data.shape[0]} samples but 'label' has {label.shape[0]}")
+    if data.shape[0] < 2:
+        raise DataError(f"{path}: 'data' has {data.shape[0]} sample(s); the 80/20 split needs at least 2")
     idx = np.arange(data.shape[0])
     tr, te = train_test_split(idx, test_size=0.2, random_state=seed)
     pick = tr if split == "train" else te
@@ -209,6 +265,8 @@ def load_dataset(name: str | os.PathLike = "mnist", split: str = "train", *, lim
         limit: keep only the first ``limit`` samples.
     """
     check_choice("split", split, ("train", "test"))
+    if limit is not None and limit < 0:
+        raise DataError(f"limit={limit} must be a number of samples >= 0")
     key = str(name).lower()
     if key == "mnist":
         ds = _idx_pair(_bundled_mnist_dir(), split, "mnist")

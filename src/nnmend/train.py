@@ -21,8 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._progress import progress
+from ._validation import check_input_fits, check_labels
 from .data import Dataset, loader
-from .errors import NnmendError
+from .errors import DataError, NnmendError
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -62,6 +63,7 @@ def fit(
     """
     if isinstance(data, tuple):
         data = Dataset(data[0], data[1], "tensors", "train")
+    _check_fit_args(model, data, epochs, batch_size, loss_fn)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise NnmendError("fit: the model has no trainable parameters (all frozen)")
@@ -98,6 +100,23 @@ def fit(
     model.eval()
     hist.seconds = time.perf_counter() - t0
     return hist
+
+
+def _check_fit_args(model: nn.Module, data: Dataset, epochs: int, batch_size: int, loss_fn: LossFn) -> None:
+    """Refuse before training: no samples, a non-positive batch size or negative epochs, and (for the
+    default cross-entropy) inputs the model cannot take or labels beyond its outputs."""
+    if len(data.y) == 0 or len(data.x) == 0:
+        raise DataError(f"fit: the training data {data.name!r} ({data.split}) holds no samples")
+    if len(data.x) != len(data.y):
+        raise DataError(f"fit: {len(data.x)} inputs but {len(data.y)} labels in {data.name!r}")
+    if int(batch_size) < 1 or int(epochs) < 0:
+        raise NnmendError(f"fit: batch_size={batch_size} must be >= 1 and epochs={epochs} >= 0")
+    if loss_fn is cross_entropy_loss and data.y.dim() == 1 and not data.y.is_floating_point():
+        was_training = model.training
+        out = check_input_fits(model.eval(), data.x)  # eval: one sample through BatchNorm
+        model.train(was_training)
+        if out.dim() == 2:
+            check_labels(data.y, len(data.y), out.shape[1], name=f"labels of {data.name!r}")
 
 
 @torch.no_grad()
