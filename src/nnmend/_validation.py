@@ -22,6 +22,9 @@ MAX_ALLOC_ENV = "NNMEND_MAX_ALLOC_BYTES"
 """Environment variable that sets the cap in bytes (e.g. ``NNMEND_MAX_ALLOC_BYTES=2e9``)."""
 DEFAULT_MEMORY_FRACTION = 0.25
 """Without the variable, the cap is this fraction of the machine's physical memory."""
+MAX_GZIP_RATIO = 100
+"""A ``.gz`` input may expand at most this many times its compressed size (real network, data and
+property files expand 1-20x; gzip reaches ~1000x only on degenerate data such as a compression bomb)."""
 _FALLBACK_MEMORY = 8 << 30  # assumed physical memory where the OS does not report it
 
 
@@ -79,7 +82,8 @@ def read_bytes_capped(path: str | os.PathLike, *, error: type[NnmendError] = Mod
     """The bytes of ``path`` (decompressed when it ends in ``.gz``), refusing more than the cap.
 
     A plain file is checked by its size before it is read; a ``.gz`` file is decompressed in chunks and
-    refused as soon as the output passes the cap, so a small compression bomb never expands in memory.
+    refused as soon as the output passes the cap or :data:`MAX_GZIP_RATIO` times the compressed size,
+    so a small compression bomb never expands in memory.
     """
     path = Path(path)
     cap = max_alloc_bytes() if limit is None else limit
@@ -89,7 +93,7 @@ def read_bytes_capped(path: str | os.PathLike, *, error: type[NnmendError] = Mod
         if path.suffix.lower() != ".gz":
             check_alloc(f"{path}: reading the file", path.stat().st_size, error=error, limit=cap)
             return path.read_bytes()
-        return _gunzip_capped(path, cap, error)
+        return _gunzip_capped(path, min(cap, max(1 << 20, MAX_GZIP_RATIO * path.stat().st_size)), error)
     except OSError as exc:
         raise error(f"{path}: cannot read ({describe(exc)})") from None
 
@@ -104,8 +108,8 @@ def _gunzip_capped(path: Path, cap: int, error: type[NnmendError]) -> bytes:
                     return bytes(out)
                 out += chunk
                 if len(out) > cap:
-                    raise error(f"{path}: decompresses to more than {_human(cap)} (a compression bomb?); "
-                                f"set ${MAX_ALLOC_ENV} to raise the limit")
+                    raise error(f"{path}: decompresses to more than {_human(cap)} (a compression bomb? at most "
+                                f"{MAX_GZIP_RATIO}x the compressed size and ${MAX_ALLOC_ENV} are allowed)")
     except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
         raise error(f"{path}: not a valid gzip file (truncated or corrupt: {describe(exc)})") from None
 

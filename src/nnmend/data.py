@@ -134,9 +134,10 @@ _NPZ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib
 def _load_npz(path: Path, split: str) -> Dataset:
     check_alloc(f"{path}: reading the file", path.stat().st_size, error=DataError)
     try:
-        with np.load(path, allow_pickle=False) as arrays:
-            if not isinstance(arrays, np.lib.npyio.NpzFile):
-                raise DataError(f"{path}: holds a single .npy array, not an .npz archive of inputs and labels")
+        arrays = np.load(path, allow_pickle=False)
+        if not isinstance(arrays, np.lib.npyio.NpzFile):
+            raise DataError(f"{path}: holds a single .npy array, not an .npz archive of inputs and labels")
+        with arrays:
             xk, yk = _npz_keys(path, set(arrays.files), split)
             for key in (xk, yk):
                 _check_npz_member(path, key)
@@ -144,7 +145,7 @@ def _load_npz(path: Path, split: str) -> Dataset:
     except DataError:
         raise
     except _NPZ_ERRORS as exc:
-        raise DataError(f"{path}: cannot read as .npz (truncated or corrupt: {describe(exc)})") from None
+        raise DataError(f"{path}: cannot read as .npz ({describe(exc)})") from None
     return _from_array(x, y.reshape(-1), path, "npz", split)
 
 

@@ -5,6 +5,8 @@ non-zero instead of showing a traceback from deep inside torch.
 """
 from __future__ import annotations
 
+import re
+
 
 class NnmendError(ValueError):
     """Base class: a user-facing problem with the input (file, field, shape, option)."""
@@ -26,8 +28,15 @@ class RepairError(NnmendError):
     """A repair cannot run as asked (bad option, nothing to repair, infeasible constraints)."""
 
 
-def describe(exc: BaseException) -> str:
-    """``"TypeName: first line of the message"`` (just the type name when the message is empty), for
-    error messages that quote a library's exception without its traceback."""
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def describe(exc: BaseException, limit: int = 160) -> str:
+    """``"TypeName: first line of the message"`` (just the type name when the message is empty; at most
+    ``limit`` characters of message, terminal colour codes removed), for error messages that quote a
+    library's exception without its traceback."""
+    lines = _ANSI.sub("", str(exc)).strip().splitlines()
+    if not lines:
+        return type(exc).__name__
+    text = lines[0].strip()
+    return f"{type(exc).__name__}: {text if len(text) <= limit else text[:limit - 1] + '…'}"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import warnings
 from collections import OrderedDict
 import zipfile
 from dataclasses import dataclass, field
@@ -213,7 +214,9 @@ def _read(path: Path) -> Any:
         raise ModelError(f"{path}: file not found" if not path.exists() else f"{path}: not a regular file")
     _check_archive_size(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols before refusing them
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except (zipfile.BadZipFile, EOFError, RuntimeError, OSError) as exc:
         raise ModelError(f"{path}: not a readable torch checkpoint (truncated or corrupt: {describe(exc)})") from None
     except Exception as exc:  # pickle.UnpicklingError from the weights-only loader
