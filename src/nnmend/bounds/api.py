@@ -7,24 +7,23 @@ from torch import nn
 from .._validation import check_choice
 from ..errors import DataError, ModelError
 from .backward import backsub, concretize, crown_lower, intermediate_bounds, spec_matrix
-from .graph import Node, compile_network
+from .graph import BoundGraph, compile_network
 from .interval import interval_pass
-from .operators import BoundOp
 from .optimized import alpha_crown_lower
 
 METHODS = ("ibp", "crown", "alpha-crown")
 INTERMEDIATE = ("crown", "forward", "ibp")
 
 
-def _prepare(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor) -> tuple[list[Node], torch.Tensor, torch.Tensor]:
+def _prepare(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor) -> tuple[BoundGraph, torch.Tensor, torch.Tensor]:
     if net.training:
         raise ModelError("bounds: the network is in training mode; call net.eval() (bounds describe the deployed network)")
-    nodes = compile_network(net)
     for name, t in (("lo", lo), ("hi", hi)):
         if not isinstance(t, torch.Tensor) or not t.is_floating_point():
             raise DataError(f"bounds: {name} must be a floating-point tensor")
     if lo.shape != hi.shape or lo.dim() < 2:
         raise DataError(f"bounds: lo and hi must have the same shape (B, *in_shape); got {tuple(lo.shape)} and {tuple(hi.shape)}")
+    nodes = compile_network(net, input_shape=tuple(lo.shape[1:]))
     if not (torch.isfinite(lo).all() and torch.isfinite(hi).all()):
         raise DataError("bounds: lo/hi contain NaN or Inf")
     if (lo > hi).any():
@@ -36,14 +35,34 @@ def _prepare(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor) -> tuple[list[N
     return nodes, lo, hi
 
 
-def _both(nodes: list[Node], lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor | None, pre: dict,
+def _both(nodes: BoundGraph, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor | None, pre: dict,
           lower_fn) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lower and upper bounds by ``lower_fn``, never looser than interval bounds on the same case."""
     B = lo.shape[0]
     out_lo, _ = interval_pass(nodes, lo, hi)             # also fills every node's shapes
     A = spec_matrix(C, B, tuple(out_lo.shape[1:]), lo)
     m = A.shape[1]
     lb = lower_fn(nodes, lo, hi, torch.cat([A, -A], 1), pre)[0]
-    return lb[:, :m], -lb[:, m:]
+    il, iu = _interval(nodes, lo, hi, A)
+    return torch.max(lb[:, :m], il), torch.min(-lb[:, m:], iu)
+
+
+def _interval(nodes: BoundGraph, lo: torch.Tensor, hi: torch.Tensor, A: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Interval bounds of ``A · f(x)``, ``A`` (B, m, *out_shape)."""
+    vals: dict = {}
+    interval_pass(nodes, lo, hi, all_bounds=vals)
+    last = nodes[-1]
+    if not last.nonlinear and len(last.inputs) == 1:
+        # fold A into the last linear node (as auto_LiRPA does): A·(W z + b) = (A W) z + A b, tighter
+        # than applying A to the output interval; z's interval is the last node's input interval.
+        olo, ohi = vals[last.inputs[0]]
+        A, const = last.backward(A)
+    else:
+        (olo, ohi), const = vals[len(nodes) - 1], 0.0
+    if not torch.is_tensor(const):
+        const = A.new_zeros(A.shape[:2])
+    return concretize(A, const, olo, ohi), -concretize(-A, -const, olo, ohi)
 
 
 def interval_bounds(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor | None = None
@@ -65,18 +84,7 @@ def interval_bounds(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch
     olo, ohi = interval_pass(nodes, lo, hi)
     if C is None:
         return olo.flatten(1), ohi.flatten(1)
-    A = spec_matrix(C, lo.shape[0], tuple(olo.shape[1:]), lo)
-    last = nodes[-1] if nodes else None
-    if isinstance(last, BoundOp) and not last.is_relu:
-        # fold C into the last affine layer (as auto_LiRPA does): C·(W z + b) = (C W) z + C b, tighter
-        # than applying C to the output interval; z's interval is the last layer's input interval.
-        olo, ohi = interval_pass(nodes[:-1], lo, hi)
-        A, const = last.backward(A)
-    else:
-        const = 0.0
-    lb = concretize(A, const, olo, ohi)
-    ub = -concretize(-A, -const if torch.is_tensor(const) else 0.0, olo, ohi)
-    return lb, ub
+    return _interval(nodes, lo, hi, spec_matrix(C, lo.shape[0], tuple(olo.shape[1:]), lo))
 
 
 def crown_bounds(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor | None = None, *,
@@ -147,7 +155,7 @@ def crown_linear_form(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: tor
     pre = intermediate_bounds(nodes, lo, hi, intermediate)
     out_lo, _ = interval_pass(nodes, lo, hi)             # fills every node's shapes
     A = spec_matrix(C, lo.shape[0], tuple(out_lo.shape[1:]), lo)
-    return backsub(A, [(nodes, len(nodes))], pre)
+    return backsub(A, nodes, len(nodes) - 1, pre)
 
 
 def bound(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor | None = None, *,

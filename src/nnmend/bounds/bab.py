@@ -215,7 +215,7 @@ def _search(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor,
     dt = cfg.dtype
     work = _copy(net, dt)
     net64 = work if dt == torch.float64 else _copy(net, torch.float64)
-    nodes = compile_network(work)
+    nodes = compile_network(work, input_shape=tuple(lo.shape[1:]))
     k = int(groups.max()) + 1
     if cfg.mean_rows:
         C, d, groups = with_mean_rows(C, d, groups, k)

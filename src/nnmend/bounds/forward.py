@@ -1,17 +1,20 @@
 """Forward symbolic bounds (DeepPoly without back-substitution, as in DiffAbs/PatchPro, Sec. B.2 of
 our research notes; Wang et al., Neurify, 2018).
 
-Every neuron carries a lower and an upper linear function of the *input* (coefficients (B, d, *shape)
-and constants (B, *shape), d = input size). Affine layers map them with ``W+ L + W- U``; a ReLU uses
-the same relaxation as CROWN. Much cheaper than back-substitution when the input is small (ACAS Xu:
-d = 5), looser on deep networks; used here for the pre-activation bounds of intermediate layers.
+Every node's output carries a lower and an upper linear function of the *input* (coefficients
+(B, d, *shape) and constants (B, *shape), d = input size). Single-input affine nodes map them with
+``W+ L + W- U``; sums and concatenations combine them; an element-wise activation uses its relaxation's
+lines; any other node falls back to its interval bounds (constant forms), which is sound. Much cheaper
+than back-substitution when the input is small (ACAS Xu: d = 5), looser on deep networks; used here for
+the input bounds of intermediate non-linear nodes.
 """
 from __future__ import annotations
 
 import torch
 
-from .graph import Node, SumNode
-from .operators import adaptive_slope
+from .graph import BoundGraph
+from .operators import BoundElementwise
+from .operators.shape import BoundAdd, BoundConcat, BoundSub
 
 Forms = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]   # Lw, Lb, Uw, Ub
 
@@ -38,35 +41,52 @@ def _affine(op, forms: Forms) -> Forms:
     return cw - rw, cb - rb, cw + rw, cb + rb
 
 
-def forward_bounds(nodes: list[Node], lo: torch.Tensor, hi: torch.Tensor, ibp: dict) -> dict:
-    """Pre-activation bounds ``{relu_op: (l, u)}`` from forward symbolic propagation ∩ interval bounds."""
+def forward_bounds(graph: BoundGraph, lo: torch.Tensor, hi: torch.Tensor, ibp: dict) -> dict:
+    """Input bounds ``{node: (l, u)}`` of every non-linear node from forward symbolic propagation ∩ intervals."""
     B = lo.shape[0]
     d = lo[0].numel()
     mid, rad = ((hi + lo) / 2).flatten(1), ((hi - lo) / 2).flatten(1)
     eye = torch.eye(d, dtype=lo.dtype, device=lo.device).reshape(1, d, *lo.shape[1:]).expand(B, -1, *lo.shape[1:])
-    zero = torch.zeros_like(lo)
+    forms: dict[int, Forms] = {-1: (eye, torch.zeros_like(lo), eye, torch.zeros_like(lo))}
+    bounds: dict[int, tuple[torch.Tensor, torch.Tensor]] = {-1: (lo, hi)}
     pre: dict = {}
 
-    def run(seq: list[Node], forms: Forms) -> Forms:
-        for n in seq:
-            if isinstance(n, SumNode):
-                parts = [run(b, forms) for b in n.branches]
-                forms = tuple(sum(p[i] for p in parts[1:]) + parts[0][i] for i in range(4))
-            elif n.is_relu:
-                Lw, Lb, Uw, Ub = forms
-                l = torch.max(_concretize(Lw, Lb, mid, rad, False), ibp[n][0])
-                u = torch.min(_concretize(Uw, Ub, mid, rad, True), ibp[n][1])
-                pre[n] = (l, u)
-                active = (l >= 0).to(l.dtype)
-                unstable = (l < 0) & (u > 0)
-                up = torch.where(unstable, u / (u - l).clamp_min(1e-30), active)
-                low = torch.where(unstable, adaptive_slope(l, u), active)
-                # lower line a*x with a >= 0 applies to the lower form; chord applies to the upper form
-                forms = (Lw * low.unsqueeze(1), Lb * low, Uw * up.unsqueeze(1),
-                         torch.where(unstable, up * (Ub - l), Ub * up))
-            else:
-                forms = _affine(n, forms)
-        return forms
+    def constant(l: torch.Tensor, u: torch.Tensor) -> Forms:
+        z = l.new_zeros((B, d, *l.shape[1:]))
+        return z, l, z, u
 
-    run(nodes, (eye, zero, eye, zero))
+    for i, n in enumerate(graph):
+        ins = [forms[j] for j in n.inputs]
+        if n.nonlinear:
+            Lw, Lb, Uw, Ub = ins[0]
+            l = torch.max(_concretize(Lw, Lb, mid, rad, False), ibp[n][0])
+            u = torch.min(_concretize(Uw, Ub, mid, rad, True), ibp[n][1])
+            pre[n] = (l, u)
+            if isinstance(n, BoundElementwise):
+                a_l, b_l, a_u, b_u = n.lines(l, u)
+                # a line with a negative slope swaps the forms it takes (S-shaped lines never do; ReLU's never)
+                lw = torch.where(a_l.unsqueeze(1) >= 0, Lw, Uw) * a_l.unsqueeze(1)
+                lb = torch.where(a_l >= 0, Lb, Ub) * a_l + b_l
+                uw = torch.where(a_u.unsqueeze(1) >= 0, Uw, Lw) * a_u.unsqueeze(1)
+                ub = torch.where(a_u >= 0, Ub, Lb) * a_u + b_u
+                forms[i] = (lw, lb, uw, ub)
+            else:
+                forms[i] = constant(*n.interval((l, u)))
+        elif isinstance(n, (BoundAdd, BoundSub)) and all(s == n.in_shapes[0] for s in n.in_shapes):
+            if isinstance(n, BoundSub):
+                (a, b, c, e), (f, g, h, k) = ins
+                forms[i] = (a - h, b - k, c - f, e - g)
+            else:
+                forms[i] = tuple(sum(p[t] for p in ins[1:]) + ins[0][t] for t in range(4))
+        elif isinstance(n, BoundConcat):
+            ax = (n.module.axis % len(n.out_shape))
+            forms[i] = tuple(torch.cat([p[t] for p in ins], ax + (2 if t % 2 == 0 else 1)) for t in range(4))
+        elif len(ins) == 1:
+            try:
+                forms[i] = _affine(n, ins[0])
+            except NotImplementedError:
+                forms[i] = constant(*n.interval(*(bounds[j] for j in n.inputs)))
+        else:
+            forms[i] = constant(*n.interval(*(bounds[j] for j in n.inputs)))
+        bounds[i] = n.interval(*(bounds[j] if not n.nonlinear else pre[n] for j in n.inputs))
     return pre

@@ -1,38 +1,41 @@
 """Interval bound propagation (IBP; Gowal et al., 2018; Mirman et al., 2018).
 
-Each layer maps a box to the smallest box containing its image *of the box* (affine layers through the
-centre/radius form ``W c + b ± |W| r``). Cheap and loose; it also records every layer's shape and every
-ReLU's pre-activation box, which the back-substitution algorithms reuse.
+Each node maps its input boxes to the smallest box containing its image *of the boxes* (affine layers
+through the centre/radius form ``W c + b ± |W| r``). Cheap and loose; it also records every node's shape
+and every non-linear node's input box, which the back-substitution algorithms reuse.
 """
 from __future__ import annotations
 
 import torch
 
-from .graph import Node, SumNode
+from .graph import BoundGraph
 
 Bounds = tuple[torch.Tensor, torch.Tensor]
 
 
-def interval_pass(nodes: list[Node], lo: torch.Tensor, hi: torch.Tensor,
-                  pre: dict | None = None, record: dict | None = None) -> Bounds:
-    """Propagate the box ``[lo, hi]`` (B, *in_shape) through ``nodes``.
+def interval_pass(graph: BoundGraph, lo: torch.Tensor, hi: torch.Tensor,
+                  pre: dict | None = None, record: dict | None = None, upto: int | None = None,
+                  all_bounds: dict | None = None) -> Bounds:
+    """Propagate the box ``[lo, hi]`` (B, *in_shape) through the graph (up to node ``upto``, default all).
 
-    Sets each node's ``in_shape``/``out_shape``. If ``record`` is given it receives every ReLU's
-    pre-activation box (keyed by the op). If ``pre`` holds tighter pre-activation boxes (from CROWN)
-    for a ReLU, they are intersected with the interval ones before the ReLU is applied.
+    Sets each node's ``in_shapes``/``out_shape``. If ``record`` is given it receives every non-linear
+    node's input box (keyed by the node). If ``pre`` holds tighter input boxes for a non-linear node
+    (from CROWN) they are intersected with the interval ones before the node is applied. ``all_bounds``,
+    if given, receives every node's output box by index.
     """
-    for n in nodes:
-        n.in_shape = tuple(lo.shape[1:])
-        if isinstance(n, SumNode):
-            parts = [interval_pass(b, lo, hi, pre, record) for b in n.branches]
-            lo = sum(p[0] for p in parts[1:]) + parts[0][0] if len(parts) > 1 else parts[0][0]
-            hi = sum(p[1] for p in parts[1:]) + parts[0][1] if len(parts) > 1 else parts[0][1]
-            continue
-        if n.is_relu:
+    vals: dict[int, Bounds] = {-1: (lo, hi)} if all_bounds is None else all_bounds
+    vals[-1] = (lo, hi)
+    last = len(graph) - 1 if upto is None else upto
+    for i, n in enumerate(graph.nodes[:last + 1]):
+        ins = [vals[j] for j in n.inputs]
+        n.in_shapes = [tuple(b[0].shape[1:]) for b in ins]
+        if n.nonlinear:
+            l, u = ins[0]
             if pre is not None and n in pre:
-                lo, hi = torch.max(lo, pre[n][0]), torch.min(hi, pre[n][1])
+                l, u = torch.max(l, pre[n][0]), torch.min(u, pre[n][1])
             if record is not None:
-                record[n] = (lo, hi)
-        lo, hi = n.interval(lo, hi)
-        n.out_shape = tuple(lo.shape[1:])
-    return lo, hi
+                record[n] = (l, u)
+            ins = [(l, u)]
+        vals[i] = n.interval(*ins)
+        n.out_shape = tuple(vals[i][0].shape[1:])
+    return vals[last]

@@ -1,6 +1,6 @@
-"""alpha-CROWN (Xu et al., "Fast and Complete", ICLR 2021, Sec. 3.1): optimise the ReLU lower slopes.
+"""alpha-CROWN (Xu et al., "Fast and Complete", ICLR 2021, Sec. 3.1): optimise the lower slopes of ReLU / LeakyReLU.
 
-Any lower slope ``a`` in [0, 1] gives a sound relaxation, so every ``a`` gives a sound bound; we run
+Any lower slope ``a`` in [s, 1] (``s`` the negative side's slope) gives a sound relaxation, so every ``a`` gives a sound bound; we run
 projected Adam on one slope per (box, specification row, unstable neuron) to maximise the lower bound
 and keep, per row, the best slopes seen. Starting from CROWN's adaptive slopes, the result is never
 looser than CROWN. Pre-activation bounds of intermediate layers stay those of CROWN (auto_LiRPA also
@@ -13,18 +13,17 @@ import time
 import torch
 
 from .backward import crown_lower
-from .graph import Node, relu_ops
-from .operators import adaptive_slope
+from .graph import BoundGraph, relu_ops
 
 
-def alpha_crown_lower(nodes: list[Node], lo: torch.Tensor, hi: torch.Tensor, A: torch.Tensor, pre: dict, *,
+def alpha_crown_lower(nodes: BoundGraph, lo: torch.Tensor, hi: torch.Tensor, A: torch.Tensor, pre: dict, *,
                       iters: int = 20, lr: float = 0.1, deadline: float | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """Like :func:`crown_lower` with optimised slopes; ``(lb (B, m), A_in)``, differentiable w.r.t. the
     network's parameters through the final pass (the slopes themselves are treated as constants)."""
     B, m = A.shape[:2]
     pre_d = {k: (v[0].detach(), v[1].detach()) for k, v in pre.items()}
-    alphas = {r: adaptive_slope(*pre_d[r]).unsqueeze(1).expand(B, m, *r.in_shape).clone().requires_grad_(True)
+    alphas = {r: r.initial_alpha(*pre_d[r]).unsqueeze(1).expand(B, m, *r.in_shape).clone().requires_grad_(True)
               for r in relu_ops(nodes)}
     best = {r: a.detach().clone() for r, a in alphas.items()}
     best_lb = torch.full((B, m), -float("inf"), dtype=lo.dtype, device=lo.device)
@@ -47,6 +46,6 @@ def alpha_crown_lower(nodes: list[Node], lo: torch.Tensor, hi: torch.Tensor, A: 
                 a.grad = g
             opt.step()
             with torch.no_grad():
-                for a in alphas.values():
-                    a.clamp_(0.0, 1.0)
+                for r, a in alphas.items():
+                    a.clamp_(*r.alpha_range())
     return crown_lower(nodes, lo, hi, A, pre, best)

@@ -13,6 +13,8 @@ from .base import BoundOp
 
 
 class _ElementwiseBase(BoundOp):
+    exact_interval = True
+
     def scale_shift(self) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
@@ -38,6 +40,13 @@ class BoundBatchNorm(_ElementwiseBase):
     """BatchNorm with running statistics (eval mode); in training mode its output depends on the batch."""
 
     types = (nn.BatchNorm1d, nn.BatchNorm2d)
+
+    def check(self) -> None:
+        bn = self.module
+        if bn.training:
+            raise self.refuse("training mode (its output depends on the batch); call eval()")
+        if bn.running_mean is None:
+            raise self.refuse("track_running_stats=False (no running statistics)")
 
     def scale_shift(self) -> tuple[torch.Tensor, torch.Tensor]:
         bn = self.module
