@@ -1,0 +1,194 @@
+"""Marabou (exact, SMT-based, independent of nnmend's bounds) on one network and one VNN-LIB property.
+
+The one place nnmend, its tests and its benchmarks hand files to Marabou. :func:`solve` stages a
+*copy* of the network (an ``nn.Module`` is exported to ONNX) and of the property in a fresh temporary
+folder, runs Marabou there with a time budget and deletes the folder with whatever Marabou wrote beside
+its inputs, so the caller's files (the package's bundled ACAS Xu assets included) are never touched.
+
+By default Marabou runs in a child process: a crash inside its C++ core, or a run that ignores its own
+timeout, costs one ``unknown`` instead of the caller's process. ``isolate=False`` runs it in this
+process (no start-up cost; for small networks in tests).
+
+Statuses: ``"sat"`` (the property is violated; ``counterexample`` holds Marabou's input values, flat),
+``"unsat"`` (it holds), ``"unknown"`` (timeout, error or unsupported network; ``detail`` says which).
+
+Example::
+
+    from nnmend.marabou import solve
+    r = solve(guarded_network, acasxu_property_path(2), timeout=60)
+    r.status, r.seconds          # ("unsat", 0.4)
+"""
+from __future__ import annotations
+
+import contextlib
+import gzip
+import importlib.util
+import json
+import math
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+STATUSES = ("sat", "unsat", "unknown")
+NETWORK_SUFFIXES = (".onnx", ".nnet")
+# seconds a child may run beyond Marabou's own timeout (its start-up: importing maraboupy and onnx, parsing)
+GRACE_SECONDS = 60.0
+_WORKER_RUN_NAME = "__nnmend_marabou_worker__"
+
+
+@dataclass(frozen=True)
+class MarabouResult:
+    """Marabou's answer: ``status`` in :data:`STATUSES`, wall ``seconds`` (start-up included when isolated),
+    ``detail`` (Marabou's own exit code, or why it gave none) and the flat input ``counterexample`` when sat."""
+
+    status: str
+    seconds: float
+    detail: str = ""
+    counterexample: tuple[float, ...] | None = None
+
+    def as_dict(self) -> dict:
+        """A JSON-ready record (benchmarks store it as is)."""
+        out: dict[str, Any] = {"result": self.status, "seconds": round(self.seconds, 3), "detail": self.detail}
+        if self.counterexample is not None:
+            out["counterexample"] = list(self.counterexample)
+        return out
+
+
+def available() -> bool:
+    """Whether maraboupy is installed (``requirements.txt`` installs it)."""
+    return importlib.util.find_spec("maraboupy") is not None
+
+
+def _stage_network(network: Any, folder: Path, input_shape: Sequence[int] | None = None) -> Path:
+    """Copy (file) or export (``nn.Module``, to ONNX with ``input_shape`` per sample when it records none)
+    the network into ``folder``."""
+    if isinstance(network, (str, Path)):
+        src = Path(network)
+        if src.suffix.lower() not in NETWORK_SUFFIXES:
+            from .errors import ModelError
+
+            raise ModelError(f"{src}: Marabou reads {' or '.join(NETWORK_SUFFIXES)} networks, not {src.suffix or 'no suffix'!r}")
+        dst = folder / f"network{src.suffix.lower()}"
+        shutil.copyfile(src, dst)
+        return dst
+    from .io import save_network
+
+    shape = {} if input_shape is None or hasattr(network, "nnmend_input_shape") else {"input_shape": tuple(input_shape)}
+    return save_network(network, folder / "network.onnx", **shape)
+
+
+def _stage_property(prop: Any, folder: Path) -> Path:
+    """Copy a ``.vnnlib`` (or ``.vnnlib.gz``, decompressed) file, or write a :class:`VnnlibSpec`, into ``folder``."""
+    dst = folder / "property.vnnlib"
+    if isinstance(prop, (str, Path)):
+        src = Path(prop)
+        if src.suffix.lower() == ".gz":
+            with gzip.open(src, "rb") as fin, open(dst, "wb") as fout:
+                shutil.copyfileobj(fin, fout)
+        else:
+            shutil.copyfile(src, dst)
+        return dst
+    from .io.vnnlib import write_vnnlib
+
+    return write_vnnlib(prop, dst)
+
+
+@contextlib.contextmanager
+def staged(network: Any, prop: Any, input_shape: Sequence[int] | None = None) -> Iterator[tuple[Path, Path]]:
+    """Yield ``(network_path, property_path)``: copies in a fresh temporary folder, removed (with anything
+    written into it, such as ``property.vnnlib.compiled``) when the block ends. A module that records no
+    input shape is exported with ``input_shape``, by default ``(n_inputs,)`` of a :class:`VnnlibSpec`."""
+    if input_shape is None and hasattr(prop, "n_inputs"):
+        input_shape = (prop.n_inputs,)
+    with tempfile.TemporaryDirectory(prefix="nnmend-marabou-") as tmp:
+        folder = Path(tmp)
+        yield _stage_network(network, folder, input_shape), _stage_property(prop, folder)
+
+
+def _marabou_timeout(timeout: float | None) -> int:
+    """Marabou takes whole seconds, 0 meaning none."""
+    return 0 if timeout is None else max(1, math.ceil(timeout))
+
+
+def solve_staged(network_path: str | Path, property_path: str | Path, timeout: float | None) -> dict:
+    """Run Marabou in this process on files that are already private copies; a :meth:`MarabouResult.as_dict`.
+
+    Callers use :func:`solve`; this is the part a child process runs."""
+    import warnings
+
+    t0 = time.perf_counter()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")          # "Tensorflow parser is unavailable" on import
+            from maraboupy import Marabou
+        path = Path(network_path)
+        net = Marabou.read_nnet(str(path), normalize=False) if path.suffix == ".nnet" else Marabou.read_onnx(str(path))
+        options = Marabou.createOptions(timeoutInSeconds=_marabou_timeout(timeout), verbosity=0)
+        code, values, _ = net.solve(propertyFilename=str(property_path), options=options, verbose=False)
+    except Exception as exc:  # an operator Marabou cannot parse, a property it rejects: undecided, not a crash
+        return MarabouResult("unknown", time.perf_counter() - t0, f"{type(exc).__name__}: {exc}"[:300]).as_dict()
+    seconds = time.perf_counter() - t0
+    if code == "sat":
+        x = tuple(float(values[int(v)]) for v in net.inputVars[0].flatten())
+        return MarabouResult("sat", seconds, code, x).as_dict()
+    return MarabouResult(code if code == "unsat" else "unknown", seconds, code).as_dict()
+
+
+def _solve_in_child(network_path: Path, property_path: Path, timeout: float | None) -> dict:
+    """:func:`solve_staged` in a fresh interpreter that loads only this file and maraboupy (not torch)."""
+    out = network_path.parent / "result.json"
+    code = "import runpy, sys; runpy.run_path(sys.argv[1], run_name=%r)" % _WORKER_RUN_NAME
+    cmd = [sys.executable, "-c", code, __file__, str(network_path), str(property_path), str(timeout), str(out)]
+    limit = None if timeout is None else timeout + GRACE_SECONDS
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=limit, text=True,
+                              cwd=network_path.parent)
+    except subprocess.TimeoutExpired:
+        return MarabouResult("unknown", time.perf_counter() - t0, f"killed after {limit:.0f} s").as_dict()
+    if not out.exists():
+        tail = (proc.stderr or "").strip().splitlines()[-1:] or [""]
+        return MarabouResult("unknown", time.perf_counter() - t0, f"Marabou exited {proc.returncode}: {tail[0]}"[:300]).as_dict()
+    rec = json.loads(out.read_text())
+    rec["seconds"] = round(time.perf_counter() - t0, 3)
+    return rec
+
+
+def solve(network: Any, prop: Any, timeout: float | None = 60.0, *, isolate: bool = True,
+          input_shape: Sequence[int] | None = None) -> MarabouResult:
+    """Decide ``prop`` on ``network`` with Marabou, on private copies of both (see the module docstring).
+
+    Args:
+        network: an ``nn.Module`` of layers nnmend exports to ONNX, or a ``.onnx`` / ``.nnet`` path (a
+            ``.nnet`` is read in its normalised space, as VNN-LIB properties and nnmend's loader use it).
+        prop: a ``.vnnlib`` (or ``.vnnlib.gz``) path or a :class:`nnmend.io.vnnlib.VnnlibSpec`.
+        timeout: Marabou's budget in seconds (rounded up to whole seconds; ``None``: no limit).
+        isolate: run Marabou in a child process (default) or in this one.
+        input_shape: per-sample input shape for exporting a module that records none (see :func:`staged`).
+    Returns:
+        :class:`MarabouResult`; ``unknown`` with a ``detail`` when maraboupy is missing.
+    """
+    if not available():
+        return MarabouResult("unknown", 0.0, "maraboupy is not installed")
+    with staged(network, prop, input_shape) as (net_path, prop_path):
+        rec = _solve_in_child(net_path, prop_path, timeout) if isolate else solve_staged(net_path, prop_path, timeout)
+    cex = rec.get("counterexample")
+    return MarabouResult(rec["result"], rec["seconds"], rec.get("detail", ""), tuple(cex) if cex is not None else None)
+
+
+def _worker_main(argv: list[str]) -> None:
+    """Child entry: ``NETWORK PROPERTY TIMEOUT OUT_JSON``; writes the record to ``OUT_JSON``."""
+    net_path, prop_path, timeout, out = argv
+    rec = solve_staged(net_path, prop_path, None if timeout == "None" else float(timeout))
+    Path(out).write_text(json.dumps(rec))
+
+
+__all__ = ["MarabouResult", "STATUSES", "available", "solve", "staged", "solve_staged"]
+
+if __name__ == _WORKER_RUN_NAME:
+    _worker_main(sys.argv[2:])      # argv: -c, this file, then the four arguments
