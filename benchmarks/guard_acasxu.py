@@ -61,7 +61,7 @@ def one(net: str, prop: int, timeout: float) -> dict:
     with tempfile.TemporaryDirectory() as tmp:     # everything below is measured on the saved network
         save_network(res.network, Path(tmp) / "g.pt")
         guarded = load_network(Path(tmp) / "g.pt")
-        marabou = _marabou(res.network, Path(tmp) / "g.onnx", acasxu_property_path(prop), timeout)
+    marabou = _marabou(guarded, acasxu_property_path(prop), timeout)
     box = p.boxes(5)[0]
     lo, hi = nnet_domain(network)
     x = (lo + torch.rand(5000, 5, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * (hi - lo)).float()
@@ -82,18 +82,14 @@ def one(net: str, prop: int, timeout: float) -> dict:
             **_known_violations(network, guarded, box, (i, j, prop)), "marabou": marabou}
 
 
-def _marabou(network, onnx_path: Path, prop_path: Path, timeout: float) -> dict | None:
-    """Marabou 2.0 (exact, independent of nnmend's bounds) on the ONNX export: "unsat" = the property holds."""
-    try:
-        from maraboupy import Marabou
-    except ImportError:
+def _marabou(network, prop_path: Path, timeout: float) -> dict | None:
+    """Marabou 2.0 (exact, independent of nnmend's bounds) on the ONNX export: "unsat" = the property holds.
+    Through :func:`nnmend.marabou.solve`, which hands Marabou copies in a temporary folder."""
+    from nnmend import marabou
+
+    if not marabou.available():
         return None
-    save_network(network, onnx_path)
-    t0 = time.perf_counter()
-    out = Marabou.read_onnx(str(onnx_path)).solve(
-        propertyFilename=str(prop_path), options=Marabou.createOptions(timeoutInSeconds=int(timeout), verbosity=0),
-        verbose=False)
-    return {"result": out[0], "seconds": round(time.perf_counter() - t0, 2)}
+    return marabou.solve(network, prop_path, timeout).as_dict()
 
 
 def _known_violations(network, guarded, box, key) -> dict:

@@ -11,6 +11,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _prorepair_nets import tiny_net  # noqa: E402
 
+from nnmend import marabou  # noqa: E402
 from nnmend.acasxu import ACASXU_HEADER, acasxu, acasxu_property_path  # noqa: E402
 from nnmend.bounds.bab import violation  # noqa: E402
 from nnmend.cli import main as cli_main  # noqa: E402
@@ -179,22 +180,16 @@ def test_prorepair_falls_back_to_the_guard_when_its_repair_is_not_proved():
         prorepair(net, RegionProblem(read_property(acasxu_property_path(1))), cfg)
 
 
-@pytest.mark.skipif(__import__("importlib").util.find_spec("maraboupy") is None,
-                    reason="maraboupy is not installed (requirements.txt installs it)")
+@pytest.mark.skipif(not marabou.available(), reason="maraboupy is not installed (requirements.txt installs it)")
 def test_marabou_independently_proves_the_exported_guarded_network(tmp_path):
     """Marabou (exact, SMT-based; not our bounds) on the ONNX export: the property holds on the guarded N2,1.
 
     φ2 on N2,1: Marabou finds the original's violation, and proves the guarded network (0.2–0.4 s measured;
-    N2,9 φ8, whose big-M constant is 15× larger, took 5 s alone and timed out at 120 s once under CI load)."""
-    from maraboupy import Marabou
-
+    N2,9 φ8, whose big-M constant is 15× larger, took 5 s alone and timed out at 120 s once under CI load).
+    Marabou gets copies in a temporary folder (:func:`nnmend.marabou.solve`), never the bundled files."""
     prop_path = acasxu_property_path(2)
     net = acasxu(2, 1)
     res = repair(net, GuardProblem(read_property(prop_path)), GuardConfig(check_first=0))
-    opts = Marabou.createOptions(timeoutInSeconds=300, verbosity=0)
     save_network(res.network, tmp_path / "g.onnx")
-    assert Marabou.read_onnx(str(tmp_path / "g.onnx")).solve(propertyFilename=str(prop_path), options=opts,
-                                                             verbose=False)[0] == "unsat"
-    save_network(net, tmp_path / "o.onnx")
-    assert Marabou.read_onnx(str(tmp_path / "o.onnx")).solve(propertyFilename=str(prop_path), options=opts,
-                                                             verbose=False)[0] == "sat"
+    assert marabou.solve(tmp_path / "g.onnx", prop_path, timeout=None).status == "unsat"
+    assert marabou.solve(net, prop_path, timeout=None).status == "sat"
