@@ -147,6 +147,8 @@ def _tensor_arrays(path: Path, graph) -> dict[str, np.ndarray]:
 def _to_array(onnx, path: Path, t, what: str) -> np.ndarray:
     try:
         arr = onnx.numpy_helper.to_array(t)
+        if not arr.flags.writeable:  # read-only views of the protobuf's bytes: torch warns on from_numpy
+            arr = arr.copy()
     except Exception as exc:  # unknown data type, inconsistent fields
         raise ModelError(f"{path}: {what} cannot be read ({describe(exc)})") from None
     _check_finite(path, arr, what)
