@@ -104,13 +104,14 @@ def check_outputs(inputs: Mapping[str, object], outputs: Mapping[str | os.PathLi
     """
     files = {role: Path(p) for role, p in inputs.items()
              if isinstance(p, (str, os.PathLike)) and str(p) and Path(p).exists()}
-    seen: dict[Path, str] = {}
-    for out, out_role in outputs.items():
-        out = Path(out)
+    outs = {Path(out): role for out, role in outputs.items()}
+    for out, out_role in outs.items():             # first: would any output replace an input?
         for in_role, inp in files.items():
             if _same_file(out, inp):
                 raise NnmendError(f"refusing to overwrite the input {inp} ({in_role}) with {out} ({out_role}); "
                                   "choose another output path")
+    seen: dict[Path, str] = {}
+    for out, out_role in outs.items():
         key = out.resolve()
         if key in seen:
             raise NnmendError(f"{out} ({out_role}) is also written as {seen[key]}; choose another output name")

@@ -340,12 +340,16 @@ def _preflight_nca(args: argparse.Namespace) -> None:
 
     The nca runner loads them itself; this can go once the checkpoint loader maps every failure.
     """
-    from ..repair.nca.cli import load_rule
+    from ..errors import RepairError
+    from ..repair.nca.cli import load_mask, load_rule
 
+    load_model(args.model, allow_nonfinite=True)
     if getattr(args, "rule", None):
         with reading(args.rule, ModelError):
             load_rule(args.rule)
-    load_model(args.model, allow_nonfinite=True)
+    if getattr(args, "mask", None):
+        with reading(args.mask, RepairError):
+            load_mask(args.mask)
 
 
 def run(args: argparse.Namespace) -> int:

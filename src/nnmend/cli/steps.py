@@ -165,15 +165,15 @@ def cmd_diagnose(a: argparse.Namespace) -> int:
         for name, m in named_layers(net).items():
             print(f"{name}\t{m}")
         return 0
+    if not (a.attack or a.reference):
+        raise NnmendError("diagnose needs --reference (the healthy network) or --attack")
+    ref = None if a.attack else load_model(a.reference)
     te = load_data(a, "test")
     if a.attack:
         adv = _attack_spec(a.attack, a.eps).run(net, te.x, te.y)
         d = diagnose(net, net, te.x, x_other=adv, metric=a.metric or "mse", rule=a.rule or "peak", threshold=a.threshold)
     else:
-        if not a.reference:
-            raise NnmendError("diagnose needs --reference (the healthy network) or --attack")
-        d = diagnose(load_model(a.reference), net, te.x, metric=a.metric or "mad", rule=a.rule or "first",
-                     threshold=a.threshold)
+        d = diagnose(ref, net, te.x, metric=a.metric or "mad", rule=a.rule or "first", threshold=a.threshold)
     scores = d.mad if d.metric == "mad" else d.mse
     print(f"{'layer':<12}{'MAD':>10}{'MSE':>12}")
     for n in d.mad:
@@ -200,6 +200,7 @@ def cmd_heal(a: argparse.Namespace) -> int:
 
     _check_network_out(a, {"MODEL": a.model, "--reference": a.reference, "--data": a.data})
     net = load_model(a.model)
+    ref = load_model(a.reference) if a.reference else None       # every network before the (larger) data
     tr, te = load_data(a, "train"), load_data(a, "test")
     layer = a.layer
     if a.adversarial:
@@ -211,7 +212,6 @@ def cmd_heal(a: argparse.Namespace) -> int:
         cfg = replace(cfg, epochs=a.epochs) if a.epochs else cfg
         res = heal_adversarial(net, layer, tr, cfg)
     else:
-        ref = load_model(a.reference) if a.reference else None
         if layer == "auto":
             if ref is None:
                 raise NnmendError("--layer auto needs --reference to localise the damage")
