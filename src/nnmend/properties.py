@@ -179,7 +179,8 @@ def check(network: nn.Module, prop: Property, timeout: float | None = None, *, c
     Args:
         network: an ``nn.Module`` of supported layers (see :mod:`nnmend.bounds`); not modified.
         prop: :class:`LocalRobustness` or :class:`SafetyProperty`.
-        timeout: seconds (default ``None``: no limit).
+        timeout: seconds (default ``None``: no limit). Checked between the search's steps: an answer comes
+            at most one step after it (one batch of bounds, one PGD run); ``nnmend verify`` adds a hard stop.
         config: :class:`nnmend.bounds.bab.BabConfig` (batch size, alpha-CROWN steps, PGD, dtype, seed).
     Returns:
         :class:`CheckResult`.
@@ -207,6 +208,8 @@ def check(network: nn.Module, prop: Property, timeout: float | None = None, *, c
         stats: dict = {"regions": len(boxes), "per_region": []}
         unknown = False
         for box in boxes:
+            if time.monotonic() > deadline:   # every region shares one deadline
+                return CheckResult("timeout", None, time.monotonic() - start, stats)
             if box.lo.numel() != n_in:
                 raise PropertyError(f"{where}: regions have different input sizes ({box.lo.numel()} vs {n_in})")
             lo, hi = box.lo.reshape(shape), box.hi.reshape(shape)

@@ -233,6 +233,8 @@ def _search(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor,
 
     total = volume(lo, hi) or 1.0
     # round 0: uniform sampling of the boxes
+    if time.monotonic() > deadline:   # deadline check (copying the network can take long)
+        return BabOutcome("timeout", None, stats, (lo, hi))
     if cfg.samples:
         if len(lo) == 1:          # (the same random stream as a single-box search always drew)
             x = lo + torch.rand((cfg.samples, *lo.shape[1:]), generator=gen, dtype=dt) * (hi - lo)
@@ -253,7 +255,8 @@ def _search(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor,
     while len(open_lo):
         if time.monotonic() > deadline:
             return BabOutcome("timeout", None, {**stats, "open_boxes": len(open_lo)}, (open_lo, open_hi))
-        while cfg.sample_share and stats["rounds"] and sampling < cfg.sample_share * (time.monotonic() - started):
+        while cfg.sample_share and stats["rounds"] and sampling < cfg.sample_share * (time.monotonic() - started) \
+                and time.monotonic() <= deadline:   # deadline check
             # rare violations (ACAS Xu N1,9 phi7: about one point in 10^6) escape PGD's local search but not
             # uniform sampling of the still-open region; it gets a fixed share of the search's time
             t0 = time.monotonic()
@@ -279,6 +282,8 @@ def _search(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor,
             pre = intermediate_bounds(nodes, blo, bhi, known=known)
             A = spec[0].reshape(1, len(d), -1).expand(take, -1, -1)
             lb, A_in = crown_lower(nodes, blo, bhi, A, pre)
+        if time.monotonic() > deadline:   # deadline check (bounding a large batch can take long)
+            return BabOutcome("timeout", None, {**stats, "open_boxes": len(open_lo) + take}, None)
         lb = lb - spec[1]
         proven = bproven | (group_max(lb, groups, k) > cfg.proof_margin)
         todo = ~proven.all(1)
@@ -301,13 +306,15 @@ def _search(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor,
         pre = {n: (l[todo], u[todo]) for n, (l, u) in pre.items()}
         B = len(blo)
 
+        if time.monotonic() > deadline:   # deadline check (after alpha-CROWN)
+            return BabOutcome("timeout", None, {**stats, "open_boxes": len(open_lo) + int(todo.sum())}, None)
         # counterexample candidates: centres and, per row, the corner minimising its linear lower bound
         flo, fhi = blo.flatten(1), bhi.flatten(1)
         corners = torch.where(A_in >= 0, flo.unsqueeze(1), fhi.unsqueeze(1))          # (B, R, n)
         cand = torch.cat([((flo + fhi) / 2).unsqueeze(1), corners], 1).reshape(-1, *blo.shape[1:])
         rep = cand.shape[0] // B
         cex = _confirm(net64, cand, blo.repeat_interleave(rep, 0), bhi.repeat_interleave(rep, 0), spec64)
-        if cex is None and cfg.pgd_steps:
+        if cex is None and cfg.pgd_steps and time.monotonic() <= deadline:   # (deadline check before PGD)
             # PGD on the boxes whose bounds are furthest from a proof (most likely to hold a counterexample)
             stats["pgd_calls"] += 1
             worst = group_max(lb, groups, k).masked_fill(proven, float("inf")).min(1).values
