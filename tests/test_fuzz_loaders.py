@@ -19,20 +19,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from torch import nn
 
-hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from nnmend.cli import main  # noqa: E402
-from nnmend.data import load_dataset  # noqa: E402
-from nnmend.errors import NnmendError  # noqa: E402
-from nnmend.io.checkpoint import FORMAT, VERSION, load_network, save_checkpoint  # noqa: E402
-from nnmend.io.nnet import load_nnet, save_nnet  # noqa: E402
-from nnmend.io.onnx import OPSET_RANGE, load_onnx, onnx_max_abs_diff, save_onnx  # noqa: E402
+from nnmend.cli import main
+from nnmend.data import load_dataset
+from nnmend.errors import NnmendError
+from nnmend.io.checkpoint import load_network, save_checkpoint
+from nnmend.io.nnet import load_nnet, save_nnet
+from nnmend.io.onnx import OPSET_RANGE, load_onnx, onnx_max_abs_diff, save_onnx
 
 MAX_EXAMPLES = int(os.environ.get("NNMEND_FUZZ_EXAMPLES", "40"))  # raise it for a longer hunt
 FUZZ = settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,

@@ -194,3 +194,19 @@ def test_load_dataset_refuses_a_negative_limit(corpus):
     with pytest.raises(DataError, match="limit=-1"):
         load_dataset(corpus["npz_valid"].path, limit=-1)
     assert len(load_dataset(corpus["npz_valid"].path, limit=2)) == 2
+
+
+@pytest.mark.slow
+def test_hardening_benchmark_quick(tmp_path):
+    """The benchmark's --quick run: four hostile files in subprocesses, all refused cleanly."""
+    import json
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / "benchmarks" / "hardening_loaders.py"), "--quick",
+                        "--results-dir", str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads((tmp_path / "hardening_loaders_quick.json").read_text())
+    assert res["summary"]["clean error"] == 4 and res["unexpected"] == []
+    assert all(rec["peak_rss_mb"] < 1024 for rec in res["records"])
+    assert "| pt_huge_spec |" in (tmp_path / "hardening_loaders_quick.md").read_text()

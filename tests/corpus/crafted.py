@@ -63,7 +63,6 @@ def _nnet_text(sizes: list[int], *, ranges: list[float] | None = None, mins=None
 
 def _onnx_mlp(path: Path, *, opset: int | None = 13, in_dims=(1, 3), weight=None, w_dims=None,
               nan_constant: bool = False, external: bool = False) -> Path:
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     w = np.full((3, 2), 0.5, np.float32) if weight is None else weight
