@@ -72,8 +72,8 @@ def verify_one(model_path: str | Path, property_path: str | Path, timeout: float
     from ._common import load_model, load_property
 
     started = time.monotonic() if started is None else started
+    prop = load_property(property_path)      # the cheap file first: its refusals name the property construct
     net = load_model(model_path)
-    prop = load_property(property_path)
     left = None if timeout is None else max(0.0, started + timeout - time.monotonic())
     res = check(net, prop, left)
     word = RESULT_WORDS[res.status]
