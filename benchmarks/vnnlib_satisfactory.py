@@ -65,14 +65,21 @@ def refusal_reason(exc: NnmendError) -> str:
                            ("a box", "non-box input constraint"), ("not linear", "non-linear constraint"),
                            ("no lower bound", "unbounded input"), ("no upper bound", "unbounded input"),
                            ("mixing inputs and outputs", "input-output constraint"), ("between networks", "several networks"),
-                           ("does not accept inputs", "shape mismatch"), ("has type", "tensor type")):
+                           ("does not accept inputs", "shape mismatch"), ("has type", "tensor type"),
+                           ("but the network takes input of shape", "input size differs from the network's (batch axis)")):
             if key in msg:
                 return f"property: {label}"
         return "property: other"
     if "data input" in msg:
         return "network: several input tensors"
-    op = re.search(r"(?:operator|op_type|op)\s+'?\"?([A-Z][A-Za-z0-9]+)", msg)
-    return f"network: operator {op.group(1)}" if op else f"network: {type(exc).__name__}"
+    node = re.search(r"node '[^']*' \(([A-Za-z0-9]+)\): (.*)", msg)
+    if node and "unsupported ONNX operator" in node.group(2):
+        return f"network: operator {node.group(1)}"
+    if node:
+        return f"network: {node.group(1)} attribute or use"
+    if "does not depend on the input" in msg:
+        return "network: output independent of the input"
+    return f"network: {type(exc).__name__}"
 
 
 def run_case(case: str, onnx: str, vnnlib: str, expected: str, timeout: float) -> dict:

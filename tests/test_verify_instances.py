@@ -80,11 +80,22 @@ def test_header_and_extra_columns_as_in_the_shared_development_set(competition):
     assert "timeout 'soon' is not a positive number" in second.problem
 
 
-def test_bundled_acasxu_list_resolves_every_row():
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.mark.parametrize("where", ["bundled", "shared acasxu", "shared vnncomp"])
+def test_instance_lists_resolve_every_row(where):
     from nnmend.acasxu import acasxu_path
 
-    listing = acasxu_path(1, 1).parent.parent / "acasxu_instances.csv"
+    listing = {"bundled": acasxu_path(1, 1).parent.parent / "acasxu_instances.csv",
+               "shared acasxu": SHARED / "acasxu" / "acasxu_instances.csv",
+               "shared vnncomp": SHARED / "vnncomp" / "instances.csv"}[where]
+    if not listing.exists():
+        pytest.skip(f"{listing} is not here")
     rows = V.read_instances(listing)
+    if where == "shared vnncomp":
+        assert len(rows) == 68 and not [r.problem for r in rows if r.problem]
+        return
     assert len(rows) == 186 and not [r.problem for r in rows if r.problem]
     assert all(r.model_path.is_file() and r.property_path.is_file() for r in rows)
 
