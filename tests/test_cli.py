@@ -48,7 +48,8 @@ def test_errors_are_one_line_and_nonzero(tmp_path, capsys):
     assert main(["damage", str(tmp_path / "m.pt"), "--layer", "conv9", "--out", str(tmp_path / "o.pt")]) == 2
     assert "layer 'conv9' not found" in capsys.readouterr().err
     assert not (tmp_path / "o.pt").exists()
-    assert main(["diagnose", str(tmp_path / "m.pt"), "--data", str(tmp_path / "x.mat")]) == 2
+    assert main(["diagnose", str(tmp_path / "m.pt"), "--reference", str(tmp_path / "m.pt"),
+                 "--data", str(tmp_path / "x.mat")]) == 2
     assert "no such file" in capsys.readouterr().err
 
 

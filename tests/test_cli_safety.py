@@ -2,106 +2,27 @@
 stderr naming the file, no traceback, nothing written. Outputs never replace inputs (siblings included)
 and never replace an existing file without ``--force``; ``--debug`` shows what one line hides."""
 import hashlib
-import os
 import shutil
+import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 
-from nnmend.acasxu import acasxu_path, acasxu_property_path
 from nnmend.cli import main
-from nnmend.io import save_network
-from nnmend.io import save_checkpoint
-from nnmend.nets import shnn_mlp
-from nnmend.repair.nca.rule import NCARule
 
-PROP = acasxu_property_path(2)
-ONNX = acasxu_path(2, 1)
-GARBAGE = b"\x00\xff\x13PK\x03\x04" + bytes(range(256)) * 4
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import hardening_cli as grid  # noqa: E402  (the crafted files and the command grid, shared with the benchmark)
+
+PROP = grid.PROP
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> Path:
-    """A folder with one good network and bad files of every kind, per suffix."""
-    d = tmp_path_factory.mktemp("bad")
-    torch.manual_seed(0)
-    save_network(shnn_mlp(), d / "good.pt")
-    save_checkpoint(NCARule(hidden_channels=3, width=8, meta={"layer": "fc1"}), d / "rule.pt")   # untrained: only read
-    shutil.copy(ONNX, d / "good.onnx")
-    np.savez(d / "good.npz", x=np.zeros((4, 784), np.float32), y=np.zeros(4, np.int64))
-    for suffix in SUFFIXES:
-        (d / f"empty{suffix}").write_bytes(b"")
-        (d / f"garbage{suffix}").write_bytes(GARBAGE)
-        (d / f"folder{suffix}").mkdir()
-    for name in ("good.pt", "good.onnx", "good.npz"):
-        blob = (d / name).read_bytes()
-        (d / f"truncated{Path(name).suffix}").write_bytes(blob[: len(blob) // 2])
-    (d / "truncated.vnnlib").write_text(PROP.read_text()[: len(PROP.read_text()) // 2])
-    (d / "truncated.nnet").write_text("// header\n3,5,5,50,\n5,50,50,50\n")
-    (d / "text.xyz").write_text("not a network\n")
-    return d
+    """A folder with good inputs and every crafted bad file (missing, empty, garbage, folder, truncated, .xyz)."""
+    return grid.craft(tmp_path_factory.mktemp("bad"))
 
 
-SUFFIXES = (".pt", ".onnx", ".nnet", ".npz", ".vnnlib", ".csv", ".mat")
-KINDS = ("missing", "empty", "garbage", "folder", "truncated")
-BAD_MODELS = [f"{k}{s}" for s in (".pt", ".onnx", ".nnet") for k in KINDS] + ["text.xyz"]
-BAD_DATA = [f"{k}{s}" for s in (".npz", ".csv", ".mat") for k in KINDS if (k, s) != ("truncated", ".csv")
-            and (k, s) != ("truncated", ".mat")] + ["text.xyz"]
-BAD_PROPS = [f"{k}.vnnlib" for k in KINDS]
-
-
-def _model_cases():
-    """(command, argv with {bad} for the bad file and {good} for the good network, output or None)."""
-    g = "{good}"
-    return [
-        ("damage", ["damage", "{bad}", "--layer", "fc1", "--out", "{out}.pt"]),
-        ("diagnose", ["diagnose", "{bad}", "--reference", g, "--n", "4", "--out", "{out}.json"]),
-        ("diagnose-ref", ["diagnose", g, "--reference", "{bad}", "--n", "4", "--out", "{out}.json"]),
-        ("heal", ["heal", "{bad}", "--reference", g, "--epochs", "1", "--out", "{out}.pt"]),
-        ("heal-ref", ["heal", g, "--reference", "{bad}", "--epochs", "1", "--out", "{out}.pt"]),
-        ("attack", ["attack", "{bad}", "--n", "4", "--save", "{out}.npz"]),
-        ("convert", ["convert", "{bad}", "{out}.pt"]),
-        ("verify", ["verify", "{bad}", str(PROP), "--timeout", "5"]),
-        ("nca-train", ["nca", "train", "{bad}", "--layer", "fc1", "--iterations", "1", "--out", "{out}.pt"]),
-        ("repair-guard", ["repair", "{bad}", "--method", "guard", "--property", str(PROP), "--out", "{out}.pt"]),
-        ("repair-nca", ["repair", "{bad}", "--method", "nca", "--rule", "{rule}", "--out", "{out}.pt"]),
-        ("repair-nca-rule", ["repair", g, "--method", "nca", "--rule", "{bad}", "--out", "{out}.pt"]),
-        ("repair-nnrepair", ["repair", "{bad}", "--method", "nnrepair", "--limit", "20", "--out", "{out}.pt"]),
-        ("repair-patchpro", ["repair", "{bad}", "--method", "patchpro", "--property", str(PROP), "--out", "{out}.pt"]),
-        ("repair-prorepair", ["repair", "{bad}", "--method", "prorepair", "--property", str(PROP), "--out", "{out}.pt"]),
-    ]
-
-
-def _data_cases():
-    g = "{good}"
-    return [
-        ("train", ["train", "--data", "{bad}", "--epochs", "1", "--out", "{out}.pt"]),
-        ("diagnose", ["diagnose", g, "--reference", g, "--data", "{bad}", "--out", "{out}.json"]),
-        ("heal", ["heal", g, "--reference", g, "--data", "{bad}", "--epochs", "1", "--out", "{out}.pt"]),
-        ("attack", ["attack", g, "--data", "{bad}", "--save", "{out}.npz"]),
-        ("nca-train", ["nca", "train", g, "--layer", "fc1", "--data", "{bad}", "--iterations", "1", "--out", "{out}.pt"]),
-        ("repair-prorepair-points", ["repair", g, "--method", "prorepair", "--points", "{bad}", "--out", "{out}.pt"]),
-        ("repair-patchpro-robustness", ["repair", g, "--method", "patchpro", "--robustness", "{bad}", "--eps", "0.1",
-                                        "--out", "{out}.pt"]),
-        ("repair-nca-mask", ["repair", g, "--method", "nca", "--rule", "{rule}", "--mask", "{bad}", "--out", "{out}.pt"]),
-    ]
-
-
-def _property_cases():
-    g = "{onnx}"
-    return [
-        ("verify", ["verify", g, "{bad}", "--timeout", "5"]),
-        ("repair-guard", ["repair", g, "--method", "guard", "--property", "{bad}", "--out", "{out}.pt"]),
-        ("repair-prorepair", ["repair", g, "--method", "prorepair", "--property", "{bad}", "--out", "{out}.pt"]),
-        ("repair-patchpro", ["repair", g, "--method", "patchpro", "--property", "{bad}", "--out", "{out}.pt"]),
-    ]
-
-
-CASES = ([pytest.param(argv, bad, id=f"{name}[{bad}]") for name, argv in _model_cases() for bad in BAD_MODELS]
-         + [pytest.param(argv, bad, id=f"{name}[{bad}]") for name, argv in _data_cases() for bad in BAD_DATA]
-         + [pytest.param(argv, bad, id=f"{name}[{bad}]") for name, argv in _property_cases() for bad in BAD_PROPS])
+CASES = [pytest.param(argv, bad, id=f"{name}[{bad}]") for name, argv, bad in grid.bad_input_cases()]
 
 
 def _run(argv: list[str], capsys) -> tuple[int, str]:
@@ -123,15 +44,12 @@ def _assert_one_clean_line(code: int, err: str, *, naming: str | None = None) ->
 def test_bad_input_gives_one_line_exit_2_and_writes_nothing(files, tmp_path, capsys, argv, bad):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    subst = {"{bad}": str(files / bad), "{good}": str(files / "good.pt"), "{onnx}": str(files / "good.onnx"),
-             "{rule}": str(files / "rule.pt")}
-    args = [subst.get(a, a).replace("{out}", str(out_dir / "result")) for a in argv]
-    code, err = _run(args, capsys)
+    code, err = _run(grid.fill(argv, files, bad, out_dir / "result"), capsys)
     _assert_one_clean_line(code, err, naming=bad)
     assert list(out_dir.iterdir()) == [], "a refused run wrote into the output folder"
 
 
-@pytest.mark.parametrize("content", [b"", GARBAGE, b"a.onnx,b.vnnlib\n", b"missing.onnx,missing.vnnlib,10\n"],
+@pytest.mark.parametrize("content", [b"", grid.GARBAGE, b"a.onnx,b.vnnlib\n", b"missing.onnx,missing.vnnlib,10\n"],
                          ids=["empty", "garbage", "two-fields", "missing-files"])
 def test_verify_instance_lists_never_give_a_traceback(tmp_path, capsys, content):
     """What a bad list means is cli/verify.py's call (its owner); here: at most one line, never a traceback."""
@@ -169,42 +87,18 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _same_path_cases(d: Path) -> list[tuple[list[str], Path]]:
-    m, data, onnx = d / "m.pt", d / "d.npz", d / "x.onnx"
-    return [
-        (["damage", str(m), "--layer", "fc1", "--out", str(m)], m),
-        (["attack", str(m), "--n", "4", "--save", str(m)], m),
-        (["diagnose", str(m), "--reference", str(m), "--n", "4", "--out", str(m)], m),
-        (["heal", str(m), "--reference", str(m), "--out", str(m)], m),
-        (["convert", str(m), str(m)], m),
-        (["nca", "train", str(m), "--layer", "fc1", "--out", str(m)], m),
-        (["train", "--data", str(data), "--out", str(data)], data),
-        (["attack", str(m), "--data", str(data), "--save", str(data)], data),
-        (["repair", str(onnx), "--method", "patchpro", "--property", str(PROP), "--out", str(d / "x.pt")], onnx),
-        (["repair", str(m), "--method", "nca", "--rule", str(d / "m.pt"), "--out", str(m)], m),
-        (["repair", str(onnx), "--method", "guard", "--property", str(d / "x.json"), "--out", str(d / "x.pt")],
-         d / "x.json"),
-        (["diagnose", str(m), "--reference", str(m), "--n", "4", "--out", str(d / "d.json"),
-          "--data", str(d / "d.png")], d / "d.png"),
-        (["damage", str(m), "--layer", "fc1", "--out", str(d / "link.pt"), "--force"], m),   # a link to the input
-    ]
-
-
 def test_no_command_writes_over_its_input(files, tmp_path, capsys):
-    d = tmp_path
-    shutil.copy(files / "good.pt", d / "m.pt")
-    shutil.copy(files / "good.npz", d / "d.npz")
-    shutil.copy(ONNX, d / "x.onnx")
-    shutil.copy(PROP, d / "x.json")            # an input that happens to carry the report's name
-    (d / "d.png").write_bytes(b"\x89PNG not really")
-    os.symlink(d / "m.pt", d / "link.pt")
-    before = {p.name: _digest(p) for p in d.iterdir() if p.is_file()}
-    for argv, victim in _same_path_cases(d):
+    """The tester's cases (damage M --out M, train --data D --out D, a repair whose ONNX or report sibling is
+    an input, a link to the input, ...): refused in one line naming the input, every file unchanged."""
+    grid.prepare_same_path(tmp_path, files)
+    before = {p.name: _digest(p) for p in tmp_path.iterdir() if p.is_file()}
+    cases = [c for c in grid.same_path_cases(tmp_path) if c[1][0] != "verify"]    # verify.py: its owner's test
+    assert len(cases) >= 12
+    for case, argv, victim in cases:
         code, err = _run(argv, capsys)
         _assert_one_clean_line(code, err, naming="refusing to overwrite the input")
-        assert str(victim) in err, err
-    after = {p.name: _digest(p) for p in d.iterdir() if p.is_file()}
-    assert after == before
+        assert str(victim) in err, (case, err)
+    assert {p.name: _digest(p) for p in tmp_path.iterdir() if p.is_file()} == before
 
 
 def test_existing_outputs_need_force_and_inputs_never_yield(files, tmp_path, capsys):
@@ -255,3 +149,25 @@ def test_internal_errors_are_one_line_with_a_debug_hint(files, tmp_path, capsys,
         with pytest.raises(IndexError):
             main(debug_argv)
     assert not (tmp_path / "o.pt").exists()
+
+
+@pytest.mark.slow
+def test_hardening_benchmark_quick(tmp_path):
+    import json
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), os.environ.get("PYTHONPATH", "")])}
+    r = subprocess.run([sys.executable, str(root / "benchmarks" / "hardening_cli.py"), "--quick",
+                        "--results-dir", str(tmp_path)], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads((tmp_path / "hardening_cli_quick.json").read_text())
+    s = res["summary"]
+    assert s["runs"] == 4 and s["classes"]["clean"] == 4 and s["wrote_output"] == 0 and s["inputs_changed"] == 0
+    assert s["same_path"] == {"cases": 2, "refused": 2, "inputs_lost": 0}
+    for mode in ("single", "set"):
+        k = s["kills"][mode]
+        assert k["trials"] == 2 and k["torn"] == k["mixed"] == k["set_lost"] == k["litter_after_next_write"] == 0
+    assert "environment" in res and res["seed"] == 0
+    assert "## kill -9 during writes" in (tmp_path / "hardening_cli_quick.md").read_text()
