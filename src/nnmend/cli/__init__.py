@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from ..errors import NnmendError
+from ..errors import NnmendError, describe
 
 # One line per command module; each defines register(subparsers) and sets `func` on its parser.
 COMMAND_MODULES: list[str] = ["demo", "steps", "convert", "verify", "nca", "repair", "app"]
@@ -58,8 +58,7 @@ def failure(exc: Exception) -> tuple[int, str]:
         return 2, f"error: {where}{exc.strerror or _one_line(exc)}"
     if isinstance(exc, MemoryError):
         return 2, "error: out of memory (the input may be too large for this machine)"
-    return 1, (f"internal error: {type(exc).__name__}: {_one_line(exc)[:300]} "
-               "(rerun with --debug for the traceback)")
+    return 1, f"internal error: {describe(exc, 300)} (rerun with --debug for the traceback)"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,7 @@ from typing import Iterator, Mapping
 from torch import nn
 
 from ..data import Dataset, load_dataset
-from ..errors import DataError, ModelError, NnmendError, PropertyError
+from ..errors import DataError, ModelError, NnmendError, PropertyError, describe
 from ..io import load_network
 
 NETWORK_SUFFIXES = (".pt", ".pth", ".onnx", ".nnet")
@@ -58,9 +58,7 @@ def reading(path: object, error: type[NnmendError] = ModelError) -> Iterator[Non
     except MemoryError:
         raise error(f"{path}: too large to load on this machine (out of memory)") from None
     except Exception as exc:              # noqa: BLE001 - any other failure while reading means a bad file
-        lines = str(exc).strip().splitlines()
-        why = f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
-        raise error(f"{path}: cannot read ({why})") from None
+        raise error(f"{path}: cannot read ({describe(exc)})") from None
 
 
 def load_data(args: argparse.Namespace, split: str) -> Dataset:
@@ -119,6 +117,8 @@ def check_outputs(inputs: Mapping[str, object], outputs: Mapping[str | os.PathLi
         parent = next((p for p in out.absolute().parents if p.exists()), None)
         if parent is not None and not parent.is_dir():
             raise NnmendError(f"{out} ({out_role}): {parent} is a file, not a folder")
+        if parent is not None and not os.access(parent, os.W_OK | os.X_OK):
+            raise NnmendError(f"{out} ({out_role}): no permission to write into {parent}")
         if out.is_dir():
             raise NnmendError(f"{out} ({out_role}) is a folder; give a file path")
         if out.exists() and not force:
