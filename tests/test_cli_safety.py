@@ -171,3 +171,15 @@ def test_hardening_benchmark_quick(tmp_path):
         assert k["trials"] == 2 and k["torn"] == k["mixed"] == k["set_lost"] == k["litter_after_next_write"] == 0
     assert "environment" in res and res["seed"] == 0
     assert "## kill -9 during writes" in (tmp_path / "hardening_cli_quick.md").read_text()
+
+
+def test_failures_map_to_one_line_and_an_exit_code():
+    from nnmend.cli import failure
+    from nnmend.errors import DataError
+
+    assert failure(DataError("d.npz: truncated\nmore")) == (2, "error: d.npz: truncated / more")
+    code, line = failure(IsADirectoryError(21, "Is a directory", ".nnmend-tmp-x", None, "out.pt"))
+    assert code == 2 and line == "error: out.pt: Is a directory"
+    assert failure(MemoryError())[0] == 2
+    code, line = failure(ZeroDivisionError("division by zero"))
+    assert code == 1 and line.startswith("internal error: ZeroDivisionError: division by zero") and "--debug" in line
