@@ -131,11 +131,13 @@ def input_domain(net: nn.Module, boxes: list[tuple[torch.Tensor, torch.Tensor]])
     return torch.stack([b[0] for b in boxes]).min(0).values, torch.stack([b[1] for b in boxes]).max(0).values
 
 
-def read_property(path: str | os.PathLike) -> SafetyProperty:
-    """Read a VNN-LIB file into a :class:`SafetyProperty` (parsing is :func:`nnmend.io.vnnlib.read_vnnlib`'s)."""
+def read_property(path: str | os.PathLike, n_inputs: int | None = None) -> SafetyProperty:
+    """Read a VNN-LIB file (1.0 or 2.0) into a :class:`SafetyProperty` (parsing is
+    :func:`nnmend.io.vnnlib.read_vnnlib`'s); ``n_inputs``, the network's input size where known, caps the
+    declarations before anything is allocated."""
     from .io.vnnlib import read_vnnlib
 
-    spec = read_vnnlib(path)
+    spec = read_vnnlib(path, n_inputs=n_inputs)
     return SafetyProperty(list(spec.regions), str(path))
 
 

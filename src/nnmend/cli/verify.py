@@ -68,12 +68,14 @@ def verify_one(model_path: str | Path, property_path: str | Path, timeout: float
 
     ``timeout`` counts from ``started`` (a ``time.monotonic()`` value; default now), so loading the network
     and reading the property spend the same budget as the search."""
-    from ..properties import check
-    from ._common import load_model, load_property
+    from ..properties import check, read_property
+    from ._common import load_model, reading
 
     started = time.monotonic() if started is None else started
-    prop = load_property(property_path)      # the cheap file first: its refusals name the property construct
     net = load_model(model_path)
+    shape = getattr(net, "nnmend_input_shape", None)
+    with reading(property_path, errors.PropertyError):     # the network's input size caps the declarations
+        prop = read_property(property_path, math.prod(shape) if shape else None)
     left = None if timeout is None else max(0.0, started + timeout - time.monotonic())
     res = check(net, prop, left)
     word = RESULT_WORDS[res.status]
