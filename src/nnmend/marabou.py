@@ -12,6 +12,9 @@ process (no start-up cost; for small networks in tests).
 Statuses: ``"sat"`` (the property is violated; ``counterexample`` holds Marabou's input values, flat),
 ``"unsat"`` (it holds), ``"unknown"`` (timeout, error or unsupported network; ``detail`` says which).
 
+Budgets: ``clock="wall"`` is Marabou's own timer; ``clock="cpu"`` caps the child's processor seconds
+instead (``RLIMIT_CPU``), so a budget means the same search on an idle machine and on a loaded one.
+
 Example::
 
     from nnmend.marabou import solve
@@ -26,6 +29,7 @@ import importlib.util
 import json
 import math
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -50,10 +54,13 @@ class MarabouResult:
     seconds: float
     detail: str = ""
     counterexample: tuple[float, ...] | None = None
+    cpu_seconds: float | None = None
 
     def as_dict(self) -> dict:
         """A JSON-ready record (benchmarks store it as is)."""
         out: dict[str, Any] = {"result": self.status, "seconds": round(self.seconds, 3), "detail": self.detail}
+        if self.cpu_seconds is not None:
+            out["cpu_seconds"] = round(self.cpu_seconds, 3)
         if self.counterexample is not None:
             out["counterexample"] = list(self.counterexample)
         return out
@@ -102,8 +109,12 @@ def _stage_property(prop: Any, folder: Path) -> Path:
 def staged(network: Any, prop: Any, input_shape: Sequence[int] | None = None) -> Iterator[tuple[Path, Path]]:
     """Yield ``(network_path, property_path)``: copies in a fresh temporary folder, removed (with anything
     written into it, such as ``property.vnnlib.compiled``) when the block ends. A module that records no
-    input shape is exported with ``input_shape``, by default ``(n_inputs,)`` of a :class:`VnnlibSpec`."""
-    if input_shape is None and hasattr(prop, "n_inputs"):
+    input shape is exported with ``input_shape``, by default the property's ``(n_inputs,)``."""
+    if input_shape is None and not isinstance(network, (str, Path)) and not hasattr(network, "nnmend_input_shape"):
+        if not hasattr(prop, "n_inputs"):
+            from .io.vnnlib import read_vnnlib
+
+            prop = read_vnnlib(prop)
         input_shape = (prop.n_inputs,)
     with tempfile.TemporaryDirectory(prefix="nnmend-marabou-") as tmp:
         folder = Path(tmp)
@@ -139,52 +150,89 @@ def solve_staged(network_path: str | Path, property_path: str | Path, timeout: f
     return MarabouResult(code if code == "unsat" else "unknown", seconds, code).as_dict()
 
 
-def _solve_in_child(network_path: Path, property_path: Path, timeout: float | None) -> dict:
+def _cpu_seconds() -> float:
+    import resource
+
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return use.ru_utime + use.ru_stime
+
+
+def _solve_in_child(network_path: Path, property_path: Path, timeout: float | None, clock: str,
+                    wall_limit: float | None) -> dict:
     """:func:`solve_staged` in a fresh interpreter that loads only this file and maraboupy (not torch)."""
     out = network_path.parent / "result.json"
     code = "import runpy, sys; runpy.run_path(sys.argv[1], run_name=%r)" % _WORKER_RUN_NAME
-    cmd = [sys.executable, "-c", code, __file__, str(network_path), str(property_path), str(timeout), str(out)]
-    limit = None if timeout is None else timeout + GRACE_SECONDS
+    cmd = [sys.executable, "-c", code, __file__, str(network_path), str(property_path), str(timeout), clock, str(out)]
+    if wall_limit is None and clock == "wall" and timeout is not None:
+        wall_limit = timeout + GRACE_SECONDS
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=limit, text=True,
+        proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=wall_limit, text=True,
                               cwd=network_path.parent)
     except subprocess.TimeoutExpired:
-        return MarabouResult("unknown", time.perf_counter() - t0, f"killed after {limit:.0f} s").as_dict()
+        return MarabouResult("unknown", time.perf_counter() - t0, f"killed after {wall_limit:.0f} s wall").as_dict()
     if not out.exists():
-        tail = (proc.stderr or "").strip().splitlines()[-1:] or [""]
-        return MarabouResult("unknown", time.perf_counter() - t0, f"Marabou exited {proc.returncode}: {tail[0]}"[:300]).as_dict()
+        if proc.returncode == -signal.SIGXCPU:
+            why = f"CPU budget of {timeout:g} s spent"
+        else:
+            tail = (proc.stderr or "").strip().splitlines()[-1:] or [""]
+            why = f"Marabou exited {proc.returncode}: {tail[0]}"
+        return MarabouResult("unknown", time.perf_counter() - t0, why[:300]).as_dict()
     rec = json.loads(out.read_text())
     rec["seconds"] = round(time.perf_counter() - t0, 3)
     return rec
 
 
-def solve(network: Any, prop: Any, timeout: float | None = 60.0, *, isolate: bool = True,
-          input_shape: Sequence[int] | None = None) -> MarabouResult:
+def solve(network: Any, prop: Any, timeout: float | None = 60.0, *, clock: str = "wall", isolate: bool = True,
+          wall_limit: float | None = None, input_shape: Sequence[int] | None = None) -> MarabouResult:
     """Decide ``prop`` on ``network`` with Marabou, on private copies of both (see the module docstring).
 
     Args:
         network: an ``nn.Module`` of layers nnmend exports to ONNX, or a ``.onnx`` / ``.nnet`` path (a
             ``.nnet`` is read in its normalised space, as VNN-LIB properties and nnmend's loader use it).
         prop: a ``.vnnlib`` (or ``.vnnlib.gz``) path or a :class:`nnmend.io.vnnlib.VnnlibSpec`.
-        timeout: Marabou's budget in seconds (rounded up to whole seconds; ``None``: no limit).
+        timeout: the budget in seconds (``None``: no limit); whole seconds of Marabou's timer, or of CPU.
+        clock: ``"wall"`` (Marabou's timer) or ``"cpu"`` (the child's processor time; needs ``isolate``).
         isolate: run Marabou in a child process (default) or in this one.
+        wall_limit: kill the child after this many wall seconds (default: ``timeout`` + ``GRACE_SECONDS``
+            with the wall clock, none with the CPU clock).
         input_shape: per-sample input shape for exporting a module that records none (see :func:`staged`).
     Returns:
         :class:`MarabouResult`; ``unknown`` with a ``detail`` when maraboupy is missing.
     """
+    if clock not in ("wall", "cpu") or (clock == "cpu" and not isolate):
+        raise ValueError(f"clock={clock!r}: use 'wall', or 'cpu' with isolate=True")
     if not available():
         return MarabouResult("unknown", 0.0, "maraboupy is not installed")
     with staged(network, prop, input_shape) as (net_path, prop_path):
-        rec = _solve_in_child(net_path, prop_path, timeout) if isolate else solve_staged(net_path, prop_path, timeout)
+        if isolate:
+            rec = _solve_in_child(net_path, prop_path, timeout, clock, wall_limit)
+        else:
+            rec = solve_staged(net_path, prop_path, timeout)
     cex = rec.get("counterexample")
-    return MarabouResult(rec["result"], rec["seconds"], rec.get("detail", ""), tuple(cex) if cex is not None else None)
+    return MarabouResult(rec["result"], rec["seconds"], rec.get("detail", ""), tuple(cex) if cex is not None else None,
+                         rec.get("cpu_seconds"))
 
 
 def _worker_main(argv: list[str]) -> None:
-    """Child entry: ``NETWORK PROPERTY TIMEOUT OUT_JSON``; writes the record to ``OUT_JSON``."""
-    net_path, prop_path, timeout, out = argv
-    rec = solve_staged(net_path, prop_path, None if timeout == "None" else float(timeout))
+    """Child entry: ``NETWORK PROPERTY TIMEOUT CLOCK OUT_JSON``; writes the record to ``OUT_JSON``.
+
+    With the CPU clock, the process may use ``TIMEOUT`` more processor seconds once maraboupy is imported;
+    the kernel stops it (SIGXCPU) beyond that and Marabou's own timer is off."""
+    import resource
+    import warnings
+
+    net_path, prop_path, timeout, clock, out = argv
+    budget = None if timeout == "None" else float(timeout)
+    if clock == "cpu" and budget is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import maraboupy.Marabou  # noqa: F401  (its import is not part of the budget)
+        soft = math.ceil(_cpu_seconds() + budget)
+        resource.setrlimit(resource.RLIMIT_CPU, (soft, soft + 5))
+        budget = None
+    rec = solve_staged(net_path, prop_path, budget)
+    rec["cpu_seconds"] = round(_cpu_seconds(), 3)
     Path(out).write_text(json.dumps(rec))
 
 
