@@ -234,7 +234,7 @@ def _search(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor,
     total = volume(lo, hi) or 1.0
     # round 0: uniform sampling of the boxes
     if time.monotonic() > deadline:   # deadline check (copying the network can take long)
-        return BabOutcome("timeout", None, stats, (lo, hi))
+        return BabOutcome("timeout", None, {**stats, "open_boxes": len(lo)}, (lo, hi))
     if cfg.samples:
         if len(lo) == 1:          # (the same random stream as a single-box search always drew)
             x = lo + torch.rand((cfg.samples, *lo.shape[1:]), generator=gen, dtype=dt) * (hi - lo)
@@ -283,7 +283,8 @@ def _search(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor,
             A = spec[0].reshape(1, len(d), -1).expand(take, -1, -1)
             lb, A_in = crown_lower(nodes, blo, bhi, A, pre)
         if time.monotonic() > deadline:   # deadline check (bounding a large batch can take long)
-            return BabOutcome("timeout", None, {**stats, "open_boxes": len(open_lo) + take}, None)
+            return BabOutcome("timeout", None, {**stats, "open_boxes": len(open_lo) + take},
+                              (torch.cat([open_lo, blo]), torch.cat([open_hi, bhi])))
         lb = lb - spec[1]
         proven = bproven | (group_max(lb, groups, k) > cfg.proof_margin)
         todo = ~proven.all(1)
@@ -307,7 +308,8 @@ def _search(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor,
         B = len(blo)
 
         if time.monotonic() > deadline:   # deadline check (after alpha-CROWN)
-            return BabOutcome("timeout", None, {**stats, "open_boxes": len(open_lo) + int(todo.sum())}, None)
+            return BabOutcome("timeout", None, {**stats, "open_boxes": len(open_lo) + B},
+                              (torch.cat([open_lo, blo]), torch.cat([open_hi, bhi])))
         # counterexample candidates: centres and, per row, the corner minimising its linear lower bound
         flo, fhi = blo.flatten(1), bhi.flatten(1)
         corners = torch.where(A_in >= 0, flo.unsqueeze(1), fhi.unsqueeze(1))          # (B, R, n)
