@@ -161,10 +161,9 @@ class _Converter:
             value = self._evaluate(node)
             self.values[node.name] = value
             data_args = [a for a in _flat(node.args) + _flat(node.kwargs) if self.is_data(a)]
-            if not data_args:
+            if not data_args or (not torch.is_tensor(value) and node.op != "call_function") \
+                    or isinstance(value, (int, float, torch.Size)):
                 continue                          # a constant (get_attr, size(), shape arithmetic)
-            if not torch.is_tensor(value) and node.op != "call_function":
-                raise self.fail(node, "produces a non-tensor from data")
             self._convert(node, args, value, data_args)
         raise ModelError("graph: the traced graph has no output")
 

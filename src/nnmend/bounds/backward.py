@@ -111,7 +111,7 @@ def _weight_depth(graph: BoundGraph) -> list[float]:
         elif n.exact_interval:
             d = max(ins)
         else:          # anything not known to map boxes to boxes exactly counts as a weight layer
-            d = max(ins) + 2 if len(ins) > 1 else ins[0] + 1
+            d = max(ins) + 2 if len(ins) > 1 else ins[0] + n.weight_layers
         depth.append(d)
     return depth
 

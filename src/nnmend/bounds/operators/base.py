@@ -27,6 +27,7 @@ class BoundOp:
     nonlinear: bool = False        # relaxed with bounds on its (single) input
     optimizable: bool = False      # has a lower slope alpha-CROWN optimises (ReLU, LeakyReLU)
     exact_interval: bool = False   # maps a box to exactly a box (shape and selection operators)
+    weight_layers: int = 1         # weight layers it counts as (interval bounds are exact after at most one)
 
     def __init__(self, module: nn.Module, path: str):
         self.module = module

@@ -34,6 +34,11 @@ class BoundConv(BoundOp):
             raise self.refuse(f"padding_mode={c.padding_mode!r}")
 
     @property
+    def weight_layers(self) -> int:  # type: ignore[override]
+        # a non-zero padding mode copies input cells, so one output can see a cell twice: not exact
+        return 1 if self.module.padding_mode == "zeros" else 2
+
+    @property
     def _explicit(self) -> tuple[int, ...] | None:
         """Torch-ordered pads applied by ``F.pad`` before an unpadded convolution, or None (zero padding
         inside the convolution)."""
