@@ -37,7 +37,7 @@ from torch import nn
 
 from .._validation import check_alloc, numel, read_bytes_capped
 from ..errors import ModelError, describe
-from ._onnx_graph import SUPPORTED_OPS, build_network
+from ._onnx_graph import SUPPORTED_OPS, batch_layout, build_network
 from .atomic import atomic_path
 
 __all__ = ["load_onnx", "save_onnx", "onnx_max_abs_diff", "SUPPORTED_OPS"]
@@ -210,9 +210,14 @@ def load_onnx(path: str | os.PathLike, *, input_shape: Sequence[int] | None = No
                          f"({', '.join(i.name for i in data_inputs) or 'none'})")
     if len(g.output) != 1:
         raise ModelError(f"{path}: expected one output, found {len(g.output)}")
-    sample_shape = _sample_shape(path, data_inputs[0], input_shape, len(g.node))
+    dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+            for d in data_inputs[0].type.tensor_type.shape.dim]
+    per, has_batch = batch_layout(dims, tuple(input_shape) if input_shape is not None else None)
+    if any(d is None for d in per):
+        per = None  # symbolic per-sample axes: _sample_shape names them
+    sample_shape = _sample_shape(path, data_inputs[0], per if input_shape is None else input_shape, len(g.node))
 
-    net = build_network(model, path, data_inputs[0].name, sample_shape, consts).eval()
+    net = build_network(model, path, data_inputs[0].name, sample_shape, consts, has_batch).eval()
     meta = {}
     stored = {p.key: p.value for p in model.metadata_props}
     if META_KEY in stored:
@@ -220,6 +225,8 @@ def load_onnx(path: str | os.PathLike, *, input_shape: Sequence[int] | None = No
             meta.update(json.loads(stored[META_KEY]))
         except json.JSONDecodeError:
             pass  # foreign or damaged metadata: the network itself is still valid
+    if getattr(net, "nnmend_onnx_names", None):
+        meta["onnx_names"] = net.nnmend_onnx_names
     meta.update({"format": "onnx", "source": path.name, "input_shape": list(sample_shape),
                  "onnx_input": data_inputs[0].name, "onnx_output": g.output[0].name,
                  "opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None),
