@@ -33,7 +33,10 @@ VERSION = 1
 # torch built-ins: name -> (class, attributes that are constructor arguments)
 _BUILTIN: dict[str, tuple[type, tuple[str, ...]]] = {
     "Linear": (nn.Linear, ("in_features", "out_features")),
+    "Conv1d": (nn.Conv1d, ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "padding_mode")),
     "Conv2d": (nn.Conv2d, ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "padding_mode")),
+    "ConvTranspose2d": (nn.ConvTranspose2d, ("in_channels", "out_channels", "kernel_size", "stride", "padding",
+                                             "output_padding", "groups", "dilation", "padding_mode")),
     "BatchNorm1d": (nn.BatchNorm1d, ("num_features", "eps", "momentum", "affine", "track_running_stats")),
     "BatchNorm2d": (nn.BatchNorm2d, ("num_features", "eps", "momentum", "affine", "track_running_stats")),
     "Flatten": (nn.Flatten, ("start_dim", "end_dim")),
@@ -45,13 +48,17 @@ _BUILTIN: dict[str, tuple[type, tuple[str, ...]]] = {
     "Softmax": (nn.Softmax, ("dim",)),
     "Identity": (nn.Identity, ()),
     "Dropout": (nn.Dropout, ("p",)),
-    "MaxPool2d": (nn.MaxPool2d, ("kernel_size", "stride", "padding")),
-    "AvgPool2d": (nn.AvgPool2d, ("kernel_size", "stride", "padding")),
+    "MaxPool1d": (nn.MaxPool1d, ("kernel_size", "stride", "padding", "dilation", "ceil_mode")),
+    "MaxPool2d": (nn.MaxPool2d, ("kernel_size", "stride", "padding", "dilation", "ceil_mode")),
+    "AvgPool1d": (nn.AvgPool1d, ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad")),
+    "AvgPool2d": (nn.AvgPool2d, ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override")),
+    "AdaptiveAvgPool1d": (nn.AdaptiveAvgPool1d, ("output_size",)),
+    "AdaptiveAvgPool2d": (nn.AdaptiveAvgPool2d, ("output_size",)),
 }
 _CONTAINERS = {"Sequential": nn.Sequential, "ModuleList": nn.ModuleList, "ModuleDict": nn.ModuleDict}
 _CUSTOM: dict[str, type] = {}
 # Modules that define serializable classes; imported before a checkpoint is rebuilt.
-SERIALIZABLE_MODULES = ["nnmend.layers", "nnmend.repair.patch_layer", "nnmend.repair.nca.rule",
+SERIALIZABLE_MODULES = ["nnmend.layers", "nnmend.graph", "nnmend.repair.patch_layer", "nnmend.repair.nca.rule",
                         "nnmend.repair.constraint.experts", "nnmend.repair.patchpro.modules"]
 
 
@@ -85,7 +92,7 @@ def module_spec(module: nn.Module) -> dict:
     if type(module) in {c for c, _ in _BUILTIN.values()} and kind in _BUILTIN:
         cls, attrs = _BUILTIN[kind]
         args = {a: _jsonable(getattr(module, a)) for a in attrs}
-        if kind in ("Linear", "Conv2d"):
+        if kind in ("Linear", "Conv1d", "Conv2d", "ConvTranspose2d"):
             args["bias"] = module.bias is not None
         return {"type": kind, "args": args}
     if kind in _CONTAINERS and type(module) is _CONTAINERS[kind]:
@@ -118,7 +125,7 @@ def build_from_spec(spec: dict, where: str = "spec") -> nn.Module:
         if kind in _BUILTIN:
             cls, _ = _BUILTIN[kind]
             args = dict(spec.get("args", {}))
-            for k in ("kernel_size", "stride", "padding", "dilation", "unflattened_size"):
+            for k in ("kernel_size", "stride", "padding", "dilation", "unflattened_size", "output_padding", "output_size"):
                 if isinstance(args.get(k), list):
                     args[k] = tuple(args[k])
             return cls(**args)
@@ -184,10 +191,24 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, meta: dict | None
         meta = {**model.nnmend_meta, **meta}
     if getattr(model, "nnmend_input_shape", None) and "input_shape" not in meta:
         meta["input_shape"] = list(model.nnmend_input_shape)
+    try:
+        spec = module_spec(model)
+    except ModelError as exc:
+        # a user's own module class: saved as the graph torch.fx traces from it (no code is stored)
+        from ..graph import from_module
+
+        cls_name = type(model).__name__
+        try:
+            model = from_module(model, meta.get("input_shape"))
+        except ModelError as trace_exc:
+            raise ModelError(f"{exc}; tracing it as a graph failed too: {trace_exc}") from None
+        spec = module_spec(model)
+        meta.setdefault("input_shape", list(model.nnmend_input_shape))
+        meta.setdefault("traced_from", cls_name)
     payload = {
         "format": FORMAT,
         "version": VERSION,
-        "spec": json.dumps(module_spec(model)),
+        "spec": json.dumps(spec),
         "meta": json.dumps(meta, default=str),
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
     }

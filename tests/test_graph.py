@@ -1,0 +1,165 @@
+"""nnmend.graph: any network as a DAG — a user's own module traced, saved, reloaded, exported, bounded and
+verified; every operator case round-trips through .pt and .onnx; ONNX batch axes as the file declares."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from nnmend.bounds import crown_bounds, interval_bounds
+from nnmend.errors import ModelError
+from nnmend.graph import GraphNetwork, from_module
+from nnmend.io import load_network, save_network
+
+from _operator_cases import CASES, make_case
+
+
+class ResNetMLP(nn.Module):
+    """The kind of network a user brings: residual blocks written in forward()."""
+
+    def __init__(self, width: int = 16, blocks: int = 2):
+        super().__init__()
+        self.inp = nn.Linear(5, width)
+        self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, width))
+                                    for _ in range(blocks))
+        self.out = nn.Linear(width, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.inp(x))
+        for block in self.blocks:
+            h = torch.relu(h + block(h))
+        return self.out(h)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("suffix", [".pt", ".onnx"])
+def test_every_operator_case_round_trips(tmp_path, name: str, suffix: str) -> None:
+    net, shape = make_case(name, 1)
+    net.nnmend_input_shape = shape
+    x = torch.rand(5, *shape) * 2 - 1
+    path = save_network(net, tmp_path / f"net{suffix}")
+    back = load_network(path)
+    with torch.no_grad():
+        torch.testing.assert_close(back(x), net(x), rtol=1e-5, atol=1e-5)
+
+
+def test_a_users_residual_module_is_bounded_verified_saved_and_reloaded(tmp_path) -> None:
+    from nnmend.properties import LocalRobustness, check
+
+    torch.manual_seed(0)
+    net = ResNetMLP().eval()
+    x = torch.rand(1, 5)
+    lo, hi = x - 0.01, x + 0.01
+    lb, ub = crown_bounds(net, lo, hi)
+    il, iu = interval_bounds(net, lo, hi)
+    y = net(lo + torch.rand(2000, 5) * (hi - lo))
+    assert (y >= lb - 1e-5).all() and (y <= ub + 1e-5).all()
+    assert ((ub - lb) <= (iu - il) + 1e-6).all()
+    label = int(net(x).argmax())
+    assert check(net, LocalRobustness(x[0], 1e-3, label), timeout=30).status == "verified"
+
+    net.nnmend_input_shape = (5,)
+    for suffix in (".pt", ".onnx"):
+        back = load_network(save_network(net, tmp_path / f"res{suffix}"))
+        assert isinstance(back, GraphNetwork)
+        torch.testing.assert_close(back(x), net(x))
+        torch.testing.assert_close(crown_bounds(back, lo, hi)[0], lb, rtol=1e-5, atol=1e-5)
+    meta = load_network(tmp_path / "res.pt").nnmend_meta
+    assert meta["traced_from"] == "ResNetMLP" and meta["input_shape"] == [5]
+
+
+def test_graph_refuses_cycles_and_unknown_inputs() -> None:
+    with pytest.raises(ModelError, match="no earlier node"):
+        GraphNetwork([("a", nn.ReLU(), ["b"]), ("b", nn.ReLU(), ["a"])], "b")
+    with pytest.raises(ModelError, match="repeated"):
+        GraphNetwork([("a", nn.ReLU(), ["input"]), ("a", nn.ReLU(), ["a"])], "a")
+
+
+def test_untraceable_forward_is_one_clear_error() -> None:
+    class DataDependent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 3)
+
+        def forward(self, x):
+            return self.fc(x) if x.sum() > 0 else x
+
+    with pytest.raises(ModelError, match="cannot trace DataDependent"):
+        from_module(DataDependent(), (3,))
+
+
+def _onnx_file(tmp_path, nodes, inits, in_shape, out_shape, opset=13):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
+                              [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]), str(path))
+    return path
+
+
+def test_onnx_input_without_batch_axis(tmp_path) -> None:
+    """An input declared [3, 4] (no batch axis): one sample is the whole [3, 4] matrix."""
+    from onnx import helper
+
+    from nnmend.io.onnx import load_onnx, onnx_max_abs_diff
+
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("MatMul", ["L", "r"], ["m"]), helper.make_node("Transpose", ["m"], ["t"], perm=[1, 0]),
+             helper.make_node("Flatten", ["t"], ["y"], axis=0)]
+    path = _onnx_file(tmp_path, nodes, {"W": rng.normal(size=(4, 2)), "L": rng.normal(size=(5, 3))}, [3, 4], [1, 10])
+    net = load_onnx(path)
+    assert net.nnmend_input_shape == (3, 4)
+    diff, scale = onnx_max_abs_diff(net, path, (3, 4), n=8)
+    assert diff <= 1e-5 * max(1.0, scale)
+    lo = torch.zeros(1, 3, 4)
+    lb, ub = crown_bounds(net, lo, lo + 0.1)
+    assert lb.shape == (1, 10)
+
+
+def test_onnx_asymmetric_conv_padding_and_same_upper(tmp_path) -> None:
+    from onnx import helper
+
+    from nnmend.io.onnx import load_onnx, onnx_max_abs_diff
+
+    rng = np.random.default_rng(1)
+    for attrs in ({"pads": [0, 1, 1, 2]}, {"auto_pad": "SAME_UPPER", "strides": [2, 2]}):
+        nodes = [helper.make_node("Conv", ["x", "W"], ["y"], **attrs)]
+        path = _onnx_file(tmp_path, nodes, {"W": rng.normal(size=(2, 1, 3, 2))}, [1, 1, 5, 6], None)
+        net = load_onnx(path)
+        diff, scale = onnx_max_abs_diff(net, path, (1, 5, 6), n=4)
+        assert diff <= 1e-5 * max(1.0, scale), attrs
+
+
+# The operators of the VNN-COMP networks in ../shared/data/vnncomp/ (listed by scripts/vnncomp_operators.py).
+VNNCOMP_OPERATORS = ["Add", "AveragePool", "BatchNormalization", "Concat", "Constant", "ConstantOfShape", "Conv",
+                     "ConvTranspose", "Div", "Dropout", "Flatten", "Gather", "Gemm", "MatMul", "MaxPool", "Mul",
+                     "Pad", "ReduceMean", "Relu", "Reshape", "Shape", "Sigmoid", "Sign", "Slice", "Softmax", "Sub",
+                     "Transpose", "Unsqueeze"]
+# read only inside constant sub-graphs, or refused with a reason (Sign: a binarised network's step; ReduceMean:
+# the ViT's layer norm, which multiplies data tensors)
+NOT_ON_DATA = {"ConstantOfShape", "Sign", "ReduceMean"}
+
+
+def test_every_vnncomp_operator_is_read() -> None:
+    from nnmend.io.onnx import SUPPORTED_OPS
+
+    missing = [op for op in VNNCOMP_OPERATORS if op not in SUPPORTED_OPS and op not in NOT_ON_DATA]
+    assert not missing, missing
+
+
+def test_the_vnncomp_operator_list_is_current() -> None:
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "shared" / "data" / "vnncomp"
+    if not root.exists():
+        pytest.skip(f"{root} is not present")
+    spec = importlib.util.spec_from_file_location("ops", Path(__file__).parents[1] / "scripts" / "vnncomp_operators.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.operators(root) == VNNCOMP_OPERATORS
