@@ -273,8 +273,8 @@ def build_corpus(folder: str | Path) -> list[Case]:
 
     # data files
     ok = d / "npz_valid.npz"
-    np.savez(ok, x=np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4), y=np.array([0, 1, 2]))
-    add("npz_valid", "dataset", ok, "accepted", "three samples (control)")
+    np.savez(ok, x=np.linspace(0, 1, 3 * 784, dtype=np.float32).reshape(3, 784), y=np.array([0, 1, 2]))
+    add("npz_valid", "dataset", ok, "accepted", "three MNIST-sized samples (control)")
     p = d / "npz_truncated.npz"
     p.write_bytes(ok.read_bytes()[: len(ok.read_bytes()) // 2])
     add("npz_truncated", "dataset", p, "refused", "half of a valid .npz (BadZipFile)")
