@@ -17,6 +17,8 @@ confirms it.
 """
 from __future__ import annotations
 
+import math
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -26,6 +28,7 @@ from torch import nn
 from ..attacks import pgd
 from .backward import crown_lower, intermediate_bounds
 from .graph import compile_network
+from .interval import interval_pass
 from .optimized import alpha_crown_lower
 
 
@@ -37,7 +40,8 @@ class BabConfig:
     (0 = CROWN only), used once the search has run ``alpha_after`` seconds (default at once: measured on ACAS Xu
     phi2, N4,2 took 18 s and 26k boxes with alpha-CROWN from the start against 48 s and 366k boxes when it
     started after 40 s, and N3,3 32 s against 66 s; plain CROWN did not prove N4,2 in 150 s). The split
-    dimension is always chosen from CROWN's slopes (see the search). pgd_steps / pgd_restarts / pgd_boxes: PGD on the violation per round, on the
+    dimension is always chosen from CROWN's slopes (see the search). memory_gb: the memory one batch of bounds
+    may take (default a quarter of the machine, at most 8 GB); the batch shrinks to fit it. pgd_steps / pgd_restarts / pgd_boxes: PGD on the violation per round, on the
     ``pgd_boxes`` open boxes with the worst bounds. samples: uniform points
     drawn in the initial box. sample_share / sample_chunk: after that, up to this share of the search's time
     goes to drawing ``sample_chunk`` uniform points at a time over the union of the open boxes (0 = off). proof_margin: a row counts as proven only when its lower bound exceeds
@@ -71,6 +75,27 @@ class BabConfig:
     threads: int | None = 1
     seed: int = 0
     mean_rows: bool = False
+    memory_gb: float | None = None
+
+
+def memory_budget(config: "BabConfig") -> int:
+    """Bytes the search may use for one batch of bounds: ``config.memory_gb``, else a quarter of the machine's
+    memory (at most 8 GB)."""
+    if config.memory_gb is not None:
+        return int(config.memory_gb * 2**30)
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = 8 * 2**30
+    return int(min(total // 4, 8 * 2**30))
+
+
+def batch_limit(nodes, rows: int, itemsize: int, budget: int) -> int:
+    """Boxes per batch so that the linear forms of one back-substitution (``rows`` specification rows and the
+    intermediate bounds' slices, a few live copies of the widest node each) fit in ``budget`` bytes."""
+    widest = max([1] + [math.prod(s) for n in nodes for s in n.in_shapes] + [math.prod(n.out_shape) for n in nodes])
+    per_box = itemsize * widest * (2 * rows + 64) * 6
+    return max(1, budget // per_box)
 
 
 def with_mean_rows(C: torch.Tensor, d: torch.Tensor, groups: torch.Tensor, k: int
@@ -246,6 +271,10 @@ def _search(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor,
         if cex is not None:
             return BabOutcome("falsified", cex, {**stats, "found_by": "sampling"})
 
+    with torch.no_grad():
+        interval_pass(nodes, lo[:1], hi[:1])           # every node's shape, for the memory estimate
+    cap = batch_limit(nodes.nodes, len(d), torch.empty((), dtype=dt).element_size(), memory_budget(cfg))
+    stats["batch_cap"] = cap
     open_lo, open_hi = lo, hi
     open_proven = torch.zeros((len(lo), k), dtype=torch.bool)
     open_pre: dict = {}          # every open box keeps its parent's pre-activation bounds (still valid inside)
@@ -266,7 +295,7 @@ def _search(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor,
             stats["sampling_rounds"] = stats.get("sampling_rounds", 0) + 1
             if cex is not None:
                 return BabOutcome("falsified", cex, {**stats, "found_by": "sampling open boxes"})
-        take = min(cfg.batch_size, len(open_lo))
+        take = min(cfg.batch_size, len(open_lo), cap)
         blo, bhi, bproven = open_lo[-take:], open_hi[-take:], open_proven[-take:]
         if take <= len(open_lo) - no_pre:
             known = {n: (l[-take:], u[-take:]) for n, (l, u) in open_pre.items()} or None

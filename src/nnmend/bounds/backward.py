@@ -79,20 +79,25 @@ def _unstable_bounds(unstable: torch.Tensor, graph: BoundGraph, at: int, pre: di
         if v < 0:
             continue
         boxes = torch.nonzero(level == v).squeeze(1)
-        r = int(counts[boxes].max())
-        step = max(1, chunk_elems // (2 * r * widest))
+        r_all = int(counts[boxes].max())
+        # neurons in slices of at most ``rows`` (a wide convolutional layer has too many for one pass)
+        rows = max(1, min(r_all, chunk_elems // (2 * widest)))
+        step = max(1, chunk_elems // (2 * rows * widest))
         for s in range(0, len(boxes), step):
             b = boxes[s:s + step]
-            valid, idx = unstable[b].to(torch.int8).topk(r, dim=1, sorted=False)      # unstable neurons first
-            valid = valid.bool()
-            eye = torch.zeros(len(b), r, n, dtype=lo.dtype, device=lo.device)
-            eye.scatter_(2, idx.unsqueeze(-1), valid.unsqueeze(-1).to(lo.dtype))
+            valid_all, idx_all = unstable[b].to(torch.int8).topk(r_all, dim=1, sorted=False)   # unstable first
             whole = len(b) == len(lo)
             sub = pre if whole else {m: (l[b], u[b]) for m, (l, u) in pre.items()}
-            A, c = backsub(torch.cat([eye, -eye], 1).reshape(len(b), 2 * r, *shape), graph, at, sub)
-            bd = concretize(A, c, lo if whole else lo[b], hi if whole else hi[b])          # (nb, 2r)
-            flats.append((b.unsqueeze(1) * n + idx)[valid])
-            outs.append(torch.stack([bd[:, :r][valid], bd[:, r:][valid]], 1))
+            blo, bhi = (lo, hi) if whole else (lo[b], hi[b])
+            for k in range(0, r_all, rows):
+                valid, idx = valid_all[:, k:k + rows].bool(), idx_all[:, k:k + rows]
+                r = idx.shape[1]
+                eye = torch.zeros(len(b), r, n, dtype=lo.dtype, device=lo.device)
+                eye.scatter_(2, idx.unsqueeze(-1), valid.unsqueeze(-1).to(lo.dtype))
+                A, c = backsub(torch.cat([eye, -eye], 1).reshape(len(b), 2 * r, *shape), graph, at, sub)
+                bd = concretize(A, c, blo, bhi)                                        # (nb, 2r)
+                flats.append((b.unsqueeze(1) * n + idx)[valid])
+                outs.append(torch.stack([bd[:, :r][valid], bd[:, r:][valid]], 1))
     if not flats:
         return torch.zeros(0, dtype=torch.long, device=lo.device), lo.new_zeros((0, 2))
     return torch.cat(flats), torch.cat(outs)
