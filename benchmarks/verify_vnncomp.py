@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cap", type=float, default=float("inf"), help="cap on each instance's timeout (seconds)")
     ap.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK)}, 10 s each")
     ap.add_argument("--only", default="", help="comma-separated benchmark names")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--results-dir", type=Path, default=ROOT / "benchmarks" / "results")
     args = ap.parse_args(argv)
     started = time.perf_counter()
     with open(args.root / "instances.csv", newline="") as fh:
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     md += [f"| {Path(r['onnx']).name} / {Path(r['vnnlib']).name} | {r['outcome']} | {r['seconds']} | {r['detail'][:120]} |"
            for r in records]
     name = "verify_vnncomp_quick" if args.quick else "verify_vnncomp"
-    write_results(name, records, "\n".join(md) + "\n", args.out, started=started,
+    write_results(name, records, "\n".join(md) + "\n", args.results_dir, started=started,
                   extra={"cap": None if cap == float("inf") else cap, "root": str(args.root)})
     return 0
 

@@ -51,3 +51,23 @@ def test_acasxu_phi7_quick(tmp_path):
     assert widths == sorted(widths, reverse=True)
     assert {r["status"] for r in res["proofs"]} <= {"verified", "timeout"}   # safe by construction: never falsified
     assert "whole-domain proof" in (tmp_path / "acasxu_phi7_quick.md").read_text()
+
+
+def test_bounds_operators_quick(tmp_path):
+    _run("bounds_operators.py", tmp_path)
+    res = json.loads((tmp_path / "bounds_operators_quick.json").read_text())
+    assert len(res["records"]) == 6 and all(r["violations"] == 0 for r in res["records"])
+    assert "violations" in (tmp_path / "bounds_operators_quick.md").read_text()
+
+
+def test_verify_vnncomp_quick(tmp_path):
+    import pytest
+
+    data = ROOT.parent / "shared" / "data" / "vnncomp"
+    if not (data / "instances.csv").exists():
+        pytest.skip(f"{data} is not present")
+    _run("verify_vnncomp.py", tmp_path)
+    res = json.loads((tmp_path / "verify_vnncomp_quick.json").read_text())
+    outcomes = [r["outcome"] for r in res["records"]]
+    assert len(outcomes) == 12
+    assert "wrong" not in outcomes and "error" not in outcomes, res["records"]
