@@ -85,6 +85,7 @@ CASES: dict[str, Callable[[], tuple[nn.Module, tuple]]] = {
     "conv2d_same": _conv("zeros", "same"),
     "conv2d_same_reflect": _conv("reflect", "same"),
     "conv1d_zeros": _conv("zeros", 1, dims=1),
+    "conv2d_1x1_output": lambda: (_seq(nn.Conv2d(2, 3, (5, 6)), nn.ReLU(), nn.Flatten(), nn.Linear(3, 2)), (2, 5, 6)),
     "conv1d_circular": _conv("circular", 2, dims=1),
     "conv_transpose2d": lambda: (_seq(nn.ConvTranspose2d(2, 3, 3, stride=2, padding=1, output_padding=1),
                                       nn.ReLU(), nn.Flatten(), nn.LazyLinear(4)), (2, 3, 3)),

@@ -234,3 +234,13 @@ def test_mean_rows_keep_the_violation_and_decide_the_same():
     res = check(acasxu.acasxu(2, 1), read_property(acasxu.acasxu_property_path(2)), timeout=60,
                 config=BabConfig(mean_rows=True))
     assert res.status == "falsified"
+
+
+def test_sampling_many_dimensional_boxes_does_not_underflow() -> None:
+    """784 widths of 0.02 multiply to 0 in float64: the box weights are taken in log space."""
+    from nnmend.bounds.bab import sample_boxes
+
+    lo = torch.zeros(3, 784, dtype=torch.float64)
+    hi = lo + torch.tensor([0.02, 0.04, 0.02], dtype=torch.float64)[:, None]
+    x, idx = sample_boxes(lo, hi, 1000, torch.Generator().manual_seed(0))
+    assert torch.isfinite(x).all() and (idx == 1).all()        # box 1 has 2^784 times the volume

@@ -385,8 +385,9 @@ def sample_boxes(lo: torch.Tensor, hi: torch.Tensor, n: int, gen: torch.Generato
     """``n`` points uniform over the union of disjoint boxes ``[lo, hi]`` (B, *shape): each point's box drawn
     by volume (zero-width dimensions ignored), then a uniform point in it. Returns ``(x (n, *shape), box (n,))``."""
     width = (hi - lo).flatten(1)
-    vol = torch.where(width > 0, width, torch.ones_like(width)).prod(1)
-    idx = torch.multinomial(vol / vol.sum(), n, replacement=True, generator=gen)
+    # volumes in log space: a product of 784 widths of 0.02 underflows to 0 (and NaN weights) in any float
+    log_vol = torch.where(width > 0, width, torch.ones_like(width)).double().log().sum(1)
+    idx = torch.multinomial(torch.softmax(log_vol, 0), n, replacement=True, generator=gen)
     x = lo[idx] + torch.rand(lo[idx].shape, generator=gen, dtype=lo.dtype) * (hi[idx] - lo[idx])
     return x, idx
 
