@@ -1,13 +1,17 @@
 """The Streamlit workbench, page by page, through ``streamlit.testing.v1.AppTest`` (no browser).
 
 Each test sets widgets, clicks buttons and reads what the page shows, and checks the figures against
-the API called directly. Long calls run as background jobs; :func:`wait_for` reruns the page until
-the job's result is shown, as the browser's polling would.
+the API called directly. Long calls run as background jobs; :func:`wait_for` waits for the session's
+jobs to finish and reruns the page until the result is shown, as the browser's polling would.
+
+No wait here is measured by the clock, so a loaded machine makes the tests slower, not red:
+:func:`wait_for` blocks on job completion, and a script run may take up to ``RUN_TIMEOUT`` (AppTest needs
+a number; it only ends a run that hangs).
 """
 from __future__ import annotations
 
 import json
-import time
+import math
 from pathlib import Path
 
 import pytest
@@ -16,13 +20,16 @@ import torch
 pytest.importorskip("streamlit", reason="the workbench needs streamlit (requirements.txt)")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from nnmend.app import SCRIPT, registry  # noqa: E402
+from nnmend.app import SCRIPT, jobs, registry  # noqa: E402
+from nnmend.app.widgets import JOBS_KEY  # noqa: E402
 from nnmend.data import load_dataset  # noqa: E402
 from nnmend.nets import pretrained  # noqa: E402
 from nnmend.train import accuracy  # noqa: E402
 
 N_EVAL = 1000
 WB = "nnmend_workbench"
+RUN_TIMEOUT = 900.0   # seconds for one script run: generous, so that only a hang fails on it
+IDLE_RERUNS = 3       # reruns with no job running before wait_for gives up on a page that shows nothing
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -56,7 +63,7 @@ def captions(at: AppTest) -> list[str]:
 
 
 def start(n_eval: int = N_EVAL, load: bool = True) -> AppTest:
-    at = AppTest.from_file(str(SCRIPT), default_timeout=60).run()
+    at = AppTest.from_file(str(SCRIPT), default_timeout=RUN_TIMEOUT).run()
     assert not at.exception, at.exception
     at.number_input(key="model_n_eval").set_value(n_eval).run()
     if load:
@@ -71,15 +78,27 @@ def page(at: AppTest, name: str) -> AppTest:
     return at
 
 
-def wait_for(at: AppTest, done, timeout: float = 120.0) -> AppTest:
-    end = time.time() + timeout
-    while time.time() < end:
+def running_jobs(at: AppTest) -> list[jobs.Job]:
+    """The session's background jobs that have not finished."""
+    found = at.session_state.get(JOBS_KEY) or {}
+    return [j for j in found.values() if not j.done]
+
+
+def wait_for(at: AppTest, done) -> AppTest:
+    """Rerun the page until ``done(at)``; between reruns, block until the session's jobs have finished.
+
+    Fails only when the page still does not show ``done`` after ``IDLE_RERUNS`` reruns with no job left."""
+    idle = 0
+    while idle < IDLE_RERUNS:
         at.run()
         assert not at.exception, at.exception
         if done(at):
             return at
-        time.sleep(0.5)   # each rerun takes the GIL from the job; poll about as often as the browser does
-    raise AssertionError(f"page did not finish in {timeout} s; errors: {texts(at.error)}")
+        pending = running_jobs(at)
+        for job in pending:
+            jobs.wait(job, timeout=math.inf)
+        idle = 0 if pending else idle + 1
+    raise AssertionError(f"page shows no result and runs no job; errors: {texts(at.error)}")
 
 
 def damage_fc2(at: AppTest) -> AppTest:
@@ -108,7 +127,7 @@ def test_method_page_appears_only_when_its_module_imports(monkeypatch):
     monkeypatch.setattr(attack_page, "PAGE", registry.PageSpec("Attack", section="Evaluate", requires=("nnmend.not_landed_yet",)))
     entry = next(e for e in registry.discover() if e.name == "attack")
     assert not entry.available and entry.missing == ("nnmend.not_landed_yet",)
-    at = AppTest.from_file(str(SCRIPT), default_timeout=60).run()
+    at = AppTest.from_file(str(SCRIPT), default_timeout=RUN_TIMEOUT).run()
     assert "needs `nnmend.not_landed_yet`" in texts(at.sidebar.caption)
     with pytest.raises(ValueError):
         at.switch_page("pages/attack.py")
@@ -309,7 +328,7 @@ st.session_state["cfg"] = config_form(Config, "t", ("mode", "steps", "lr", "resi
 
 
 def test_config_form_builds_the_method_config():
-    at = AppTest.from_string(CONFIG_SCRIPT, default_timeout=30).run()
+    at = AppTest.from_string(CONFIG_SCRIPT, default_timeout=RUN_TIMEOUT).run()
     cfg = at.session_state["cfg"]
     assert (cfg.mode, cfg.steps, cfg.lr, cfg.residual, cfg.limit) == ("hard", 10, 0.01, True, None)   # the defaults
     at.selectbox(key="t_mode").set_value("soft")
@@ -346,7 +365,7 @@ def test_verify_page_reads_properties_and_rejects_bad_files():
     from nnmend.acasxu import acasxu_property_path
     from nnmend.io.vnnlib import read_vnnlib
 
-    at = AppTest.from_file(str(SCRIPT), default_timeout=60).run()
+    at = AppTest.from_file(str(SCRIPT), default_timeout=RUN_TIMEOUT).run()
     page(at, "verify")
     at.selectbox(key="verify_i").set_value(2)
     at.selectbox(key="verify_prop").set_value("prop_2").run()
@@ -362,7 +381,7 @@ def test_verify_page_reads_properties_and_rejects_bad_files():
 
 def test_verify_page_checks_a_property():
     pytest.importorskip("nnmend.properties", reason="nnmend.properties (bounds) has not landed on this branch")
-    at = AppTest.from_file(str(SCRIPT), default_timeout=60).run()
+    at = AppTest.from_file(str(SCRIPT), default_timeout=RUN_TIMEOUT).run()
     page(at, "verify")
     at.selectbox(key="verify_i").set_value(2)
     at.selectbox(key="verify_prop").set_value("prop_2").run()
@@ -372,7 +391,7 @@ def test_verify_page_checks_a_property():
 
 
 def test_guard_page_guards_and_proves_acasxu_phi8():
-    at = AppTest.from_file(str(SCRIPT), default_timeout=60).run()
+    at = AppTest.from_file(str(SCRIPT), default_timeout=RUN_TIMEOUT).run()
     page(at, "repair_guard")
     assert at.selectbox(key="guard_i").value == 2 and at.selectbox(key="guard_j").value == 9
     at.button(key="guard_run").click().run()
@@ -426,7 +445,6 @@ def test_progress_listener_reports_every_epoch_in_its_own_thread_only():
     import threading
 
     from nnmend import _progress
-    from nnmend.app import jobs
     from nnmend.nets import mlp
     from nnmend.train import fit
 
@@ -439,7 +457,7 @@ def test_progress_listener_reports_every_epoch_in_its_own_thread_only():
         fit(mlp([16, 8, 3]), data, epochs=3, batch_size=32, desc="fit")
     assert seen == [("fit", i, 3) for i in range(4)]
     assert other == [False]   # another thread is not affected by this listener
-    job = jobs.wait(jobs.submit("fit", fit, mlp([16, 8, 3]), data, epochs=2, batch_size=32, desc="fit"))
+    job = jobs.wait(jobs.submit("fit", fit, mlp([16, 8, 3]), data, epochs=2, batch_size=32, desc="fit"), timeout=math.inf)
     assert job.done and job.error is None and job.fraction == 1.0 and job.step == "fit 2/2"
 
 
