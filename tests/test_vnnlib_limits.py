@@ -100,7 +100,7 @@ def test_gzip_bomb_is_capped_while_decompressing(tmp_path):
             fh.write(chunk)
     assert bomb.stat().st_size < 2 << 20
     assert _peak_mb(lambda: read_vnnlib(bomb)) < 150
-    with pytest.raises(PropertyError, match=r"bomb\.vnnlib\.gz: decompresses to more than 67108864 bytes"):
+    with pytest.raises(PropertyError, match=r"bomb\.vnnlib\.gz: decompresses to more than 33554432 bytes"):
         read_vnnlib(bomb)
     with pytest.raises(PropertyError, match="more than 1000 bytes"):
         read_vnnlib(bomb, limits=VnnlibLimits(max_bytes=1000))
@@ -133,3 +133,19 @@ def test_cli_exits_2_with_one_line_for_a_hostile_property(tmp_path, capsys):
     assert main(["verify", str(acasxu_path(1, 1)), str(deep)]) == 2
     err = capsys.readouterr().err.strip()
     assert "deep.vnnlib" in err and "nested deeper" in err and "Traceback" not in err
+
+
+def test_token_cap_and_early_disjunction_cap():
+    many = DECL + BOX + "(assert (or " + "(<= Y_0 1.0) " * 3000 + "))\n"
+    with pytest.raises(PropertyError, match=r"^t\.vnnlib:\d+: more than 5000 tokens, the limit"):
+        parse_vnnlib(many, "t.vnnlib", limits=VnnlibLimits(max_tokens=5000))
+    with pytest.raises(PropertyError, match=r"^t\.vnnlib:8: the property expands to more than 100 cases"):
+        parse_vnnlib(many, "t.vnnlib", limits=VnnlibLimits(max_cases=100))   # refused before its operands are read
+
+
+def test_limits_from_the_environment(monkeypatch):
+    monkeypatch.setenv("NNMEND_VNNLIB_MAX_TOKENS", "123")
+    monkeypatch.setenv("NNMEND_VNNLIB_MAX_DEPTH", "many")
+    with pytest.warns(UserWarning, match="NNMEND_VNNLIB_MAX_DEPTH"):
+        limits = VnnlibLimits.from_env()
+    assert limits.max_tokens == 123 and limits.max_depth == VnnlibLimits().max_depth

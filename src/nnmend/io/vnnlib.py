@@ -32,6 +32,7 @@ import gzip
 import math
 import os
 import re
+import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,19 +105,36 @@ class VnnlibLimits:
     """Caps checked before anything large is allocated; a file beyond one is refused with one line.
 
     max_bytes: text size after decompression (a ``.gz`` is decompressed in chunks and stopped here).
-    max_depth: parenthesis nesting. max_variables: declared scalar variables (inputs and outputs each;
-    the network's own sizes cap them further where known). max_cases: cases of the disjunctive normal
+    max_tokens: parentheses, names and numbers in the text (about 100 bytes of memory each while parsing;
+    the largest VNN-COMP properties have about 1.5 million). max_depth: parenthesis nesting.
+    max_variables: declared scalar variables (inputs and outputs each; the network's own sizes cap them
+    further where known). max_cases: cases of the disjunctive normal
     form. max_elements: numbers the parsed regions hold (boxes and output rows), counted as they are grouped.
     """
 
-    max_bytes: int = 64 << 20
+    max_bytes: int = 32 << 20
+    max_tokens: int = 4_000_000
     max_depth: int = 5_000
     max_variables: int = 10_000_000
     max_cases: int = MAX_DNF_TERMS
     max_elements: int = 10_000_000
 
+    @classmethod
+    def from_env(cls) -> "VnnlibLimits":
+        """The defaults, each overridable by an environment variable ``NNMEND_VNNLIB_<FIELD>`` (e.g.
+        ``NNMEND_VNNLIB_MAX_TOKENS=20000000``) for a trusted file beyond them."""
+        values = {}
+        for name in cls.__dataclass_fields__:
+            raw = os.environ.get(f"NNMEND_VNNLIB_{name.upper()}")
+            if raw is not None:
+                try:
+                    values[name] = int(raw)
+                except ValueError:
+                    warnings.warn(f"NNMEND_VNNLIB_{name.upper()}={raw!r} is not an integer; the default is kept")
+        return cls(**values)
 
-DEFAULT_LIMITS = VnnlibLimits()
+
+DEFAULT_LIMITS = VnnlibLimits.from_env()
 
 # ----------------------------------------------------------------------------------------------- tokens
 
@@ -128,17 +146,25 @@ _VAR = re.compile(r"([XY])_(\d+)")
 class _Sexpr(list):
     """A parenthesised list (of ``_Sexpr`` and ``str`` atoms) that remembers the line it starts on."""
 
-    line: int = 0
+    __slots__ = ("line",)
+
+    def __init__(self, items=(), line: int = 0):
+        super().__init__(items)
+        self.line = line
 
 
-def _tokens(text: str) -> Iterator[tuple[str, int]]:
-    """``(token, line)`` for every parenthesis and atom; comments and whitespace dropped."""
-    line = 1
+def _tokens(text: str, where: str = "<string>", limits: VnnlibLimits = DEFAULT_LIMITS) -> Iterator[tuple[str, int]]:
+    """``(token, line)`` for every parenthesis and atom; comments and whitespace dropped; refused past
+    ``limits.max_tokens``."""
+    line, count = 1, 0
     for m in _TOKEN.finditer(text):
         tok = m.group()
         if tok == "\n":
             line += 1
         elif tok[0] != ";":
+            count += 1
+            if count > limits.max_tokens:
+                raise PropertyError(f"{where}:{line}: more than {limits.max_tokens} tokens, the limit")
             yield tok, line
 
 
@@ -149,7 +175,7 @@ def _too_deep(where: str, line: int, limits: VnnlibLimits) -> PropertyError:
 def check_nesting(text: str, where: str, limits: VnnlibLimits = DEFAULT_LIMITS) -> None:
     """Refuse unbalanced or too deeply nested parentheses (without building anything)."""
     depth, opened = 0, [0]
-    for tok, line in _tokens(text):
+    for tok, line in _tokens(text, where, limits):
         if tok == "(":
             depth += 1
             if depth > limits.max_depth:
@@ -164,29 +190,29 @@ def check_nesting(text: str, where: str, limits: VnnlibLimits = DEFAULT_LIMITS) 
         raise PropertyError(f"{where}:{opened[0]}: '(' is never closed")
 
 
-def _sexprs(text: str, where: str, limits: VnnlibLimits) -> list[_Sexpr]:
-    """The top-level S-expressions, built with an explicit stack (no recursion, nesting capped)."""
+def _sexprs(text: str, where: str, limits: VnnlibLimits) -> Iterator[_Sexpr]:
+    """The top-level S-expressions one at a time (a bad command fails before the rest is built), built with an
+    explicit stack (no recursion, nesting capped)."""
     stack: list[_Sexpr] = []
-    top: list[_Sexpr] = []
-    for tok, line in _tokens(text):
+    for tok, line in _tokens(text, where, limits):
         if tok == "(":
             if len(stack) >= limits.max_depth:
                 raise _too_deep(where, line, limits)
-            node = _Sexpr()
-            node.line = line
-            stack.append(node)
+            stack.append(_Sexpr(line=line))
         elif tok == ")":
             if not stack:
                 raise PropertyError(f"{where}:{line}: unmatched ')'")
             node = stack.pop()
-            (stack[-1] if stack else top).append(node)
+            if stack:
+                stack[-1].append(node)
+            else:
+                yield node
         else:
             if not stack:
                 raise PropertyError(f"{where}:{line}: {tok!r} outside parentheses")
             stack[-1].append(tok)
     if stack:
         raise PropertyError(f"{where}:{stack[-1].line}: '(' is never closed")
-    return top
 
 
 # ------------------------------------------------------------------------------------------ semantics
@@ -263,10 +289,13 @@ class _Reader:
         return {var: 1.0}, 0.0
 
     def child_mode(self, node: _Sexpr, mode: str) -> str:
-        """How the operands of ``node`` are read; refuses an unknown formula operator before descending."""
+        """How the operands of ``node`` are read; refuses an unknown formula operator, or a disjunction of more
+        operands than the case cap, before descending."""
         op = self.head(node)
         if mode == "linear":
             return "linear"
+        if op == "or" and len(node) - 1 > self.limits.max_cases:
+            raise self.fail(node.line, f"the property expands to more than {self.limits.max_cases} cases")
         if op in ("and", "or"):
             return "formula"
         if op in _COMPARE:
