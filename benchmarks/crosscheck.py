@@ -23,6 +23,7 @@ property. Results are rewritten after every instance.
     python benchmarks/crosscheck.py                     # all claims, 60 CPU s each, 80 min in all
     python benchmarks/crosscheck.py --quick             # 2 instances (the tests run this)
     python benchmarks/crosscheck.py --timeout 120 --budget 0 --sources guard_acasxu
+    python benchmarks/crosscheck.py --resume --timeout 10   # keep crosscheck.json's records, run the rest
 """
 from __future__ import annotations
 
@@ -72,14 +73,15 @@ def _guard_claims(results: Path) -> list[dict]:
 
 
 def claims(results: Path, sources: tuple[str, ...]) -> list[dict]:
-    """The claims of ``sources``, interleaved: the k-th claim of every property before the (k+1)-th."""
+    """The claims of ``sources``, interleaved: the k-th claim of every property before the (k+1)-th, and within a
+    property the ones nnmend decided fastest first (the likeliest to be decided by Marabou within its budget)."""
     found = {"verify_acasxu": _verify_claims, "guard_acasxu": _guard_claims}
     out = []
     for src in sources:
         by_prop: dict[int, list[dict]] = {}
         for c in found[src](results):
             by_prop.setdefault(c["prop"], []).append(c)
-        for row in zip_longest(*(by_prop[k] for k in sorted(by_prop))):
+        for row in zip_longest(*(sorted(by_prop[k], key=lambda c: c["nnmend_seconds"]) for k in sorted(by_prop))):
             out += [c for c in row if c is not None]
     return out
 
@@ -168,33 +170,40 @@ def one(source: str, net: str, prop: int, timeout: float, results: str, nnmend_s
 
 
 # -- report ----------------------------------------------------------------------------------------
+def _budgets(records: list[dict], args) -> str:
+    """The per-instance CPU budgets the records were run with (a resumed run may have used several)."""
+    used = sorted({float(r.get("timeout", args.timeout)) for r in records} or {args.timeout})
+    return " or ".join(f"{t:g}" for t in used)
+
+
 def summarise(records: list[dict], planned: list[dict], args, elsewhere: list[dict]) -> tuple[dict, str]:
     done = {(r["source"], r["net"], r["prop"]) for r in records}
     skipped = [c for c in planned if (c["source"], c["net"], c["prop"]) not in done]
     per: dict[str, dict] = {}
     for src in dict.fromkeys(c["source"] for c in planned):
         mine = [r for r in records if r["source"] == src]
-        secs = [r["marabou"]["seconds"] for r in mine if r.get("verdict") == "agree"]
+        secs = [r["marabou"]["cpu_seconds"] for r in mine if r.get("verdict") == "agree" and "cpu_seconds" in r["marabou"]]
         per[src] = {"claims": sum(c["source"] == src for c in planned), "rechecked": len(mine),
                     "agree": sum(r.get("verdict") == "agree" for r in mine),
                     "disagree": sum(r.get("verdict") == "disagree" for r in mine),
                     "undecided": sum(r.get("verdict") in ("undecided", None) for r in mine),
                     "not_run": sum(c["source"] == src for c in skipped),
-                    "median_marabou_seconds_agreeing": round(statistics.median(secs), 2) if secs else None}
+                    "median_marabou_cpu_seconds_agreeing": round(statistics.median(secs), 2) if secs else None}
     total = {k: sum(p[k] for p in per.values()) for k in ("claims", "rechecked", "agree", "disagree", "undecided", "not_run")}
     lines = [f"# Soundness cross-check: nnmend's verified claims re-checked by Marabou{' (quick)' if args.quick else ''}", "",
-             f"Marabou 2.0.0, one thread, at most {args.timeout:g} CPU seconds per instance (the child process's "
-             f"processor time, not the wall clock), {'no total limit' if not args.budget else f'{args.budget:g} wall seconds in all'}. "
+             f"Marabou 2.0.0, one thread, at most {_budgets(records, args)} CPU seconds per instance (the child process's "
+             f"processor time, maraboupy's import included, not the wall clock), "
+             f"{'no total limit' if not args.budget else f'{args.budget:g} wall seconds in all (this run)'}. "
              "Marabou gets private copies in a temporary folder (`nnmend.marabou.solve`). agree: Marabou proves the "
              "claim (unsat); disagree: Marabou finds a counterexample; undecided: its budget ran out or it failed; "
              "not run: the run's total budget ran out first (claims are interleaved across properties).", "",
              f"**Disagreements: {total['disagree']}** of {total['rechecked']} re-checked claims "
              f"({total['agree']} agree, {total['undecided']} undecided, {total['not_run']} not run).", "",
-             "| results | claims | re-checked | agree | disagree | undecided | not run | median Marabou s (agreeing) |",
+             "| results | claims | re-checked | agree | disagree | undecided | not run | median Marabou CPU s (agreeing) |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for src, p in per.items():
         lines.append(f"| {src}.json | {p['claims']} | {p['rechecked']} | {p['agree']} | {p['disagree']} | {p['undecided']} | "
-                     f"{p['not_run']} | {p['median_marabou_seconds_agreeing'] if p['median_marabou_seconds_agreeing'] is not None else '–'} |")
+                     f"{p['not_run']} | {p['median_marabou_cpu_seconds_agreeing'] if p['median_marabou_cpu_seconds_agreeing'] is not None else '–'} |")
     bad = [r for r in records if r.get("verdict") == "disagree"]
     if bad:
         lines += ["", "## Disagreements", "", "| results | network | property | Marabou counterexample | confirmed (float64 / onnxruntime) |",
@@ -233,6 +242,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sources", default=",".join(SOURCES), help="comma-separated: " + ", ".join(SOURCES))
     ap.add_argument("--results-dir", type=Path, default=RESULTS, help="where the claims are read and the report written")
     ap.add_argument("--claims-dir", type=Path, default=RESULTS, help="committed results holding the claims")
+    ap.add_argument("--resume", action="store_true", help="keep the records of an earlier run's NAME.json and skip their claims")
     args = ap.parse_args(argv)
     if not marabou.available():
         raise SystemExit("crosscheck: maraboupy is not installed (requirements.txt installs it)")
@@ -245,13 +255,18 @@ def main(argv: list[str] | None = None) -> None:
     elsewhere = [] if args.quick else not_rechecked(args.claims_dir)
     started = time.perf_counter()
     records: list[dict] = []
-    for c in planned:
+    previous = args.results_dir / f"{name}.json"
+    if args.resume and previous.exists():
+        records = json.loads(previous.read_text())["records"]
+    done = {(r["source"], r["net"], r["prop"]) for r in records}
+    for c in [c for c in planned if (c["source"], c["net"], c["prop"]) not in done]:
         left = args.budget - (time.perf_counter() - started) if args.budget else None
         if left is not None and left <= 0:
             break
         job = {**c, "timeout": args.timeout, "results": str(args.claims_dir), "wall_limit": left}
         rec = run_jobs(one, [job], keep_going=True, progress_bar=False)[0]
         rec.pop("results")
+        rec.pop("wall_limit")
         records.append(rec)
         print(f"{c['source']} N{c['net']} φ{c['prop']}: {rec.get('verdict', rec.get('error'))} "
               f"({(rec.get('marabou') or {}).get('detail', '')})", flush=True)
