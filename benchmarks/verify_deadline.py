@@ -76,7 +76,7 @@ def run_list(jobs: list[dict], timeout: float) -> list[dict]:
         with out.open() as fh:
             rows = list(csv.DictReader(fh))
     return [{"name": j["name"], "mode": "instance list row", "result": r["result"], "rc": 0,
-             "message": r["message"][:200], "wall_s": float(r["seconds"]),
+             "message": r.get("message", "")[:200], "wall_s": float(r["seconds"]),
              "overshoot_s": round(float(r["seconds"]) - timeout, 2)} for j, r in zip(jobs, rows)]
 
 
