@@ -288,6 +288,7 @@ def test_nnrepair_page_repairs_with_the_session_data(test_set):
     assert {m.label: m.value for m in at.metric}["accuracy after"] == f"{100 * accuracy(rec.result.network, test_set):.2f}%"
 
 
+@pytest.mark.slow   # minutes of CPU: the rule's calibration at the end of training does not shrink with iterations
 def test_nca_page_trains_a_rule_then_repairs(test_set):
     pytest.importorskip("nnmend.repair.nca", reason="nnmend.repair.nca (NCA) has not landed on this branch")
     at = start(load=False)

@@ -24,6 +24,7 @@ def _tol(dtype: torch.dtype, scale: torch.Tensor) -> torch.Tensor:
     return (1e-5 if dtype == torch.float32 else 1e-10) * (1 + scale.abs())
 
 
+@pytest.mark.slow   # 13-35 CPU s per case (sampling at every layer), measured under load
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("name", sorted(NETS))
 def test_no_sampled_output_leaves_the_bounds(name: str, dtype: torch.dtype) -> None:
