@@ -243,6 +243,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--results-dir", type=Path, default=RESULTS, help="where the claims are read and the report written")
     ap.add_argument("--claims-dir", type=Path, default=RESULTS, help="committed results holding the claims")
     ap.add_argument("--resume", action="store_true", help="keep the records of an earlier run's NAME.json and skip their claims")
+    ap.add_argument("--merge-from", type=Path, nargs="+", default=None,
+                    help="run nothing: overlay these result files' records on NAME.json (same claim: theirs win) and rewrite it")
     args = ap.parse_args(argv)
     if not marabou.available():
         raise SystemExit("crosscheck: maraboupy is not installed (requirements.txt installs it)")
@@ -256,8 +258,13 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     records: list[dict] = []
     previous = args.results_dir / f"{name}.json"
-    if args.resume and previous.exists():
+    if (args.resume or args.merge_from) and previous.exists():
         records = json.loads(previous.read_text())["records"]
+    if args.merge_from:
+        newer = {(r["source"], r["net"], r["prop"]): r for f in args.merge_from for r in json.loads(f.read_text())["records"]}
+        records = [newer.pop((r["source"], r["net"], r["prop"]), r) for r in records] + list(newer.values())
+        print(json.dumps(_write(name, records, planned, args, elsewhere, started)))
+        return
     done = {(r["source"], r["net"], r["prop"]) for r in records}
     for c in [c for c in planned if (c["source"], c["net"], c["prop"]) not in done]:
         left = args.budget - (time.perf_counter() - started) if args.budget else None

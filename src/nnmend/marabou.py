@@ -111,11 +111,10 @@ def staged(network: Any, prop: Any, input_shape: Sequence[int] | None = None) ->
     written into it, such as ``property.vnnlib.compiled``) when the block ends. A module that records no
     input shape is exported with ``input_shape``, by default the property's ``(n_inputs,)``."""
     if input_shape is None and not isinstance(network, (str, Path)) and not hasattr(network, "nnmend_input_shape"):
-        if not hasattr(prop, "n_inputs"):
-            from .io.vnnlib import read_vnnlib
+        from .io.vnnlib import read_vnnlib
 
-            prop = read_vnnlib(prop)
-        input_shape = (prop.n_inputs,)
+        # only the size is read here: the file itself is still handed over as a byte-for-byte copy
+        input_shape = (prop.n_inputs if hasattr(prop, "n_inputs") else read_vnnlib(prop).n_inputs,)
     with tempfile.TemporaryDirectory(prefix="nnmend-marabou-") as tmp:
         folder = Path(tmp)
         yield _stage_network(network, folder, input_shape), _stage_property(prop, folder)
