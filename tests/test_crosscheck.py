@@ -108,6 +108,9 @@ def test_staged_copies_are_private_and_removed_with_what_is_written_beside_them(
         assert prop_path.read_text() == acasxu_property_path(1).read_text()
         (folder / "property.vnnlib.compiled").write_text("litter")     # what Marabou may leave beside a property
     assert not folder.exists()
+    tiny = nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 5))   # exported with the property's input size
+    with staged(tiny, acasxu_property_path(2)) as (net_path, prop_path):
+        assert net_path.suffix == ".onnx" and prop_path.read_bytes() == acasxu_property_path(2).read_bytes()
 
 
 def test_staged_refuses_a_network_marabou_cannot_read(tmp_path):
