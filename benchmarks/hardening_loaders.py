@@ -138,6 +138,10 @@ def markdown(records: list[dict], baseline_mb: float, cap: int, quick: bool) -> 
         f"fresh process, under the default memory cap of {cap / GB:.2f} GB ({'$NNMEND_MAX_ALLOC_BYTES' if os.environ.get('NNMEND_MAX_ALLOC_BYTES') else 'a quarter of this machine'}). "
         f"A child that only imports nnmend peaks at {baseline_mb:.0f} MB.",
         "",
+        "Before (issue 20's hostile-user run): the wide `.nnet` header and the `Linear(100000, 100000)` spec tried "
+        "to allocate 40 GB, the 1 KB ONNX with a 10^9-element input took 4.2 GB before its error, a truncated "
+        "`.npz` and an empty `.pt` ended in tracebacks, NaN-weight ONNX files and opsets 1/99/1000 were accepted.",
+        "",
         "| outcome | runs |",
         "|---|---|",
         *[f"| {k} | {v} |" for k, v in sorted(by_outcome.items())],
@@ -156,6 +160,10 @@ def markdown(records: list[dict], baseline_mb: float, cap: int, quick: bool) -> 
     lines += ["", "⚠: not the expected outcome (a valid control refused, or a hostile file accepted). "
               "`api` = the Python loader, `cli` = `nnmend convert IN OUT.pt` (networks) or "
               "`nnmend train --data FILE` (data)."]
+    if any(not r["as_expected"] and r["runner"] == "cli" and r["case"].endswith("gz_valid") for r in records):
+        lines += ["", "`nnmend convert` chooses formats by the last suffix alone, so it refuses the `.onnx.gz` / "
+                  "`.nnet.gz` files that `load_network` reads (`nnmend.io.checkpoint.network_format` is the "
+                  "loaders' rule)."]
     return "\n".join(lines) + "\n"
 
 
