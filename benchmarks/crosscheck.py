@@ -28,9 +28,11 @@ property. Results are rewritten after every instance.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import sys
+import tempfile
 import time
 from itertools import zip_longest
 from pathlib import Path
@@ -131,14 +133,13 @@ def _network(source: str, net: str, prop: int, results: Path):
 def confirm(network, prop: int, x: list[float]) -> dict:
     """Marabou's counterexample on the network: float64 torch and onnxruntime (float32), against the regions."""
     import onnxruntime as ort
-    import tempfile
 
     from nnmend.io import load_network, save_network
 
     module = load_network(network) if isinstance(network, Path) else network
     xs = torch.tensor(x, dtype=torch.float64)
     with torch.no_grad():
-        y64 = __import__("copy").deepcopy(module).double()(xs.reshape(1, -1)).reshape(-1)
+        y64 = copy.deepcopy(module).double()(xs.reshape(1, -1)).reshape(-1)
     with tempfile.TemporaryDirectory() as tmp:
         path = network if isinstance(network, Path) else save_network(module, Path(tmp) / "n.onnx")
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

@@ -182,3 +182,14 @@ def test_crosscheck_benchmark_quick(tmp_path):
     assert res["summary"]["disagree"] == 0 and res["summary"]["agree"] == 2
     assert "**Disagreements: 0** of 2" in (tmp_path / "crosscheck_quick.md").read_text()
     assert _files(PACKAGE) == before
+
+
+def test_crosscheck_confirms_a_disagreement_on_the_network():
+    """The benchmark's check of a Marabou counterexample: a committed one of nnmend's holds, the origin does not."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from crosscheck import confirm
+
+    recs = json.loads((ROOT / "benchmarks" / "results" / "verify_acasxu.json").read_text())["records"]
+    sat = next(r for r in recs if (r["net"], r["prop"], r["result"]) == ("2_1", 2, "sat"))
+    assert confirm(acasxu_path(2, 1), 2, sat["counterexample"]) == {"float64": True, "onnxruntime": True}
+    assert confirm(acasxu_path(2, 1), 2, [0.0] * 5) == {"float64": False, "onnxruntime": False}
