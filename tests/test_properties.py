@@ -244,3 +244,43 @@ def test_sampling_many_dimensional_boxes_does_not_underflow() -> None:
     hi = lo + torch.tensor([0.02, 0.04, 0.02], dtype=torch.float64)[:, None]
     x, idx = sample_boxes(lo, hi, 1000, torch.Generator().manual_seed(0))
     assert torch.isfinite(x).all() and (idx == 1).all()        # box 1 has 2^784 times the volume
+
+
+def _split_case(seed: int):
+    """Branch and bound on ReLU neurons (for wide inputs) against input splitting on random small networks,
+    with the unsafe threshold just below (even seeds) or just above (odd seeds) the sampled minimum, so the
+    root bound does not decide and splitting must: a 'verified' from one and a confirmed counterexample from
+    the other would expose an unsound split."""
+    from torch import nn
+
+    from nnmend.bounds.bab import BabConfig
+    from nnmend.properties import Box, SafetyProperty, check
+
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(3, 12), nn.ReLU(), nn.Linear(12, 12), nn.ReLU(), nn.Linear(12, 2)).eval()
+    x, eps = torch.rand(3), 0.3
+    t = torch.linspace(0, 1, 61)
+    grid = torch.stack(torch.meshgrid(t, t, t, indexing="ij"), -1).reshape(-1, 3)
+    with torch.no_grad():
+        margin = net(x - eps + 2 * eps * grid) @ torch.tensor([1.0, -1.0])
+    lo_m, span = float(margin.min()), float(margin.max() - margin.min())
+    c = lo_m + (0.02 if seed % 2 else -0.05) * span
+    prop = SafetyProperty([Box(x - eps, x + eps, [(torch.tensor([[1.0, -1.0]]), torch.tensor([c]))])], "random")
+    runs = {split: check(net, prop, timeout=120, config=BabConfig(split=split, seed=seed))
+            for split in ("relu", "input")}
+    verdicts = {k: r.status for k, r in runs.items()}
+    assert set(verdicts.values()) != {"verified", "falsified"}, verdicts
+    # fully split domains are decided by an LP, so the search is complete on ReLU networks
+    assert verdicts["relu"] == ("falsified" if seed % 2 else "verified"), verdicts
+    return runs["relu"]
+
+
+@pytest.mark.parametrize("seed", [1, 3, 5])
+def test_relu_splitting_and_input_splitting_never_disagree(seed: int) -> None:
+    _split_case(seed)
+
+
+def test_relu_splitting_proves_what_the_root_bound_cannot() -> None:
+    runs = [_split_case(seed) for seed in (0, 2, 4)]
+    assert all(r.stats["per_region"][0]["rounds"] > 1 for r in runs), [r.stats["per_region"][0] for r in runs]
+    assert any(r.stats["per_region"][0].get("lp_domains") for r in runs)

@@ -40,7 +40,9 @@ class BabConfig:
     (0 = CROWN only), used once the search has run ``alpha_after`` seconds (default at once: measured on ACAS Xu
     phi2, N4,2 took 18 s and 26k boxes with alpha-CROWN from the start against 48 s and 366k boxes when it
     started after 40 s, and N3,3 32 s against 66 s; plain CROWN did not prove N4,2 in 150 s). The split
-    dimension is always chosen from CROWN's slopes (see the search). memory_gb: the memory one batch of bounds
+    dimension is always chosen from CROWN's slopes (see the search). split: "input" (bisect the input box),
+    "relu" (split ReLU neurons, :mod:`nnmend.bounds.relu_split`) or "auto": the input up to
+    ``input_split_max_dims`` input dimensions, ReLU neurons beyond (where the network has any). memory_gb: the memory one batch of bounds
     may take (default a quarter of the machine, at most 8 GB); the batch shrinks to fit it. pgd_steps / pgd_restarts / pgd_boxes: PGD on the violation per round, on the
     ``pgd_boxes`` open boxes with the worst bounds. samples: uniform points
     drawn in the initial box. sample_share / sample_chunk: after that, up to this share of the search's time
@@ -76,6 +78,8 @@ class BabConfig:
     seed: int = 0
     mean_rows: bool = False
     memory_gb: float | None = None
+    split: str = "auto"
+    input_split_max_dims: int = 16
 
 
 def memory_budget(config: "BabConfig") -> int:
@@ -215,7 +219,18 @@ def bab_box(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor,
         :class:`BabOutcome` with status "verified" (every box proven by sound bounds), "falsified" (with a
         float64-confirmed counterexample ``(x, y)``), "unknown" (boxes too small to split) or "timeout".
     """
+    if config.split not in ("auto", "input", "relu"):
+        raise ValueError(f"BabConfig.split must be 'auto', 'input' or 'relu', not {config.split!r}")
+    wide = int((hi > lo).sum()) > config.input_split_max_dims
+    if config.split == "relu" or (config.split == "auto" and wide and _has_relu(net, tuple(lo.shape))):
+        from .relu_split import relu_split_box
+
+        return relu_split_box(net, lo, hi, C, d, groups, deadline=deadline, config=config)
     return bab_boxes(net, lo.unsqueeze(0), hi.unsqueeze(0), C, d, groups, deadline=deadline, config=config)
+
+
+def _has_relu(net: nn.Module, in_shape: tuple[int, ...]) -> bool:
+    return any(n.optimizable for n in compile_network(net, input_shape=in_shape))
 
 
 def bab_boxes(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, d: torch.Tensor,

@@ -1,0 +1,270 @@
+"""Branch and bound on ReLU neurons, for inputs too wide to split (images, long feature vectors).
+
+A domain is the input box plus a sign for some unstable neurons: *active* (pre-activation ``>= 0``) or
+*inactive* (``<= 0``). Its bounds are the ordinary CROWN / alpha-CROWN bounds with the split neurons' input
+bounds clipped at 0 (``intermediate_bounds(…, known=…)``): every relaxation used is valid for every point of
+the domain, so a lower bound that proves the property on both children of every split proves it on the
+box (the children cover it). A domain whose clipped bounds cross (``l > u``) is empty and proven. This is
+the branch and bound of Bunel et al. (JMLR 2020) with CROWN bounds; beta-CROWN's split multipliers (Wang et
+al., NeurIPS 2021) would tighten each domain's bound further and are not used (sound without them).
+
+The branching neuron is the unstable one whose relaxation gap ``-l u / (u - l)`` weighted by the size of its
+coefficient in the domain's bound is largest (a simple form of BaBSR's score). A counterexample search
+(PGD on the whole box, restarts, the shared :func:`nnmend.attacks.pgd`) runs between rounds.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import nn
+
+from ..attacks import pgd
+from .backward import backsub, concretize, intermediate_bounds
+from .bab import BabConfig, BabOutcome, _BoxViolation, _confirm, _copy, batch_limit, group_max, memory_budget
+from .graph import compile_network
+from .interval import interval_pass
+from .optimized import alpha_crown_lower
+
+
+def relu_split_box(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, d: torch.Tensor,
+                   groups: torch.Tensor, *, deadline: float, config: BabConfig = BabConfig()) -> BabOutcome:
+    """Decide whether ``{y : some disjunct of C y <= d}`` is reachable from the box ``[lo, hi]`` (``in_shape``)
+    by splitting ReLU neurons; the same contract as :func:`nnmend.bounds.bab.bab_box`."""
+    before = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    try:
+        return _search(net, lo.unsqueeze(0), hi.unsqueeze(0), C, d, groups, deadline, config)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _scores(graph, pre: dict, lam: dict) -> tuple[torch.Tensor, list]:
+    """Per domain, the flat (node, neuron) with the largest weighted relaxation gap; -inf where none is unstable."""
+    scores, nodes = [], []
+    for n in graph:
+        if not n.optimizable or n not in pre:
+            continue
+        l, u = pre[n]
+        l, u = l.flatten(1), u.flatten(1)
+        unstable = (l < 0) & (u > 0)
+        gap = torch.where(unstable, -l * u / (u - l).clamp_min(1e-30), torch.full_like(l, -float("inf")))
+        if n in lam:
+            gap = torch.where(unstable, gap * (1e-6 + lam[n].flatten(1)), gap)
+        scores.append(gap)
+        nodes.append(n)
+    return torch.cat(scores, 1), nodes
+
+
+def _relu_weights(graph, A: torch.Tensor, pre: dict) -> dict:
+    """``|A|`` summed over the specification rows at each ReLU's input (how much each neuron moves the bound)."""
+    out: dict = {}
+    lam_A = {}
+
+    def record(n, A_n):
+        lam_A[n] = A_n.abs().sum(1)
+
+    # one extra backward pass that records the forms reaching each optimizable node
+    pending = {len(graph) - 1: A}
+    for i in range(len(graph) - 1, -1, -1):
+        Ai = pending.pop(i, None)
+        if Ai is None:
+            continue
+        n = graph.nodes[i]
+        if n.nonlinear:
+            if n.optimizable:
+                record(n, Ai)
+            A_in, _ = n.backward_relaxed(Ai, *pre[n])
+            parts = [A_in]
+        else:
+            parts, _ = n.backward_inputs(Ai)
+        for j, P in zip(n.inputs, parts):
+            if j >= 0:
+                pending[j] = pending[j] + P if j in pending else P
+    out.update(lam_A)
+    return out
+
+
+def _linear_domain(graph, lo: torch.Tensor, hi: torch.Tensor, pre: dict, spec: tuple) -> str | torch.Tensor:
+    """Decide one domain whose ReLUs are all fixed, where the network is affine: an LP per disjunct.
+
+    Every neuron's sign is a linear constraint on ``x`` (exact affine forms by back-substitution through the
+    now exact ReLUs). For each disjunct, minimise ``t`` with every row ``<= t`` over the box and the signs: an
+    optimum above the proof margin (or an empty domain) refutes it. Returns ``"proven"``, a candidate input
+    (to confirm on the network) or ``"unknown"`` (a non-ReLU non-linearity, or the LP failed)."""
+    from scipy.optimize import linprog
+
+    if any(n.nonlinear and not n.optimizable for n in graph):
+        return "unknown"
+    C, d, groups, k = spec
+    n_in = lo[0].numel()
+    rows_A, rows_b = [], []
+    for n in graph:
+        if not n.optimizable:
+            continue
+        l, u = (x.flatten(1)[0] for x in pre[n])
+        sign = torch.where(l >= 0, 1.0, torch.where(u <= 0, -1.0, 0.0)).to(lo.dtype)
+        idx = torch.nonzero(sign != 0).squeeze(1)
+        if not len(idx):
+            continue
+        eye = torch.zeros(1, len(idx), l.numel(), dtype=lo.dtype)
+        eye[0, torch.arange(len(idx)), idx] = sign[idx]
+        j = n.inputs[0]
+        if j < 0:
+            A_in, c = eye.reshape(1, len(idx), *lo.shape[1:]), eye.new_zeros(1, len(idx))
+        else:
+            A_in, c = backsub(eye.reshape(1, len(idx), *graph.nodes[j].out_shape), graph, j, pre)
+        rows_A.append(-A_in.reshape(len(idx), n_in))          # sign * z(x) >= 0  ->  -sign*A x <= sign*c
+        rows_b.append(c.reshape(-1))
+    A_out, c_out = backsub(C.reshape(1, len(d), *graph.nodes[-1].out_shape), graph, len(graph) - 1, pre)
+    A_out, c_out = A_out.reshape(len(d), n_in), c_out.reshape(-1) - d
+    G = torch.cat(rows_A) if rows_A else torch.zeros(0, n_in, dtype=lo.dtype)
+    h = torch.cat(rows_b) if rows_b else torch.zeros(0, dtype=lo.dtype)
+    bounds = list(zip(lo.flatten().tolist(), hi.flatten().tolist())) + [(None, None)]
+    for g in range(k):
+        sel = groups == g
+        Ag, cg = A_out[sel], c_out[sel]
+        # rows: A_g x + c_g <= t ; signs: G x <= h ; minimise t
+        A_ub = torch.cat([torch.cat([Ag, -torch.ones(len(Ag), 1, dtype=lo.dtype)], 1),
+                          torch.cat([G, torch.zeros(len(G), 1, dtype=lo.dtype)], 1)]).numpy()
+        b_ub = torch.cat([-cg, h]).numpy()
+        cost = [0.0] * n_in + [1.0]
+        res = linprog(cost, A_ub=A_ub, b_ub=b_ub, bounds=bounds, method="highs")
+        if res.status == 2:          # infeasible: the domain is empty
+            return "proven"
+        if res.status != 0:
+            return "unknown"
+        if res.fun <= 1e-6:
+            return torch.as_tensor(res.x[:n_in], dtype=lo.dtype).reshape(lo.shape)
+    return "proven"
+
+
+def _search(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, d: torch.Tensor,
+            groups: torch.Tensor, deadline: float, cfg: BabConfig) -> BabOutcome:
+    dt = cfg.dtype
+    work = _copy(net, dt)
+    net64 = work if dt == torch.float64 else _copy(net, torch.float64)
+    graph = compile_network(work, input_shape=tuple(lo.shape[1:]))
+    k = int(groups.max()) + 1
+    spec = (C.to(dt), d.to(dt), groups, k)
+    spec64 = (C.double(), d.double(), groups, k)
+    lo, hi = lo.to(dt), hi.to(dt)
+    stats = {"mode": "relu split", "rounds": 0, "domains_bounded": 0, "max_open": 1, "pgd_calls": 0}
+    R = len(d)
+    with torch.no_grad():
+        interval_pass(graph, lo, hi)
+    cap = max(1, min(cfg.batch_size, batch_limit(graph.nodes, R, torch.empty((), dtype=dt).element_size(),
+                                                 memory_budget(cfg))))
+    stats["batch_cap"] = cap
+
+    def attack(seed: int, restarts: int) -> tuple | None:
+        stats["pgd_calls"] += 1
+        adapter = _BoxViolation(work, lo, hi, spec)
+        u = pgd(adapter, torch.full_like(lo, 0.5), torch.zeros(1, dtype=torch.long), 0.5, steps=max(cfg.pgd_steps, 20),
+                restarts=restarts, loss="margin", seed=seed, batch_size=1)
+        return _confirm(net64, lo + u * (hi - lo), lo, hi, spec64)
+
+    cex = _confirm(net64, (lo + hi) / 2, lo, hi, spec64) or attack(0, max(cfg.pgd_restarts, 5))
+    if cex is not None:
+        return BabOutcome("falsified", cex, {**stats, "found_by": "pgd"})
+
+    open_known: dict = {}          # node -> (l, u) stacked over open domains
+    n_open = 1
+    open_proven = torch.zeros((1, k), dtype=torch.bool)
+    first = True
+    while n_open:
+        if time.monotonic() > deadline:
+            return BabOutcome("timeout", None, {**stats, "open_domains": n_open})
+        take = min(cap, n_open)
+        known = None if first else {n: (l[-take:], u[-take:]) for n, (l, u) in open_known.items()}
+        if not first:
+            open_known = {n: (l[:-take], u[:-take]) for n, (l, u) in open_known.items()}
+        bproven = open_proven[-take:]
+        open_proven = open_proven[:-take]
+        n_open -= take
+        stats["rounds"] += 1
+        stats["domains_bounded"] += take
+        blo, bhi = lo.expand(take, *lo.shape[1:]), hi.expand(take, *hi.shape[1:])
+        with torch.no_grad():
+            pre = intermediate_bounds(graph, blo, bhi, known=known)
+        empty = torch.zeros(take, dtype=torch.bool)
+        for l, u in pre.values():          # crossed bounds (beyond rounding): the splits contradict
+            empty |= (l > u + 1e-7 * (1 + u.abs())).flatten(1).any(1)
+        A = spec[0].reshape(1, R, -1).expand(take, -1, -1).reshape(take, R, *graph.nodes[-1].out_shape)
+        if first or cfg.alpha_iters:
+            lb, _ = alpha_crown_lower(graph, blo, bhi, A, pre, iters=max(cfg.alpha_iters, 20 if first else 0),
+                                      lr=cfg.alpha_lr, deadline=deadline)
+            lb = lb.detach()
+        else:
+            with torch.no_grad():
+                A_in, c = backsub(A, graph, len(graph) - 1, pre)
+                lb = concretize(A_in, c, blo, bhi)
+        lb = lb - spec[1]
+        proven = bproven | (group_max(lb, groups, k) > cfg.proof_margin)
+        todo = ~proven.all(1) & ~empty
+        first = False
+        if not todo.any():
+            continue
+        idx = torch.nonzero(todo).squeeze(1)
+        pre = {n: (l[idx], u[idx]) for n, (l, u) in pre.items()}
+        with torch.no_grad():
+            lam = _relu_weights(graph, A[idx], pre)
+        score, nodes = _scores(graph, pre, lam)
+        best = score.argmax(1)
+        splittable = torch.isfinite(score.gather(1, best[:, None]).squeeze(1))
+        if not splittable.all():
+            # every ReLU of the domain is fixed: the network is affine there, decided exactly by an LP
+            for i in torch.nonzero(~splittable).squeeze(1).tolist():
+                with torch.no_grad():
+                    verdict = _linear_domain(graph, lo, hi, {n: (l[i:i + 1], u[i:i + 1]) for n, (l, u) in pre.items()}, spec)
+                stats["lp_domains"] = stats.get("lp_domains", 0) + 1
+                if isinstance(verdict, torch.Tensor):
+                    cex = _confirm(net64, verdict[None], lo, hi, spec64)
+                    if cex is not None:
+                        return BabOutcome("falsified", cex, {**stats, "found_by": "lp"})
+                    verdict = "unknown"
+                if verdict == "unknown":
+                    stats["stuck_domains"] = stats.get("stuck_domains", 0) + 1
+            keep = torch.nonzero(splittable).squeeze(1)
+            idx, best = idx[keep], best[keep]
+            pre = {n: (l[keep], u[keep]) for n, (l, u) in pre.items()}
+            if not len(idx):
+                continue
+        sizes = [pre[n][0][0].numel() for n in nodes]
+        offsets = torch.tensor([0] + sizes).cumsum(0)
+        children = {}
+        for t, n in enumerate(nodes):
+            l, u = (x.flatten(1) for x in pre[n])
+            mine = (best >= offsets[t]) & (best < offsets[t + 1])
+            col = (best - offsets[t]).clamp(0, l.shape[1] - 1)
+            rows = torch.arange(len(best))
+            la, ua = l.clone(), u.clone()       # active child: l >= 0
+            li, ui = l.clone(), u.clone()       # inactive child: u <= 0
+            la[rows[mine], col[mine]] = 0.0
+            ui[rows[mine], col[mine]] = 0.0
+            shape = pre[n][0].shape
+            children[n] = (torch.cat([la, li]).reshape(2 * len(best), *shape[1:]),
+                           torch.cat([ua, ui]).reshape(2 * len(best), *shape[1:]))
+        p = proven[idx]
+        if open_known:
+            open_known = {n: (torch.cat([open_known[n][0], children[n][0]]), torch.cat([open_known[n][1], children[n][1]]))
+                          for n in children}
+        else:
+            open_known = children
+        open_proven = torch.cat([open_proven, p, p])
+        n_open += 2 * len(idx)
+        stats["max_open"] = max(stats["max_open"], n_open)
+        if n_open > cfg.max_open:
+            return BabOutcome("unknown", None, {**stats, "reason": f"more than {cfg.max_open} open domains"})
+        if stats["rounds"] % 8 == 0 and time.monotonic() < deadline:
+            cex = attack(stats["rounds"], cfg.pgd_restarts)
+            if cex is not None:
+                return BabOutcome("falsified", cex, {**stats, "found_by": "pgd"})
+    if stats.get("stuck_domains"):
+        cex = attack(stats["rounds"] + 1, max(cfg.pgd_restarts, 5)) if time.monotonic() < deadline else None
+        if cex is not None:
+            return BabOutcome("falsified", cex, {**stats, "found_by": "pgd"})
+        return BabOutcome("unknown", None, {**stats, "reason": f"{stats['stuck_domains']} domains without unstable "
+                                                               "neurons are not proven by their bounds"})
+    return BabOutcome("verified", None, stats)
