@@ -267,6 +267,11 @@ def build_corpus(folder: str | Path) -> list[Case]:
     p = d / "pt_other_arch.pt"
     torch.save({"fc1.weight": torch.zeros(7, 5), "fc1.bias": torch.zeros(7)}, p)
     add("pt_other_arch", "state_dict", p, "refused", "a plain state dict for another architecture (arch=shnn_mlp)")
+    p = d / "pt_other_widths.pt"
+    widths = [(16, 784), (8, 16), (8, 8), (10, 8)]  # shnn_mlp's layer names, other widths
+    torch.save({k: torch.zeros(shape if k.endswith("weight") else shape[:1])
+                for i, shape in enumerate(widths, start=1) for k in (f"fc{i}.weight", f"fc{i}.bias")}, p)
+    add("pt_other_widths", "state_dict", p, "refused", "shnn_mlp's layer names with other widths (arch=shnn_mlp)")
     p = d / "pt_tensor_values.pt"
     _checkpoint(p, _linear_spec(3, 2), {"fc.weight": [[1.0, 2.0, 3.0]] * 2, "fc.bias": [0.0, 0.0]})
     add("pt_list_weights", "network", p, "refused", "weights stored as lists, not tensors")
