@@ -110,3 +110,33 @@ def test_v2_gzipped_file(tmp_path):
     path = tmp_path / "p.vnnlib.gz"
     path.write_bytes(gzip.compress(V2_TWIN.encode()))
     assert read_vnnlib(path) == parse_vnnlib(V1_TWIN)
+
+
+def test_strict_inequalities_are_remembered_and_written_back(tmp_path):
+    text = net("[1]", "[2]") + "(assert (>= X[0] 0.0))\n(assert (<= X[0] 1.0))\n" \
+                               "(assert (or (< Y[0] 0.0) (> Y[0] 1.0) (<= Y[1] 2.0)))\n"
+    spec = parse_vnnlib(text, "s.vnnlib")
+    r, = spec.regions
+    assert [s.tolist() for s in r.strict] == [[True], [True], [False]]
+    back = read_vnnlib(write_vnnlib(spec, tmp_path / "s1.vnnlib"))
+    assert back == spec and [s.tolist() for s in back.regions[0].strict] == [[True], [True], [False]]
+    assert parse_vnnlib(V1_TWIN).regions[0].strict == []          # no strict row: nothing stored
+
+
+def test_a_counterexample_on_a_strict_boundary_is_not_sat():
+    """A float softmax reaches exactly 1.0 where a real one never does: ``Y > 1`` must not be answered sat
+    by a point with Y == 1 (vnnlib-satisfactory softmax01)."""
+    from torch import nn
+
+    from nnmend.properties import SafetyProperty, check
+
+    class Saturate(nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.relu(x) - torch.nn.functional.relu(x - 1.0)   # in [0, 1], 1 on x >= 1
+
+    closed = parse_vnnlib(net("[1]", "[1]") + "(assert (>= X[0] 0.0))\n(assert (<= X[0] 5.0))\n"
+                          "(assert (>= Y[0] 1.0))\n")
+    strict = parse_vnnlib(net("[1]", "[1]") + "(assert (>= X[0] 0.0))\n(assert (<= X[0] 5.0))\n"
+                          "(assert (> Y[0] 1.0))\n")
+    assert check(Saturate(), SafetyProperty(closed.regions), timeout=30).status == "falsified"
+    assert check(Saturate(), SafetyProperty(strict.regions), timeout=30).status != "falsified"

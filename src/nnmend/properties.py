@@ -30,11 +30,13 @@ STATUSES = ("verified", "falsified", "unknown", "timeout")
 
 @dataclass(frozen=True, eq=False)
 class Box:
-    """One input box ``[lo, hi]`` (``in_shape`` or flat) and its unsafe set, a list of ``(A (k, n_out), b (k,))``."""
+    """One input box ``[lo, hi]`` (``in_shape`` or flat) and its unsafe set, a list of ``(A (k, n_out), b (k,))``;
+    ``strict``: empty, or one bool tensor (k,) per pair marking rows that must hold strictly (``A y < b``)."""
 
     lo: torch.Tensor
     hi: torch.Tensor
     unsafe: list = field(default_factory=list)
+    strict: list = field(default_factory=list)
 
 
 @dataclass(frozen=True, eq=False)
@@ -104,7 +106,9 @@ class SafetyProperty:
                 if A.shape[0] != b.shape[0]:
                     raise PropertyError(f"{where}: region {i}: A has {A.shape[0]} rows but b has {b.shape[0]}")
                 unsafe.append((A, b))
-            out.append(Box(torch.as_tensor(r.lo, dtype=torch.float64), torch.as_tensor(r.hi, dtype=torch.float64), unsafe))
+            strict = list(getattr(r, "strict", None) or [])
+            out.append(Box(torch.as_tensor(r.lo, dtype=torch.float64), torch.as_tensor(r.hi, dtype=torch.float64), unsafe,
+                           strict))
         return out
 
 
@@ -228,12 +232,30 @@ def check(network: nn.Module, prop: Property, timeout: float | None = None, *, c
             groups = torch.cat([torch.full((A.shape[0],), i, dtype=torch.long) for i, (A, _) in enumerate(box.unsafe)])
             out = bab_box(network, lo, hi, C, d, groups, deadline=deadline, config=config)
             stats["per_region"].append({"status": out.status, **out.stats})
+            if out.status == "falsified" and not _strictly_unsafe(out.counterexample[1], box):
+                # the point satisfies only the closure of a strict constraint (y == b where y < b is asked)
+                stats["per_region"][-1]["status"] = "unknown"
+                stats["per_region"][-1]["reason"] = "counterexample only on the boundary of a strict inequality"
+                unknown = True
+                continue
             if out.status == "falsified":
                 return CheckResult("falsified", out.counterexample, time.monotonic() - start, stats)
             if out.status == "timeout":
                 return CheckResult("timeout", None, time.monotonic() - start, stats)
             unknown |= out.status == "unknown"
     return CheckResult("unknown" if unknown else "verified", None, time.monotonic() - start, stats)
+
+
+def _strictly_unsafe(y: torch.Tensor, box: Box) -> bool:
+    """Whether output ``y`` satisfies some disjunct of ``box.unsafe`` with its strict rows holding strictly."""
+    if not box.strict:
+        return True
+    y = y.reshape(-1).to(torch.float64)
+    for (A, b), strict in zip(box.unsafe, box.strict):
+        v = A @ y - b
+        if bool(((v < 0) | (~strict & (v <= 0))).all()):
+            return True
+    return False
 
 
 def _copy64(net: nn.Module) -> nn.Module:

@@ -18,20 +18,34 @@ def _num(v: float) -> str:
     return repr(float(v))  # shortest text that reads back to the same float64
 
 
-def _row_atom(a: torch.Tensor, b: float) -> str:
+def _row_atom(a: torch.Tensor, b: float, strict: bool = False) -> str:
+    le, ge = ("<", ">") if strict else ("<=", ">=")
     nz = [(j, float(c)) for j, c in enumerate(a.tolist()) if c != 0.0]
     if len(nz) == 1 and nz[0][1] == 1.0:
-        return f"(<= Y_{nz[0][0]} {_num(b)})"
+        return f"({le} Y_{nz[0][0]} {_num(b)})"
     if len(nz) == 1 and nz[0][1] == -1.0:
-        return f"(>= Y_{nz[0][0]} {_num(-b)})"
+        return f"({ge} Y_{nz[0][0]} {_num(-b)})"
     if len(nz) == 2 and b == 0.0 and sorted(c for _, c in nz) == [-1.0, 1.0]:
         pos = next(j for j, c in nz if c == 1.0)
         neg = next(j for j, c in nz if c == -1.0)
-        return f"(<= Y_{pos} Y_{neg})"
+        return f"({le} Y_{pos} Y_{neg})"
     if not nz:
-        return f"(<= 0.0 {_num(b)})"
+        return f"({le} 0.0 {_num(b)})"
     terms = " ".join(f"(* {_num(c)} Y_{j})" for j, c in nz)
-    return f"(<= (+ {terms}) {_num(b)})"
+    return f"({le} (+ {terms}) {_num(b)})"
+
+
+def _rows(region, i: int) -> list[str]:
+    """The atoms of pair ``i`` of ``region.unsafe`` (strict rows written with ``<``)."""
+    A, bv = region.unsafe[i]
+    strict = region.strict_rows()[i].tolist() if hasattr(region, "strict_rows") else [False] * A.shape[0]
+    return [_row_atom(a, b, s) for a, b, s in zip(A, bv.tolist(), strict)]
+
+
+def _same_strict(r1, r2) -> bool:
+    s1 = r1.strict_rows() if hasattr(r1, "strict_rows") else []
+    s2 = r2.strict_rows() if hasattr(r2, "strict_rows") else []
+    return len(s1) == len(s2) and all(torch.equal(a, b) for a, b in zip(s1, s2))
 
 
 def _box_atoms(r) -> list[str]:
@@ -50,23 +64,20 @@ def format_vnnlib(spec, comment: str = "") -> str:
     lines = [f"; {c}" for c in comment.splitlines()] if comment else []
     lines += [f"(declare-const X_{i} Real)" for i in range(spec.n_inputs)] + [""]
     lines += [f"(declare-const Y_{j} Real)" for j in range(spec.n_outputs)] + [""]
-    shared = all(pairs_equal(r.unsafe, spec.regions[0].unsafe) for r in spec.regions)
+    first = spec.regions[0]
+    shared = all(pairs_equal(r.unsafe, first.unsafe) and _same_strict(r, first) for r in spec.regions)
     if shared:
         # Input disjunction and output disjunction as separate asserts, as VNN-COMP writes them.
         if len(spec.regions) == 1:
             lines += [f"(assert {a})" for a in _box_atoms(spec.regions[0])]
         else:
             lines += ["(assert (or"] + [f"    {_conj(_box_atoms(r))}" for r in spec.regions] + ["))"]
-        unsafe = spec.regions[0].unsafe
-        conjs = [[_row_atom(a, b) for a, b in zip(A, bv.tolist())] for A, bv in unsafe]
+        conjs = [_rows(first, i) for i in range(len(first.unsafe))]
         if len(conjs) == 1:
             lines += [f"(assert {a})" for a in conjs[0]]
         else:
             lines += ["(assert (or"] + [f"    {_conj(c)}" for c in conjs] + ["))"]
     else:
-        cases = [
-            _conj(_box_atoms(r) + [_row_atom(a, b) for a, b in zip(A, bv.tolist())])
-            for r in spec.regions for A, bv in r.unsafe
-        ]
+        cases = [_conj(_box_atoms(r) + _rows(r, i)) for r in spec.regions for i in range(len(r.unsafe))]
         lines += ["(assert (or"] + [f"    {c}" for c in cases] + ["))"]
     return "\n".join(lines) + "\n"

@@ -9,7 +9,9 @@ conjunction of all asserts into disjunctive normal form and groups it by input b
 
 Supported: ``declare-const``, ``assert``, ``and``, ``or``, comparisons ``<= >= < > =`` between linear
 expressions (``+``, ``-``, ``*`` by a constant, numbers, variables), ``;`` comments. Strict ``<``/``>``
-are read as ``<=``/``>=`` (the closure: sound for verification, the boundary has measure zero).
+output constraints are bounded as their closure ``<=``/``>=`` (sound for "unsat") and remembered in
+``Region.strict``, so a counterexample on the boundary is not reported as one (a float softmax reaches
+exactly 1.0, a real one never does); strict input bounds are read as their closure.
 Input constraints must be bounds on single variables (boxes); output constraints may be any linear
 inequalities. Numbers are kept in float64.
 
@@ -57,12 +59,20 @@ class Region:
 
     ``lo``/``hi``: (n_in,) float64. ``unsafe``: list of ``(A (k, n_out), b (k,))``; the property is violated
     in this box iff ``A y <= b`` holds row-wise for at least one pair (a disjunction of conjunctions).
-    A pair with ``k = 0`` rows means every point of the box is a counterexample.
+    A pair with ``k = 0`` rows means every point of the box is a counterexample. ``strict``: empty (no
+    strict row), or one bool tensor (k,) per pair marking the rows that are strict (``A y < b``).
     """
 
     lo: torch.Tensor
     hi: torch.Tensor
     unsafe: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    strict: list[torch.Tensor] = field(default_factory=list)
+
+    def strict_rows(self) -> list[torch.Tensor]:
+        """One bool tensor per pair of ``unsafe`` (all False where ``strict`` is empty)."""
+        if self.strict:
+            return list(self.strict)
+        return [torch.zeros(A.shape[0], dtype=torch.bool) for A, _ in self.unsafe]
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Region):
@@ -71,6 +81,7 @@ class Region:
             torch.equal(self.lo, other.lo)
             and torch.equal(self.hi, other.hi)
             and pairs_equal(self.unsafe, other.unsafe)
+            and all(torch.equal(a, b) for a, b in zip(self.strict_rows(), other.strict_rows()))
         )
 
     __hash__ = None  # type: ignore[assignment]
@@ -219,8 +230,8 @@ def _sexprs(text: str, where: str, limits: VnnlibLimits) -> Iterator[_Sexpr]:
 
 # A linear form: ({("X"|"Y", index): coefficient}, constant)
 _Linear = tuple[dict[tuple[str, int], float], float]
-# An atom: linear form <= 0, remembered with its line for error messages
-_Atom = tuple[dict[tuple[str, int], float], float, int]
+# An atom: linear form <= 0 (< 0 when strict), remembered with its line for error messages
+_Atom = tuple[dict[tuple[str, int], float], float, int, bool]
 # The DNF: a list of cases; a case is a conjunction kept as a list of chunks (lists of atoms) that cases
 # share, so a box asserted once and combined with many output cases is stored and summarised once.
 _Chunk = list[_Atom]
@@ -362,11 +373,12 @@ class _Reader:
             raise self.fail(node.line, f"({op} ...) needs exactly two operands, found {len(args)}")
         diff = _combine(args, [1.0, -1.0])  # lhs - rhs
         neg = _combine([diff], [-1.0])
+        strict = op in ("<", ">")
         if op in ("<=", "<"):
-            return [[[(*diff, node.line)]]]
+            return [[[(*diff, node.line, strict)]]]
         if op in (">=", ">"):
-            return [[[(*neg, node.line)]]]
-        return [[[(*diff, node.line), (*neg, node.line)]]]
+            return [[[(*neg, node.line, strict)]]]
+        return [[[(*diff, node.line, False), (*neg, node.line, False)]]]
 
     def conjoin(self, left: _Dnf, right: _Dnf, line: int) -> _Dnf:
         """``left and right`` in DNF, refused before allocation when it exceeds the case cap. Each case of a
@@ -411,8 +423,8 @@ def _dims(declared: set[tuple[str, int]], kind: str, expected: int | None, where
 
 # A box in sparse form: (bounded inputs, their lower bounds, their upper bounds), inputs in increasing order
 _Box = tuple[tuple[int, ...], tuple[float, ...], tuple[float, ...]]
-# Output rows in sparse form: (((output, coefficient), ...), right-hand side) per row
-_Rows = tuple[tuple[tuple[tuple[int, float], ...], float], ...]
+# Output rows in sparse form: (((output, coefficient), ...), right-hand side, strict) per row
+_Rows = tuple[tuple[tuple[tuple[int, float], ...], float, bool], ...]
 # A chunk's summary: (bounds {input: [lo, hi]}, its box, output rows), or None when it is contradictory
 _Summary = Union[tuple[dict[int, list[float]], _Box, list], None]
 
@@ -422,11 +434,11 @@ def _summarise(chunk: _Chunk, where: str) -> _Summary:
     constant atom or an empty interval)."""
     bounds: dict[int, list[float]] = {}
     rows = []
-    for coeffs, const, line in chunk:
+    for coeffs, const, line, strict in chunk:
         coeffs = {v: c for v, c in coeffs.items() if c != 0.0}
         kinds = {k for k, _ in coeffs}
         if not coeffs:
-            if const > 0:  # the atom reads `const <= 0` and is false
+            if const > 0 or (strict and const == 0):  # the atom reads `const <= 0` (`< 0`) and is false
                 return None
             continue
         if kinds == {"X"}:
@@ -441,7 +453,7 @@ def _summarise(chunk: _Chunk, where: str) -> _Summary:
             else:
                 lo_hi[0] = max(lo_hi[0], bound)
         elif kinds == {"Y"}:
-            rows.append((tuple(sorted((j, c) for (_, j), c in coeffs.items())), -const + 0.0))
+            rows.append((tuple(sorted((j, c) for (_, j), c in coeffs.items())), -const + 0.0, strict))
         else:
             raise PropertyError(f"{where}:{line}: a constraint mixing inputs and outputs is not supported")
     return bounds, _box_of(bounds), rows
@@ -519,16 +531,21 @@ def _regions(dnf: _Dnf, n_in: int, n_out: int, where: str, limits: VnnlibLimits)
                                 f"({size} numbers), more than the limit of {limits.max_elements}")
     if not grouped:
         raise PropertyError(f"{where}: the input constraints are contradictory (every input box is empty)")
-    return [Region(torch.tensor(box[1], dtype=torch.float64), torch.tensor(box[2], dtype=torch.float64),
-                   [_dense_rows(r, n_out) for r in cases]) for box, cases in grouped.items()]
+    return [_region(box, cases, n_out) for box, cases in grouped.items()]
+
+
+def _region(box: _Box, cases: list[_Rows], n_out: int) -> Region:
+    strict = [torch.tensor([r[2] for r in rows], dtype=torch.bool) for rows in cases]
+    return Region(torch.tensor(box[1], dtype=torch.float64), torch.tensor(box[2], dtype=torch.float64),
+                  [_dense_rows(r, n_out) for r in cases], strict if any(bool(t.any()) for t in strict) else [])
 
 
 def _dense_rows(rows: _Rows, n_out: int) -> tuple[torch.Tensor, torch.Tensor]:
     A = torch.zeros(len(rows), n_out, dtype=torch.float64)
-    for r, (coeffs, _) in enumerate(rows):
+    for r, (coeffs, _, _) in enumerate(rows):
         for j, c in coeffs:
             A[r, j] = c
-    return A, torch.tensor([b for _, b in rows], dtype=torch.float64)
+    return A, torch.tensor([row[1] for row in rows], dtype=torch.float64)
 
 
 # -------------------------------------------------------------------------------------------- versions
