@@ -20,6 +20,7 @@ import multiprocessing as mp
 import os
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from .. import errors
 from ..errors import DataError, NnmendError
 
 RESULT_WORDS = {"verified": "unsat", "falsified": "sat", "timeout": "timeout", "unknown": "unknown"}
-GRACE_S = 1.0            # a worker still busy this long after its deadline is killed
+GRACE_S = 0.5            # a worker still busy this long after its deadline is killed
 FIELDS = ["onnx", "vnnlib", "timeout", "result", "seconds", "message"]
 
 
@@ -123,16 +124,17 @@ def run_isolated(model: str | Path, prop: str | Path, timeout: float | None,
         ready = recv.poll(max(0.0, started + timeout + GRACE_S - time.monotonic()))
         msg = recv.recv() if ready else None
     except (EOFError, OSError):
-        msg = None
+        ready = True                 # the worker closed the pipe without answering: it died
     finally:
-        proc.join(0.5 if msg is not None else 0)
-        proc.kill()          # still running past its deadline (or slow to exit after answering)
-        proc.join()
         recv.close()
+    if not ready:
+        _kill(proc)                  # past its deadline
+        return "timeout", "timeout", time.monotonic() - started
     seconds = time.monotonic() - started
+    proc.join(5.0)
+    if proc.is_alive():
+        _kill(proc)                  # answered (or died) but does not exit
     if msg is None:
-        if proc.exitcode == -signal.SIGKILL and seconds >= timeout:
-            return "timeout", "timeout", seconds
         raise RuntimeError(f"{prop}: the verifier process died ({_exit_text(proc.exitcode)})")
     if msg[0] == "ok":
         return msg[1], msg[2], seconds
@@ -140,6 +142,13 @@ def run_isolated(model: str | Path, prop: str | Path, timeout: float | None,
         cls = getattr(errors, msg[1], NnmendError)
         raise (cls if isinstance(cls, type) and issubclass(cls, NnmendError) else NnmendError)(msg[2])
     raise RuntimeError(msg[2])
+
+
+def _kill(proc) -> None:
+    """Kill a worker and reap it in the background (a process with gigabytes to free can take a second to
+    die; the answer does not wait for that)."""
+    proc.kill()
+    threading.Thread(target=proc.join, daemon=True).start()
 
 
 def _exit_text(code: int | None) -> str:
