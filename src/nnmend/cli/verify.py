@@ -131,9 +131,9 @@ def run_isolated(model: str | Path, prop: str | Path, timeout: float | None,
         _kill(proc)                  # past its deadline
         return "timeout", "timeout", time.monotonic() - started
     seconds = time.monotonic() - started
-    proc.join(5.0)
+    proc.join(0.2 if msg is not None else 1.0)   # an answered worker is only exiting; a dead one gives its status
     if proc.is_alive():
-        _kill(proc)                  # answered (or died) but does not exit
+        _kill(proc)
     if msg is None:
         raise RuntimeError(f"{prop}: the verifier process died ({_exit_text(proc.exitcode)})")
     if msg[0] == "ok":
