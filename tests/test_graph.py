@@ -163,3 +163,19 @@ def test_the_vnncomp_operator_list_is_current() -> None:
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     assert mod.operators(root) == VNNCOMP_OPERATORS
+
+
+def test_input_splitting_on_a_network_whose_output_is_not_flat() -> None:
+    """A convolution's (C, H, W) output: the specification rows are laid out in the output's shape."""
+    from nnmend.properties import Box, SafetyProperty, check
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 2, 2)).eval()
+    x = torch.rand(1, 3, 3)
+    with torch.no_grad():
+        y = net(x[None]).flatten()
+    A = torch.zeros(1, 8)
+    A[0, 0] = 1.0
+    for c, expected in ((float(y[0]) - 1.0, "verified"), (float(y[0]) + 0.01, "falsified")):
+        prop = SafetyProperty([Box(x - 0.01, x + 0.01, [(A, torch.tensor([c]))])], "conv")
+        assert check(net, prop, timeout=30).status == expected

@@ -324,7 +324,7 @@ def _search(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor,
 
         with torch.no_grad():
             pre = intermediate_bounds(nodes, blo, bhi, known=known)
-            A = spec[0].reshape(1, len(d), -1).expand(take, -1, -1)
+            A = spec[0].reshape(1, len(d), *nodes[-1].out_shape).expand(take, len(d), *nodes[-1].out_shape)
             lb, A_in = crown_lower(nodes, blo, bhi, A, pre)
         if time.monotonic() > deadline:   # deadline check (bounding a large batch can take long)
             return BabOutcome("timeout", None, {**stats, "open_boxes": len(open_lo) + take},
