@@ -3,10 +3,11 @@
     nnmend verify MODEL.onnx PROP.vnnlib [--timeout 116]      # prints unsat / sat + counterexample / timeout / unknown
     nnmend verify --instances instances.csv [--output results.csv] [--resume] [--timeout T]
 
-With a timeout the answer comes within ``T + 2`` seconds of the command's start, whatever the network:
-the search runs in a forked worker process that stops itself at the deadline and is killed shortly after
-it if it has not (a torch operation cannot be interrupted from inside). An instance list runs every row
-in its own worker, so one that fails, hangs or crashes becomes one ``error`` or ``timeout`` row and the
+With a timeout the answer comes within ``T + 2`` seconds of the command's start, whatever the network
+(the start-up of Python and torch counts too: on a busy machine it alone can take longer): the files are
+read (bad input: one line, exit 2), then the search runs in a forked worker process that stops itself at
+the deadline and is killed shortly after it if it has not (a torch operation cannot be interrupted from
+inside). An instance list runs every row, files included, in its own worker, so one that fails, hangs or crashes becomes one ``error`` or ``timeout`` row and the
 others still run; rows are appended (and flushed) as they finish, ``--resume`` skips the rows already in
 the output, and the exit status is 1 when any row is an error.
 """
@@ -63,20 +64,23 @@ def counterexample_text(x: torch.Tensor, y: torch.Tensor) -> str:
 # ------------------------------------------------------------------------------------ one instance
 
 
-def verify_one(model_path: str | Path, property_path: str | Path, timeout: float | None,
-               started: float | None = None) -> tuple[str, str, float]:
-    """``(result word, text to print, seconds)`` for one instance, in this process.
-
-    ``timeout`` counts from ``started`` (a ``time.monotonic()`` value; default now), so loading the network
-    and reading the property spend the same budget as the search."""
-    from ..properties import check, read_property
+def load_instance(model_path: str | Path, property_path: str | Path):
+    """``(network, property)`` of one instance; bad files raise one-line :class:`~nnmend.errors.NnmendError`."""
+    from ..properties import read_property
     from ._common import load_model, reading
 
-    started = time.monotonic() if started is None else started
     net = load_model(model_path)
     shape = getattr(net, "nnmend_input_shape", None)
     with reading(property_path, errors.PropertyError):     # the network's input size caps the declarations
         prop = read_property(property_path, math.prod(shape) if shape else None)
+    return net, prop
+
+
+def decide(net, prop, timeout: float | None, started: float) -> tuple[str, str, float]:
+    """``(result word, text to print, seconds)``: :func:`nnmend.properties.check` with what is left of
+    ``timeout`` (counted from ``started``, a ``time.monotonic()`` value)."""
+    from ..properties import check
+
     left = None if timeout is None else max(0.0, started + timeout - time.monotonic())
     res = check(net, prop, left)
     word = RESULT_WORDS[res.status]
@@ -84,11 +88,21 @@ def verify_one(model_path: str | Path, property_path: str | Path, timeout: float
     return word, text, time.monotonic() - started
 
 
-def _worker(conn, model: str, prop: str, timeout: float | None, started: float) -> None:
-    """Child process: run :func:`verify_one` and send ``("ok", word, text)`` or ``("error", class, message)``."""
+def verify_one(model_path: str | Path, property_path: str | Path, timeout: float | None,
+               started: float | None = None) -> tuple[str, str, float]:
+    """``(result word, text to print, seconds)`` for one instance, in this process.
+
+    ``timeout`` counts from ``started`` (a ``time.monotonic()`` value; default now), so loading the network
+    and reading the property spend the same budget as the search."""
+    started = time.monotonic() if started is None else started
+    return decide(*load_instance(model_path, property_path), timeout, started)
+
+
+def _worker(conn, job) -> None:
+    """Child process: run ``job()`` (a verify call) and send ``("ok", word, text)`` or ``("error", class, message)``."""
     torch.set_num_threads(1)     # never use a thread pool inherited across fork
     try:
-        word, text, _ = verify_one(model, prop, timeout, started)
+        word, text, _ = job()
         conn.send(("ok", word, text))
     except NnmendError as exc:
         conn.send(("error", type(exc).__name__, str(exc)))
@@ -105,18 +119,25 @@ def _can_fork() -> bool:
 
 
 def run_isolated(model: str | Path, prop: str | Path, timeout: float | None,
-                 started: float | None = None) -> tuple[str, str, float]:
+                 started: float | None = None, *, load_first: bool = False) -> tuple[str, str, float]:
     """:func:`verify_one` in a forked worker, answered by ``started + timeout + GRACE_S`` at the latest.
 
     Returns ``(word, text, seconds)``; ``word`` is ``timeout`` when the worker had to be killed. Raises the
     worker's :class:`~nnmend.errors.NnmendError` (same class) for bad input, and ``RuntimeError`` (one line)
-    when it crashed or died. Without ``fork`` (or without a timeout) it runs in this process."""
+    when it crashed or died. ``load_first``: read the files in this process (bad input is then refused
+    whatever the time) and fork only the search. Without ``fork`` (or without a timeout) it runs in this
+    process."""
     started = time.monotonic() if started is None else started
     if timeout is None or not _can_fork():
         return verify_one(model, prop, timeout, started)
+    if load_first:
+        net, spec = load_instance(model, prop)
+        job = lambda: decide(net, spec, timeout, started)  # noqa: E731
+    else:
+        job = lambda: verify_one(model, prop, timeout, started)  # noqa: E731
     ctx = mp.get_context("fork")
     recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_worker, args=(send, str(model), str(prop), timeout, started), daemon=True)
+    proc = ctx.Process(target=_worker, args=(send, job), daemon=True)
     proc.start()
     send.close()
     msg = None
@@ -377,6 +398,6 @@ def run(args: argparse.Namespace) -> int:
     if args.timeout is not None and not args.timeout > 0:
         raise NnmendError(f"verify: --timeout {args.timeout:g} must be positive")
     started = command_started()
-    _, text, _ = run_isolated(args.model, args.property, args.timeout, started)
+    _, text, _ = run_isolated(args.model, args.property, args.timeout, started, load_first=True)
     print(text)
     return 0
