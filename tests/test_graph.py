@@ -171,6 +171,7 @@ def test_input_splitting_on_a_network_whose_output_is_not_flat() -> None:
 
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(1, 2, 2)).eval()
+    net.nnmend_input_shape = (1, 3, 3)
     x = torch.rand(1, 3, 3)
     with torch.no_grad():
         y = net(x[None]).flatten()
