@@ -5,6 +5,7 @@ See DESIGN.md for the map of the package.
 """
 from .data import Dataset, load_dataset
 from .errors import DataError, ModelError, NnmendError, PropertyError, RepairError
+from .graph import GraphNetwork, from_module
 from .io import load_network, save_network
 from .nets import get_layer, named_layers, pretrained, shnn_mlp
 from .train import accuracy, fit
@@ -13,5 +14,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Dataset", "load_dataset", "NnmendError", "DataError", "ModelError", "PropertyError", "RepairError",
-    "load_network", "save_network", "named_layers", "get_layer", "pretrained", "shnn_mlp", "fit", "accuracy",
+    "load_network", "save_network", "GraphNetwork", "from_module", "named_layers", "get_layer", "pretrained", "shnn_mlp", "fit", "accuracy",
 ]

@@ -1,10 +1,14 @@
-"""Sound bound propagation: interval (IBP), CROWN/DeepPoly back-substitution, alpha-CROWN, and
-branch and bound on the input.
+"""Sound bound propagation: interval (IBP), CROWN/DeepPoly back-substitution, alpha-CROWN, and branch
+and bound on the input or on ReLU neurons.
 
-Algorithms (``interval``, ``backward``, ``optimized``, ``bab``) are separate from the per-layer
-relaxations (``operators/``), as in auto_LiRPA. Supported layers: Linear, Conv2d, ReLU, Flatten,
-BatchNorm (eval), ElementwiseAffine, Identity, Dropout (eval), nested Sequential, and
-:class:`nnmend.layers.SumOfNetworks` (bounded symbolically).
+Algorithms (``interval``, ``backward``, ``forward``, ``optimized``, ``bab``, ``relu_split``) are separate from
+the per-operator relaxations (``operators/``), as in auto_LiRPA, and walk the network as a graph
+(``graph.compile_network``): ``nn.Sequential``, :class:`nnmend.layers.SumOfNetworks`,
+:class:`nnmend.graph.GraphNetwork` and any module ``torch.fx`` traces. Operators: Linear, Conv1d/Conv2d
+(every padding mode), ConvTranspose2d, BatchNorm (eval), ElementwiseAffine, ReLU, LeakyReLU, Sigmoid,
+Tanh, MaxPool, AvgPool/AdaptiveAvgPool, Softmax (interval), Flatten/Unflatten/Reshape, Transpose, Pad,
+Slice, Gather, Concat, Add, Sub, constant MatMul, Identity, Dropout (eval). Anything else, and any
+attribute a relaxation does not model, is refused naming the node.
 """
 from .api import METHODS, alpha_crown_bounds, bound, crown_bounds, crown_linear_form, interval_bounds
 
