@@ -77,7 +77,7 @@ def test_untrained_rule_is_identity_and_saves(tmp_path):
     assert torch.allclose(a, b) and not torch.equal(a, state)
 
 
-@pytest.mark.slow   # 35-40 CPU s measured (training; the first includes the tiny_rule fixture)
+@pytest.mark.slow   # 39 CPU s measured (training; includes the tiny_rule fixture)
 def test_training_learns_to_inpaint(tiny_rule):
     w = smooth_matrix()
     gen = torch.Generator().manual_seed(3)
@@ -211,7 +211,7 @@ def test_trajectory_matches_separate_runs(tiny_rule):
         repair_trajectory(tiny_rule, bad, ~mask, (0, 3))
 
 
-@pytest.mark.slow   # 35-40 CPU s measured (training; the first includes the tiny_rule fixture)
+@pytest.mark.slow   # 36 CPU s measured (a second training run)
 def test_training_continues_from_an_init_rule(tiny_rule):
     import dataclasses
 
