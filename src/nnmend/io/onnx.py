@@ -253,7 +253,8 @@ def onnx_max_abs_diff(net: nn.Module, path: str | os.PathLike, sample_shape: Seq
         x = torch.randn(n, *sample_shape, generator=gen)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    source = read_bytes_capped(path) if str(path).endswith(".gz") else str(path)   # onnxruntime reads no .gz
+    sess = ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
     inp = sess.get_inputs()[0]
     fixed_batch = isinstance(inp.shape[0], int) if inp.shape else False
     xs = x.numpy().astype(np.float32)
