@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -345,6 +346,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--quick", action="store_true", help="one case per command slot, 2 kill trials per writer")
     ap.add_argument("--limit", type=float, default=300.0, help="seconds before a run counts as a hang (default 300)")
     ap.add_argument("--kills", type=int, default=30, help="kill trials per writer (default 30)")
+    ap.add_argument("--filter", default=None, metavar="REGEX", help="only the cases whose name matches (e.g. '^verify')")
+    ap.add_argument("--name", default=None, help="results file name (default hardening_cli, or _quick)")
     ap.add_argument("--results-dir", default=str(ROOT / "results"))
     args = ap.parse_args(argv)
     started = time.perf_counter()
@@ -352,6 +355,8 @@ def main(argv: list[str] | None = None) -> dict:
     kills = 2 if args.quick else args.kills
     if args.quick:
         cases = [c for c in cases if (c[0], c[2]) in QUICK]
+    if args.filter:
+        cases = [c for c in cases if re.search(args.filter, c[0])]
     with tempfile.TemporaryDirectory(prefix="hardening-") as tmp:
         crafted = craft(Path(tmp) / "crafted")
         records = run_jobs(run_case, [{"case": c, "argv": a, "bad": b, "folder": str(crafted), "limit": args.limit}
@@ -361,6 +366,8 @@ def main(argv: list[str] | None = None) -> dict:
         same_cases = same_path_cases(same_dir)
         if args.quick:
             same_cases = same_cases[:1] + same_cases[8:9]
+        if args.filter:
+            same_cases = [c for c in same_cases if re.search(args.filter, c[0])]
         same = run_jobs(run_same_path, [{"case": c, "argv": a, "victim": str(v), "folder": str(same_dir),
                                          "limit": args.limit} for c, a, v in same_cases], desc="same path")
     trials = run_jobs(kill_trial, [{"mode": m, "trial": t, "seed": SEED} for m in KILL_SETS for t in range(kills)],
@@ -377,10 +384,10 @@ def main(argv: list[str] | None = None) -> dict:
                              "mixed": sum(k["mixed"] for k in trials if k["mode"] == m),
                              "set_lost": sum(not k["set_complete"] for k in trials if k["mode"] == m)}
                          for m in KILL_SETS}}
-    name = "hardening_cli_quick" if args.quick else "hardening_cli"
+    name = args.name or ("hardening_cli_quick" if args.quick else "hardening_cli")
     md = markdown(records, same, trials, args.quick)
     write_results(name, records, md, args.results_dir, started=started,
-                  extra={"quick": args.quick, "seed": SEED, "limit_seconds": args.limit, "summary": summary,
+                  extra={"quick": args.quick, "filter": args.filter, "seed": SEED, "limit_seconds": args.limit, "summary": summary,
                          "same_path": same, "kill_trials": trials})
     print(json.dumps(summary, indent=2))
     return summary
