@@ -27,6 +27,7 @@ def files(tmp_path_factory):
     return d, net
 
 
+@pytest.mark.slow   # 81 CPU s measured, nearly all in the module fixture's `nca train` (its calibration)
 def test_train_writes_a_rule(files, capsys):
     d, _ = files
     rule = load_rule(d / "rule.pt")
@@ -84,6 +85,7 @@ def test_train_command_errors_are_one_line(files, capsys):
     assert code == 2 and "fc9" in capsys.readouterr().err
 
 
+@pytest.mark.slow   # 60 CPU s measured: two `nca train` runs
 def test_train_with_function_loss_and_dilations(tmp_path, capsys):
     torch.manual_seed(0)
     save_network(mlp([64, 6, 3]), tmp_path / "net.pt")
