@@ -196,3 +196,19 @@ def test_a_batch_of_mixed_boxes_gets_each_box_its_own_bounds(name: str) -> None:
         lb1, ub1 = crown_bounds(net, blo[i:i + 1], bhi[i:i + 1], C)
         torch.testing.assert_close(lb[i:i + 1], lb1, rtol=1e-9, atol=1e-9)
         torch.testing.assert_close(ub[i:i + 1], ub1, rtol=1e-9, atol=1e-9)
+
+
+def test_alpha_crowns_adam_step_is_torchs_adam() -> None:
+    from nnmend.bounds.optimized import _adam_step
+
+    torch.manual_seed(0)
+    p1 = torch.randn(7, requires_grad=True)
+    p2, m, v = p1.detach().clone(), torch.zeros(7), torch.zeros(7)
+    opt = torch.optim.Adam([p1], lr=0.1)
+    for t in range(1, 8):
+        g = torch.randn(7)
+        opt.zero_grad()
+        p1.grad = g.clone()
+        opt.step()
+        _adam_step(p2, g, m, v, t, 0.1)
+    torch.testing.assert_close(p1.detach(), p2, rtol=0, atol=1e-7)

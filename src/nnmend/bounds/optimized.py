@@ -16,6 +16,16 @@ from .backward import crown_lower
 from .graph import BoundGraph, relu_ops
 
 
+def _adam_step(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tensor, t: int, lr: float,
+               b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> None:
+    """One Adam step (Kingma & Ba, 2015) in place; written out because ``torch.optim``'s first use imports
+    ``torch._dynamo`` (3-15 s on a busy machine) inside every verification process."""
+    m.mul_(b1).add_(g, alpha=1 - b1)
+    v.mul_(b2).addcmul_(g, g, value=1 - b2)
+    step = lr * (1 - b2 ** t) ** 0.5 / (1 - b1 ** t)
+    p.addcdiv_(m, v.sqrt().add_(eps * (1 - b2 ** t) ** 0.5), value=-step)
+
+
 def alpha_crown_lower(nodes: BoundGraph, lo: torch.Tensor, hi: torch.Tensor, A: torch.Tensor, pre: dict, *,
                       iters: int = 20, lr: float = 0.1, deadline: float | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -28,9 +38,9 @@ def alpha_crown_lower(nodes: BoundGraph, lo: torch.Tensor, hi: torch.Tensor, A: 
     best = {r: a.detach().clone() for r, a in alphas.items()}
     best_lb = torch.full((B, m), -float("inf"), dtype=lo.dtype, device=lo.device)
     if alphas and iters > 0:
-        opt = torch.optim.Adam(list(alphas.values()), lr=lr)
         A_d = A.detach()
-        for _ in range(iters + 1):
+        moments = {r: (torch.zeros_like(a), torch.zeros_like(a)) for r, a in alphas.items()}
+        for step in range(1, iters + 2):
             with torch.enable_grad():
                 lb, _ = crown_lower(nodes, lo.detach(), hi.detach(), A_d, pre_d, alphas)
                 grads = torch.autograd.grad(-lb.sum(), list(alphas.values()), allow_unused=True)
@@ -41,11 +51,9 @@ def alpha_crown_lower(nodes: BoundGraph, lo: torch.Tensor, hi: torch.Tensor, A: 
                 best[r][better] = a.detach()[better]
             if deadline is not None and time.monotonic() > deadline:
                 break
-            opt.zero_grad()
-            for a, g in zip(alphas.values(), grads):
-                a.grad = g
-            opt.step()
             with torch.no_grad():
-                for r, a in alphas.items():
+                for (r, a), g in zip(alphas.items(), grads):
+                    if g is not None:
+                        _adam_step(a, g, *moments[r], step, lr)
                     a.clamp_(*r.alpha_range())
     return crown_lower(nodes, lo, hi, A, pre, best)
