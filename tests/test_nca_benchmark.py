@@ -5,7 +5,10 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
 
+
+@pytest.mark.slow   # 118 CPU s measured
 def test_nca_benchmark_quick(tmp_path):
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "nca.py"
     spec = importlib.util.spec_from_file_location("nca_benchmark", path)

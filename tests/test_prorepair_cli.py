@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -112,6 +113,7 @@ def test_acasxu_instances_and_phi2_convention():
     assert torch.equal(unsafe, y.argmax(1) == 0) and unsafe.any()
 
 
+@pytest.mark.slow   # 49 CPU s measured
 def test_prorepair_benchmark_quick(tmp_path):
     for suite in ("acasxu", "backdoor", "adversarial"):
         r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "prorepair.py"), "--quick", "--suite", suite,
