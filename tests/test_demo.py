@@ -1,8 +1,11 @@
 import json
 
+import pytest
+
 from nnmend.demo import run_demo
 
 
+@pytest.mark.slow   # 139 CPU s measured
 def test_demo_quick_writes_full_report(tmp_path):
     run_demo(tmp_path, seed=0, quick=True, log=lambda *_: None)
     rep = json.loads((tmp_path / "report.json").read_text())

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from nnmend.cli import main as cli_main
@@ -12,6 +13,7 @@ from nnmend.io import load_network
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow   # 30 CPU s measured
 def test_nnrepair_benchmark_quick(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "nnrepair.py"), "--quick", "--out", str(tmp_path)],
                        capture_output=True, text=True, timeout=600)

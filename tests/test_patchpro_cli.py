@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from nnmend.acasxu import acasxu, acasxu_property_path
@@ -104,6 +105,7 @@ def test_acasxu_benchmark_quick(tmp_path):
     assert "paper RSR / RGR / FDD" in (tmp_path / "patchpro_acasxu_quick.md").read_text()
 
 
+@pytest.mark.slow   # 35 CPU s measured
 def test_mnist_benchmark_quick(tmp_path):
     res = _run("patchpro_mnist.py", tmp_path)
     assert len(res["records"]) == 2
