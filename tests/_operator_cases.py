@@ -51,6 +51,15 @@ def _graph(build: Callable[[], list], shape: tuple) -> Callable[[], tuple[nn.Mod
     return make
 
 
+def _bn(bn: nn.Module) -> nn.Module:
+    with torch.no_grad():
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.uniform_(-1.5, 1.5)
+        bn.bias.uniform_(-0.3, 0.3)
+    return bn
+
+
 class _UserResNet(nn.Module):
     """A user's own module class with a forward(): residual block, concatenation, view, functional relu."""
 
@@ -92,6 +101,10 @@ CASES: dict[str, Callable[[], tuple[nn.Module, tuple]]] = {
     "conv_transpose2d_groups": lambda: (_seq(nn.ConvTranspose2d(2, 4, 2, stride=2, groups=2),
                                              nn.ReLU(), nn.Flatten(), nn.LazyLinear(3)), (2, 3, 3)),
     "leaky_relu": _act(nn.LeakyReLU(0.1)),
+    "batchnorm1d_dropout_identity": lambda: (_seq(nn.Linear(4, 6), _bn(nn.BatchNorm1d(6)), nn.ReLU(), nn.Dropout(0.5),
+                                                  nn.Identity(), nn.Linear(6, 3)), (4,)),
+    "batchnorm2d": lambda: (_seq(nn.Conv2d(1, 3, 2), _bn(nn.BatchNorm2d(3)), nn.ReLU(), nn.Flatten(),
+                                 nn.LazyLinear(3)), (1, 4, 4)),
     "sigmoid": _act(nn.Sigmoid()),
     "tanh": _act(nn.Tanh()),
     "maxpool2d": _pool(nn.MaxPool2d(2)),
