@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from nnmend.cli import main
 
@@ -56,3 +57,19 @@ def test_errors_are_one_line_and_nonzero(tmp_path, capsys):
 def test_module_entry_point():
     r = subprocess.run([sys.executable, "-m", "nnmend", "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and "nnmend" in r.stdout
+
+
+def test_convert_reads_a_compressed_onnx(tmp_path):
+    import gzip
+    import shutil
+
+    from nnmend.acasxu import acasxu_path
+    from nnmend.cli import main
+    from nnmend.io import load_network
+
+    src = tmp_path / "a.onnx.gz"
+    with open(acasxu_path(1, 1), "rb") as f, gzip.open(src, "wb") as g:
+        shutil.copyfileobj(f, g)
+    assert main(["convert", str(src), str(tmp_path / "a.pt")]) == 0
+    x = torch.rand(4, 1, 1, 5)
+    assert torch.equal(load_network(tmp_path / "a.pt")(x), load_network(src)(x))

@@ -44,13 +44,16 @@ def run(args: argparse.Namespace) -> int:
     from ..nets import count_parameters, named_layers
 
     src, dst = Path(args.input), Path(args.output)
-    for path, role in ((src, "input"), (dst, "output")):
-        if path.suffix.lower() not in FORMATS:
+    # a compressed input (.onnx.gz / .nnet.gz) is read by its inner suffix; outputs are written uncompressed
+    src_suffix = Path(src.stem).suffix.lower() if src.suffix.lower() == ".gz" else src.suffix.lower()
+    for path, role, suffix in ((src, "input", src_suffix), (dst, "output", dst.suffix.lower())):
+        if suffix not in FORMATS or (role == "input" and src.suffix.lower() == ".gz" and suffix == ".pt"):
             raise NnmendError(f"{path}: unknown {role} format {path.suffix or '(no suffix)'!r}; "
-                              f"use one of {', '.join(FORMATS)}")
+                              f"use one of {', '.join(FORMATS)}" + (" (or .onnx.gz / .nnet.gz to read)"
+                                                                    if role == "input" else ""))
     check_outputs({"INPUT": src}, {dst: "OUTPUT"}, args.force)
 
-    kind = src.suffix.lower()
+    kind = src_suffix
     with reading(src, ModelError):
         if kind == ".onnx":
             model = load_onnx(src, input_shape=args.input_shape)
