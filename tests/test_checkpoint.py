@@ -68,3 +68,26 @@ def test_failed_write_leaves_nothing(tmp_path):
     with pytest.raises(ModelError, match="cannot save a module"):
         save_network(nn.Sequential(Odd()), tmp_path / "odd.pt")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_deep_spec_is_refused_whatever_the_recursion_limit(tmp_path, monkeypatch):
+    """Refusal by counting brackets, not by a RecursionError that a raised recursion limit would postpone."""
+    import sys
+
+    import pytest
+    import torch
+
+    from nnmend.errors import ModelError
+    from nnmend.io.checkpoint import FORMAT, VERSION, load_checkpoint
+
+    spec = '{"type": "Sequential", "children": [["0", ' * 400 + '{"type": "ReLU"}' + "]]}" * 400
+    path = tmp_path / "deep.pt"
+    torch.save({"format": FORMAT, "version": VERSION, "spec": spec, "meta": "{}", "state_dict": {}}, path)
+    monkeypatch.setattr(sys, "getrecursionlimit", sys.getrecursionlimit)
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(100_000)
+    try:
+        with pytest.raises(ModelError, match="nested more than"):
+            load_checkpoint(path)
+    finally:
+        sys.setrecursionlimit(old)

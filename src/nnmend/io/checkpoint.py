@@ -271,8 +271,39 @@ def _load_state(model: nn.Module, state: dict, path: Path, allow_nonfinite: bool
             raise ModelError(f"{path}: parameter {k!r} (shape {tuple(v.shape)}) contains NaN or Inf")
 
 
+MAX_SPEC_DEPTH = 300   # JSON brackets: about 100 nested modules, well inside the default recursion limit
+
+
+def _json_depth(text: str) -> int:
+    """The deepest bracket nesting of JSON ``text`` (brackets inside strings are skipped)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
 def _header(obj: dict, path: Path) -> tuple[Any, dict]:
     """The checkpoint's JSON spec and metadata, refusing anything that is not JSON text of the right kind."""
+    for key in ("spec", "meta"):
+        text = obj.get(key)
+        if isinstance(text, str) and _json_depth(text) > MAX_SPEC_DEPTH:
+            # checked by counting, not by waiting for a RecursionError: the interpreter's recursion limit is
+            # whatever the process set it to (libraries raise it), so the outcome must not depend on it
+            raise ModelError(f"{path}: module {key} nested more than {MAX_SPEC_DEPTH} levels deep")
     try:
         spec, meta = json.loads(obj["spec"]), json.loads(obj.get("meta") or "{}")
     except (KeyError, TypeError, ValueError, RecursionError) as exc:
