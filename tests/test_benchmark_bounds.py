@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -60,12 +62,11 @@ def test_bounds_operators_quick(tmp_path):
     assert "violations" in (tmp_path / "bounds_operators_quick.md").read_text()
 
 
-def test_verify_vnncomp_quick(tmp_path):
-    import pytest
+_VNNCOMP = ROOT.parent / "shared" / "data" / "vnncomp"
 
-    data = ROOT.parent / "shared" / "data" / "vnncomp"
-    if not (data / "instances.csv").exists():
-        pytest.skip(f"{data} is not present")
+
+@pytest.mark.skipif(not (_VNNCOMP / "instances.csv").exists(), reason=f"the shared VNN-COMP data ({_VNNCOMP}) is not present")
+def test_verify_vnncomp_quick(tmp_path):
     _run("verify_vnncomp.py", tmp_path)
     res = json.loads((tmp_path / "verify_vnncomp_quick.json").read_text())
     outcomes = [r["outcome"] for r in res["records"]]
