@@ -23,10 +23,11 @@ from .graph import BoundGraph
 from .interval import interval_pass
 
 
-def backsub(A: torch.Tensor, graph: BoundGraph, start: int, pre: dict, alphas: dict | None = None
-            ) -> tuple[torch.Tensor, torch.Tensor]:
+def backsub(A: torch.Tensor, graph: BoundGraph, start: int, pre: dict, alphas: dict | None = None,
+            record: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Push ``A`` (B, m, *shape) from the output of node ``start`` back to the network input.
 
+    ``record``, if given, receives the form reaching each non-linear node's output (keyed by the node).
     Returns ``(A_in (B, m, *in_shape), const (B, m))``.
     """
     const = A.new_zeros(A.shape[:2])
@@ -37,6 +38,8 @@ def backsub(A: torch.Tensor, graph: BoundGraph, start: int, pre: dict, alphas: d
             continue
         n = graph.nodes[i]
         if n.nonlinear:
+            if record is not None:
+                record[n] = Ai
             lo, hi = pre[n]
             A_in, c = n.backward_relaxed(Ai, lo, hi, None if alphas is None else alphas.get(n))
             parts = [A_in]

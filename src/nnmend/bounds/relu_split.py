@@ -58,32 +58,10 @@ def _scores(graph, pre: dict, lam: dict) -> tuple[torch.Tensor, list]:
 
 
 def _relu_weights(graph, A: torch.Tensor, pre: dict) -> dict:
-    """``|A|`` summed over the specification rows at each ReLU's input (how much each neuron moves the bound)."""
-    out: dict = {}
-    lam_A = {}
-
-    def record(n, A_n):
-        lam_A[n] = A_n.abs().sum(1)
-
-    # one extra backward pass that records the forms reaching each optimizable node
-    pending = {len(graph) - 1: A}
-    for i in range(len(graph) - 1, -1, -1):
-        Ai = pending.pop(i, None)
-        if Ai is None:
-            continue
-        n = graph.nodes[i]
-        if n.nonlinear:
-            if n.optimizable:
-                record(n, Ai)
-            A_in, _ = n.backward_relaxed(Ai, *pre[n])
-            parts = [A_in]
-        else:
-            parts, _ = n.backward_inputs(Ai)
-        for j, P in zip(n.inputs, parts):
-            if j >= 0:
-                pending[j] = pending[j] + P if j in pending else P
-    out.update(lam_A)
-    return out
+    """``|A|`` summed over the specification rows at each ReLU (how much each neuron moves the bound)."""
+    forms: dict = {}
+    backsub(A, graph, len(graph) - 1, pre, record=forms)
+    return {n: f.abs().sum(1) for n, f in forms.items() if n.optimizable}
 
 
 def _linear_domain(graph, lo: torch.Tensor, hi: torch.Tensor, pre: dict, spec: tuple) -> str | torch.Tensor:

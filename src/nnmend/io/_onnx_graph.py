@@ -207,8 +207,6 @@ def _bias_vector(prev: nn.Module | None, shift: np.ndarray, per: tuple[int, ...]
         shape.pop(0)
     if len(shape) == 1 + spatial and shape[0] in (1, n) and all(d == 1 for d in shape[1:]):
         return np.broadcast_to(shift.reshape(-1), (n,)).copy()
-    if spatial == 0 and len(shape) == 1 and shape[0] in (1, n):
-        return np.broadcast_to(shift.reshape(-1), (n,)).copy()
     return None
 
 
