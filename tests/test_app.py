@@ -20,16 +20,14 @@ import torch
 pytest.importorskip("streamlit", reason="the workbench needs streamlit (requirements.txt)")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
+from _app_wait import RUN_TIMEOUT, running_jobs, texts, wait_for  # noqa: E402
 from nnmend.app import SCRIPT, jobs, registry  # noqa: E402
-from nnmend.app.widgets import JOBS_KEY  # noqa: E402
 from nnmend.data import load_dataset  # noqa: E402
 from nnmend.nets import pretrained  # noqa: E402
 from nnmend.train import accuracy  # noqa: E402
 
 N_EVAL = 1000
 WB = "nnmend_workbench"
-RUN_TIMEOUT = 900.0   # seconds for one script run: generous, so that only a hang fails on it
-IDLE_RERUNS = 3       # reruns with no job running before wait_for gives up on a page that shows nothing
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -53,10 +51,6 @@ def test_set():
     return load_dataset("mnist", "test", limit=N_EVAL)
 
 
-def texts(elements) -> str:
-    return "\n".join(str(e.value) for e in elements)
-
-
 def captions(at: AppTest) -> list[str]:
     """Captions of the images shown, in order."""
     return [c for el in at.get("image") for c in el.captions]
@@ -76,29 +70,6 @@ def page(at: AppTest, name: str) -> AppTest:
     at.switch_page(f"pages/{name}.py").run()
     assert not at.exception, at.exception
     return at
-
-
-def running_jobs(at: AppTest) -> list[jobs.Job]:
-    """The session's background jobs that have not finished."""
-    found = at.session_state.get(JOBS_KEY) or {}
-    return [j for j in found.values() if not j.done]
-
-
-def wait_for(at: AppTest, done) -> AppTest:
-    """Rerun the page until ``done(at)``; between reruns, block until the session's jobs have finished.
-
-    Fails only when the page still does not show ``done`` after ``IDLE_RERUNS`` reruns with no job left."""
-    idle = 0
-    while idle < IDLE_RERUNS:
-        at.run()
-        assert not at.exception, at.exception
-        if done(at):
-            return at
-        pending = running_jobs(at)
-        for job in pending:
-            jobs.wait(job, timeout=math.inf)
-        idle = 0 if pending else idle + 1
-    raise AssertionError(f"page shows no result and runs no job; errors: {texts(at.error)}")
 
 
 def damage_fc2(at: AppTest) -> AppTest:

@@ -31,7 +31,7 @@ def test_check_agrees_with_a_dense_grid(seed: int) -> None:
     top = _grid_values(net, lo, hi)[:, 0].max().item()
     for c, expect in ((top - 1e-3, "falsified"), (top + 0.05, "verified")):
         A, b = torch.tensor([[-1.0, 0.0, 0.0]], dtype=torch.float64), torch.tensor([-c], dtype=torch.float64)
-        res = check(net, SafetyProperty([Box(lo, hi, [(A, b)])]), timeout=60)
+        res = check(net, SafetyProperty([Box(lo, hi, [(A, b)])]), timeout=None)
         assert res.status == expect, (seed, c, res)
         if expect == "falsified":
             x, y = res.counterexample
@@ -49,9 +49,9 @@ def test_disjunction_of_conjunctions() -> None:
     first = (torch.stack([e[1] - e[0], e[2] - e[0]]), torch.zeros(2, dtype=torch.float64))
     c = y[:, 1].max().item() + 0.05
     second = ((-e[1])[None], torch.tensor([-c], dtype=torch.float64))
-    res = check(net, SafetyProperty([Box(lo, hi, [first, second])]), timeout=60)
+    res = check(net, SafetyProperty([Box(lo, hi, [first, second])]), timeout=None)
     assert res.status == ("falsified" if y0_max else "verified"), res
-    only_second = check(net, SafetyProperty([Box(lo, hi, [second])]), timeout=60)
+    only_second = check(net, SafetyProperty([Box(lo, hi, [second])]), timeout=None)
     assert only_second.status == "verified"
 
 
@@ -60,8 +60,8 @@ def test_local_robustness() -> None:
     net = nn.Sequential(nn.Flatten(), nn.Linear(16, 20), nn.ReLU(), nn.Linear(20, 4)).eval()
     x = torch.rand(1, 4, 4)
     label = int(net(x[None]).argmax())
-    assert check(net, LocalRobustness(x, 1e-4, label), timeout=30).status == "verified"
-    res = check(net, LocalRobustness(x, 1.0, label), timeout=30)
+    assert check(net, LocalRobustness(x, 1e-4, label), timeout=None).status == "verified"
+    res = check(net, LocalRobustness(x, 1.0, label), timeout=None)
     assert res.status == "falsified"
     xa, ya = res.counterexample
     assert (xa - x).abs().max() <= 1.0 + 1e-12 and xa.min() >= 0 and xa.max() <= 1
@@ -93,7 +93,7 @@ def test_acasxu_known_instances(net_id, prop, expect) -> None:
 
     from nnmend.properties import read_property
 
-    res = check(acasxu.acasxu(*net_id), read_property(acasxu.acasxu_property_path(prop)), timeout=100)
+    res = check(acasxu.acasxu(*net_id), read_property(acasxu.acasxu_property_path(prop)), timeout=None)
     assert res.status == expect, res
     if expect == "falsified":      # confirmed independently on onnxruntime (float32)
         x, y = res.counterexample
@@ -236,7 +236,7 @@ def test_mean_rows_keep_the_violation_and_decide_the_same():
     assert len(C2) == 9 and g2.tolist()[-2:] == [0, 2]
     y = torch.randn(1000, 5, generator=gen)
     assert torch.allclose(violation(y, C, d, groups, 3), violation(y, C2, d2, g2, 3))
-    res = check(acasxu.acasxu(2, 1), read_property(acasxu.acasxu_property_path(2)), timeout=60,
+    res = check(acasxu.acasxu(2, 1), read_property(acasxu.acasxu_property_path(2)), timeout=None,
                 config=BabConfig(mean_rows=True))
     assert res.status == "falsified"
 
@@ -271,7 +271,8 @@ def _split_case(seed: int):
     lo_m, span = float(margin.min()), float(margin.max() - margin.min())
     c = lo_m + (0.02 if seed % 2 else -0.05) * span
     prop = SafetyProperty([Box(x - eps, x + eps, [(torch.tensor([[1.0, -1.0]]), torch.tensor([c]))])], "random")
-    runs = {split: check(net, prop, timeout=120, config=BabConfig(split=split, seed=seed))
+    # ReLU splitting is complete here (no limit); input splitting may leave it undecided within its 120 s
+    runs = {split: check(net, prop, timeout=None if split == "relu" else 120, config=BabConfig(split=split, seed=seed))
             for split in ("relu", "input")}
     verdicts = {k: r.status for k, r in runs.items()}
     assert set(verdicts.values()) != {"verified", "falsified"}, verdicts

@@ -12,6 +12,7 @@ Example::
 """
 from __future__ import annotations
 
+import math
 import threading
 import time
 import traceback
@@ -82,8 +83,8 @@ def submit(label: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Job
     return job
 
 
-def wait(job: Job, timeout: float = 60.0, poll: float = 0.05) -> Job:
-    """Block until ``job`` is done (for scripts and tests; pages poll instead)."""
+def wait(job: Job, timeout: float = math.inf, poll: float = 0.05) -> Job:
+    """Block until ``job`` is done or ``timeout`` seconds have passed (for scripts and tests; pages poll instead)."""
     end = time.time() + timeout
     while not job.done and time.time() < end:
         time.sleep(poll)

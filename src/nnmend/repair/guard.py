@@ -84,13 +84,13 @@ class GuardProblem:
 class GuardConfig:
     """``margin``: ε, the output margin by which the guard makes each disjunct false. ``band``: δ, the
     L1 distance (input units) over which the guard fades out around a box. ``certify_timeout``: seconds for
-    the proof on the saved network. ``bound_slack``: added to the CROWN bound ``M`` (absolute).
+    the proof on the saved network (None: no limit). ``bound_slack``: added to the CROWN bound ``M`` (absolute).
     ``check_first``: seconds to try proving the property on the *original* network first; when it is
     already proved, the original is returned unchanged (``details["already_satisfied"]``). 0 = skip."""
 
     margin: float = 1e-4
     band: float = 1e-3
-    certify_timeout: float = 60.0
+    certify_timeout: float | None = 60.0
     bound_slack: float = 1.0
     check_first: float = 10.0
 

@@ -216,13 +216,13 @@ def leaf_partition(leaves, boxes) -> dict:
     return {"region": region[keep], "lo": lo[keep], "hi": hi[keep]}
 
 
-def certify(network: nn.Module, prop: SafetyProperty, timeout: float, partition: dict | None = None, *,
+def certify(network: nn.Module, prop: SafetyProperty, timeout: float | None, partition: dict | None = None, *,
             config: BabConfig = BabConfig()) -> dict:
     """Save → load → certificate on the loaded network; nothing is trusted from the training loop.
 
     With a ``partition`` (the loop's final leaves) the loaded network is re-proved leaf by leaf
     (:func:`.certificate.certify_partition`: exact cover check, float64 CROWN, branch and bound on open
-    leaves) for at most half of ``timeout``; if that does not settle it, :func:`nnmend.properties.check`
+    leaves) for at most half of ``timeout`` (None: no limit); if that does not settle it, :func:`nnmend.properties.check`
     on the whole boxes gets the remaining time. Without one, only the whole-box check runs. ``config``: the
     whole-box check's branch-and-bound settings.
     """
@@ -237,11 +237,11 @@ def certify(network: nn.Module, prop: SafetyProperty, timeout: float, partition:
     tried = {}
     if partition is not None and len(partition["lo"]):
         # at most half the time: the whole-box check below always gets the rest
-        cert = certify_partition(loaded, prop, partition, timeout / 2)
+        cert = certify_partition(loaded, prop, partition, None if timeout is None else timeout / 2)
         if cert["status"] in ("verified", "falsified"):
             return {**cert, "checked_on": "saved and reloaded network"}
         tried = {"partition_attempt": {k: v for k, v in cert.items() if k != "leaf"}}
-    left = max(timeout - (time.monotonic() - start), 1.0)
+    left = None if timeout is None else max(timeout - (time.monotonic() - start), 1.0)
     res = check(loaded, prop, timeout=left, config=config)
     return {"status": res.status, "seconds": round(time.monotonic() - start, 3), "method": "properties.check (whole boxes)",
             "checked_on": "saved and reloaded network", **tried}

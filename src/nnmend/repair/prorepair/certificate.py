@@ -28,6 +28,7 @@ Example::
 from __future__ import annotations
 
 import copy
+import math
 import os
 import time
 
@@ -120,20 +121,20 @@ def _crown_proven(net64: nn.Module, lo: torch.Tensor, hi: torch.Tensor, spec: tu
     return torch.cat(by_crown), torch.cat(by_alpha)
 
 
-def certify_partition(network: nn.Module, prop: SafetyProperty, partition: dict, timeout: float,
+def certify_partition(network: nn.Module, prop: SafetyProperty, partition: dict, timeout: float | None,
                       config: BabConfig = BabConfig()) -> dict:
     """Re-prove ``prop`` on ``network`` through the leaf partition (see the module docstring).
 
     Args:
         network: the network to certify (load it from the saved file; it is not modified).
         prop: the region property. partition: ``{"region": (L,) long, "lo": (L, d), "hi": (L, d)}``.
-        timeout: seconds for the whole certificate. config: branch-and-bound settings for open leaves.
+        timeout: seconds for the whole certificate (None: no limit). config: branch-and-bound settings for open leaves.
     Returns:
         dict ``status`` (verified / falsified / unknown / timeout), ``cover`` (True or the uncovered box),
         ``leaves``, ``proven_by_crown``, ``proven_by_alpha_crown``, ``proven_by_bab``, ``seconds``, ``method``.
     """
     start = time.monotonic()
-    deadline = start + timeout
+    deadline = start + timeout if timeout is not None else math.inf
     try:
         region, lo, hi = partition["region"].long(), partition["lo"].double(), partition["hi"].double()
     except (KeyError, TypeError, AttributeError) as exc:
@@ -186,7 +187,7 @@ def certify_partition(network: nn.Module, prop: SafetyProperty, partition: dict,
     return {**rec, "status": "verified", "seconds": round(time.monotonic() - start, 3)}
 
 
-def certify_saved(path: str | os.PathLike, prop: SafetyProperty, partition: dict, timeout: float) -> dict:
+def certify_saved(path: str | os.PathLike, prop: SafetyProperty, partition: dict, timeout: float | None) -> dict:
     """Load the network saved at ``path`` and run :func:`certify_partition` on it."""
     from ...io import load_network
 
