@@ -3,6 +3,15 @@
 * ``"mnist"``: the full MNIST bundled inside the package (60k train / 10k test), the default.
 * ``"fashion-mnist"``: read from the Debian package ``dataset-fashion-mnist`` when it is installed.
 * ``"digits"``: scikit-learn's bundled 8×8 digits (1,797 images), for quick runs.
+* ``"cifar10"``: CIFAR-10 as (N, 3, 32, 32), from a data root (never downloaded): nnmend's ``.npz`` pair
+  (``cifar10/cifar10_test.npz``, ``cifar10/cifar10_train[_20k].npz``: ``x`` uint8 N×32×32×3, ``y``), the
+  official python batches (``cifar-10-batches-py/``, read without unpickling any object) or the binary
+  batches (``cifar-10-batches-bin/``).
+* ``"sign-mnist"``: Sign Language MNIST, (N, 1, 28, 28), labels 0–24 for the letters A–Y (J = 9 never
+  occurs: 24 classes in use), from ``sign_mnist/sign_mnist_{train,test}.npz`` or the Kaggle CSVs.
+
+The data root is the ``root`` argument, else ``$NNMEND_DATA``, else ``$XDG_DATA_HOME/nnmend``
+(by default ``~/.local/share/nnmend``); see :func:`data_root`.
 * a path: an IDX file (``*-images-idx3-ubyte[.gz]``, labels found beside it), a directory holding the
   four IDX files, a ``.npz`` (``x``/``y``, ``images``/``labels`` or ``x_train``/``y_train``…) or SHNN's
   ``.mat`` layout (``data`` 784×N, ``label``), split 80/20 exactly as the SHNN code does
@@ -35,6 +44,13 @@ _IDX_NAMES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
+DATA_ENV = "NNMEND_DATA"
+"""Environment variable naming the data root (the folder that holds ``cifar10/``, ``sign_mnist/``)."""
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+"""The usual per-channel CIFAR-10 statistics (training set); give them to
+:func:`nnmend.layers.normalization` so that the network itself normalises and takes pixels in [0, 1]."""
+SIGN_MNIST_CLASSES = tuple("ABCDEFGHIJKLMNOPQRSTUVWXY")
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 
 
@@ -257,19 +273,88 @@ def _load_mat(path: Path, split: str, seed: int = 42) -> Dataset:
     return _from_array(data[pick], label[pick], path, "mat", split)
 
 
-def load_dataset(name: str | os.PathLike = "mnist", split: str = "train", *, limit: int | None = None) -> Dataset:
+def data_root(root: str | os.PathLike | None = None) -> Path:
+    """The folder that holds the named data sets: ``root``, else ``$NNMEND_DATA``, else
+    ``$XDG_DATA_HOME/nnmend`` (``~/.local/share/nnmend`` when ``XDG_DATA_HOME`` is unset)."""
+    if root is None:
+        root = os.environ.get(DATA_ENV) or None
+    if root is None:
+        root = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "nnmend"
+    return Path(root).expanduser()
+
+
+def _root_dir(root: str | os.PathLike | None, what: str) -> Path:
+    path = data_root(root)
+    if not path.is_dir():
+        how = "root=" if root is not None else (f"${DATA_ENV}" if os.environ.get(DATA_ENV) else "the default root")
+        raise DataError(f"{path}: no such folder for {what} (from {how}; pass root=… or set ${DATA_ENV})")
+    return path
+
+
+def _load_cifar10(root: str | os.PathLike | None, split: str) -> Dataset:
+    from ._cifar import CLASSES, read_cifar10
+
+    images, labels, _files = read_cifar10(_root_dir(root, "CIFAR-10"), split)
+    check_alloc("CIFAR-10 as float32", images.size * 4, error=DataError)
+    x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)).astype(np.float32) / 255.0)
+    return Dataset(x, torch.from_numpy(labels), "cifar10", split, CLASSES)
+
+
+def _load_sign_mnist(root: str | os.PathLike | None, split: str) -> Dataset:
+    base = _root_dir(root, "Sign-MNIST")
+    for d in (base / "sign_mnist", base / "sign-mnist", base):
+        npz, csv = d / f"sign_mnist_{split}.npz", d / f"sign_mnist_{split}.csv"
+        if npz.is_file():
+            ds = _load_npz(npz, split)
+            where = npz
+            break
+        if csv.is_file():
+            ds, where = _load_sign_csv(csv, split), csv
+            break
+    else:
+        raise DataError(f"{base}: no sign_mnist_{split}.npz or sign_mnist_{split}.csv in sign_mnist/, sign-mnist/ or the root")
+    if tuple(ds.x.shape[1:]) != (1, 28, 28):
+        raise DataError(f"{where}: Sign-MNIST images must be 28×28, got {tuple(ds.x.shape[1:])}")
+    if ds.y.max() >= len(SIGN_MNIST_CLASSES):
+        raise DataError(f"{where}: Sign-MNIST labels must lie in 0..24, found up to {ds.y.max().item()}")
+    return Dataset(ds.x, ds.y, "sign-mnist", split, SIGN_MNIST_CLASSES)
+
+
+def _load_sign_csv(path: Path, split: str) -> Dataset:
+    """The Kaggle CSV: a header, then ``label,pixel1,…,pixel784`` per row."""
+    check_alloc(f"{path}: reading the file", path.stat().st_size * 8, error=DataError)
+    try:
+        rows = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.int64, ndmin=2)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read as the Sign-MNIST CSV ({describe(exc)})") from None
+    if rows.shape[1] != 785:
+        raise DataError(f"{path}: rows must hold a label and 784 pixels, found {rows.shape[1]} columns")
+    return _from_array(rows[:, 1:].astype(np.uint8), rows[:, 0], path, "csv", split)
+
+
+def load_dataset(name: str | os.PathLike = "mnist", split: str = "train", *, limit: int | None = None,
+                 root: str | os.PathLike | None = None) -> Dataset:
     """Load a dataset by name or path; see the module docstring for what is accepted.
 
     Args:
-        name: ``"mnist"`` (bundled), ``"fashion-mnist"``, ``"digits"``, or a path.
+        name: ``"mnist"`` (bundled), ``"fashion-mnist"``, ``"digits"``, ``"cifar10"``, ``"sign-mnist"``, or a path.
         split: ``"train"`` or ``"test"``.
         limit: keep only the first ``limit`` samples.
+        root: the data root for ``"cifar10"`` and ``"sign-mnist"`` (default :func:`data_root`).
+
+    Example::
+
+        test = load_dataset("cifar10", "test", root="/data")   # x (10000, 3, 32, 32) in [0, 1]
     """
     check_choice("split", split, ("train", "test"))
     if limit is not None and limit < 0:
         raise DataError(f"limit={limit} must be a number of samples >= 0")
     key = str(name).lower()
-    if key == "mnist":
+    if key in ("cifar10", "cifar-10"):
+        ds = _load_cifar10(root, split)
+    elif key in ("sign-mnist", "sign_mnist", "signmnist"):
+        ds = _load_sign_mnist(root, split)
+    elif key == "mnist":
         ds = _idx_pair(_bundled_mnist_dir(), split, "mnist")
     elif key in ("fashion-mnist", "fashion_mnist", "fashion"):
         if not FASHION_DIR.is_dir():
@@ -283,7 +368,7 @@ def load_dataset(name: str | os.PathLike = "mnist", split: str = "train", *, lim
     else:
         path = Path(name)
         if not path.exists():
-            raise DataError(f"{path}: no such file, and not a known dataset name (mnist, fashion-mnist, digits)")
+            raise DataError(f"{path}: no such file, and not a known dataset name (mnist, fashion-mnist, digits, cifar10, sign-mnist)")
         if path.is_dir():
             ds = _idx_pair(path, split, path.name)
         elif path.suffix == ".npz":

@@ -249,3 +249,27 @@ class ConstMatMul(nn.Module):
     @classmethod
     def from_spec(cls, args: dict, children: dict) -> "ConstMatMul":
         return cls(torch.zeros(args["shape"]), args["right"])
+
+
+# -- input normalisation --------------------------------------------------------------------------------
+
+
+def normalization(mean, std) -> ElementwiseAffine:
+    """``(x - mean) / std`` per channel, as an :class:`ElementwiseAffine` (bounded like any other layer).
+
+    Prepend it to a network trained on normalised data so that the network takes pixels in [0, 1] and
+    bounds, attacks and repair sets work in pixel space. ``mean`` and ``std`` have one value per channel
+    (shape ``(C,)``, broadcast over ``(C, H, W)``) or one value for all.
+
+    Example::
+
+        net = nn.Sequential(normalization(CIFAR10_MEAN, CIFAR10_STD), body)   # body trained on normalised x
+    """
+    mean = torch.as_tensor(mean, dtype=torch.float32).reshape(-1)
+    std = torch.as_tensor(std, dtype=torch.float32).reshape(-1)
+    if mean.shape != std.shape or mean.numel() == 0:
+        raise ValueError(f"normalization: mean {tuple(mean.shape)} and std {tuple(std.shape)} must have one value per channel")
+    if not (torch.isfinite(std).all() and (std > 0).all() and torch.isfinite(mean).all()):
+        raise ValueError("normalization: std must be positive and mean and std finite")
+    shape = (-1, 1, 1) if mean.numel() > 1 else ()
+    return ElementwiseAffine((1.0 / std).reshape(shape), (-mean / std).reshape(shape))
