@@ -36,3 +36,20 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *
         atk = torchattacks.AutoAttack(wrapped, norm="Linf", eps=eps, version=version, n_classes=n_classes, seed=seed)
         adv = atk(x4, y)
     return adv.reshape(x.shape).detach()
+
+
+def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, n_queries: int = 1000, seed: int = 0
+           ) -> torch.Tensor:
+    """Square attack (Andriushchenko et al., ECCV 2020; AutoAttack's gradient-free member), L∞, via
+    torchattacks: it needs no gradients, so it sees through networks that mask them (box indicators)."""
+    try:
+        import torchattacks
+    except ImportError as exc:  # pragma: no cover - installed by the Makefile
+        raise NnmendError("square needs torchattacks (pip install --no-deps torchattacks==3.5.1)") from exc
+    x, y = prepare(model, x, y, eps)
+    shape = tuple(x.shape[1:])
+    x4 = x if x.dim() == 4 else x.reshape(x.shape[0], 1, 1, -1)
+    with eval_mode(model):
+        atk = torchattacks.Square(_Reshape(model, shape).eval(), norm="Linf", eps=eps, n_queries=n_queries, seed=seed)
+        adv = atk(x4, y)
+    return adv.reshape(x.shape).detach()

@@ -60,6 +60,7 @@ from ..layers import SumOfNetworks
 from ..nets import clone
 from ..properties import SafetyProperty, check, nnet_domain
 from .base import RepairResult
+from .certify import certify
 
 
 @dataclass(frozen=True)
@@ -293,8 +294,6 @@ def repair(network: nn.Module, problem: GuardProblem, config: GuardConfig = Guar
     is True only when :func:`nnmend.properties.check` proves the property on the saved and reloaded network.
     ``details``: targets and directions, ``M`` per stage, the domain, parameters added, the certificate.
     """
-    from .prorepair.api import certify
-
     t0 = time.perf_counter()
     stages, dlo, dhi = plan(network, problem, config)
     if config.check_first > 0:

@@ -21,6 +21,7 @@ from ...bounds import crown_bounds
 from ...bounds.bab import BabConfig, group_max
 from ...io import load_checkpoint, save_checkpoint
 from ...properties import Box, LocalRobustness, SafetyProperty, check
+from ..certify import check_cover
 from .distance import Items, lower_bounds
 from .feature import feature_boxes
 from .modules import PatchProNetwork, StackedPatches
@@ -93,17 +94,6 @@ def boxes_of(prop, n_out: int) -> tuple[torch.Tensor, torch.Tensor]:
     return b.lo.flatten(), b.hi.flatten()
 
 
-def _tiles(lo: torch.Tensor, hi: torch.Tensor, region: tuple[torch.Tensor, torch.Tensor], rtol: float = 1e-9) -> bool:
-    """Do the boxes (k, D) lie in ``region`` and fill its volume? Bisection leaves never overlap, so equal
-    volume means they cover it."""
-    rlo, rhi = region
-    lo, hi = lo.double().flatten(1), hi.double().flatten(1)
-    inside = bool(((lo >= rlo - 1e-12) & (hi <= rhi + 1e-12)).all())
-    vol = (hi - lo).clamp_min(0).log().sum(1)
-    total = torch.logsumexp(vol, 0)
-    return inside and abs(float(total - (rhi - rlo).log().sum())) < rtol * 1e3
-
-
 def recheck_saved(network: PatchProNetwork, regions, *, timeout: float = 60.0, path: str | Path | None = None,
                   bab: BabConfig = BabConfig(samples=0), leaves: dict | None = None,
                   whole_timeout: float = 0.0) -> tuple[PatchProNetwork, dict]:
@@ -117,7 +107,7 @@ def recheck_saved(network: PatchProNetwork, regions, *, timeout: float = 60.0, p
     Returns:
         ``(loaded network, record)`` with per-region statuses, counts and seconds.
         leaves: ``{region: (lo (k, *s), hi (k, *s))}`` the repair's final boxes of each region (input
-            space). The region is then re-checked on these leaves (after checking that they tile it):
+            space). The region is then re-checked on these leaves (after checking exactly that they cover it):
             float64 CROWN of the loaded network on all leaves at once, the verifier on any it leaves open;
             ``whole_timeout > 0`` first gives the verifier that long on the whole region with its own
             splitting. ``record["via_leaves"]`` lists the regions re-checked on leaves.
@@ -151,14 +141,14 @@ def recheck_saved(network: PatchProNetwork, regions, *, timeout: float = 60.0, p
                 check(net, _with_shape(prop, net, shape), timeout if leaves is None else min(timeout, whole_timeout), config=bab)
         if res.status == "timeout" and leaves is not None and r in leaves and not feature:
             # the verifier's own splitting did not finish: give it the repair's partition of the region instead.
-            # It re-derives every bound on each leaf from the loaded weights; the leaves must tile the region.
+            # It re-derives every bound on each leaf from the loaded weights; the leaves must cover the region.
             rlo, rhi = boxes_of(prop, regions.n_out)
             # the repair widened each region by box_tolerance: clip the leaves back to the property's box
             llo = torch.max(leaves[r][0].double().flatten(1), rlo)
             lhi = torch.min(leaves[r][1].double().flatten(1), rhi)
             keep = (llo <= lhi).all(1)
             llo, lhi = llo[keep], lhi[keep]
-            if _tiles(llo, lhi, (rlo, rhi)):
+            if check_cover(rlo, rhi, llo, lhi)[0]:      # the exact cover check, shared with every method
                 unsafe = prop.boxes(regions.n_out)[0].unsafe
                 open_ = _leaves_open(net, llo, lhi, unsafe, shape)
                 # sound float64 CROWN of the loaded network on all leaves at once; the verifier's branch
@@ -196,3 +186,25 @@ def _with_shape(prop: SafetyProperty, net, shape) -> SafetyProperty:
 
 
 __all__ = ["certify_items", "overlaps", "recheck_saved"]
+
+
+def certify_loaded(loaded: torch.nn.Module, problem, raw, timeout: float | None) -> dict | None:
+    """The harness's certifier for PatchPro (:mod:`nnmend.repair.registry`): re-prove every region of ``problem``
+    on the *loaded* network (each region through the patch its indicator routes there, overlaps included;
+    feature boxes recomputed by sound bounds from the loaded extractor). ``None`` when ``loaded`` is not a
+    :class:`PatchProNetwork` (nothing was patched): the ordinary verifier then reads it whole."""
+    from .spec import build_regions
+
+    if not isinstance(loaded, PatchProNetwork):
+        return None
+    regions = build_regions(loaded, problem)
+    part = raw.details.get("partition") if raw is not None else None
+    leaves = None
+    if part:
+        shape = regions.in_shape
+        leaves = {int(r): (part["lo"][part["region"] == r].reshape(-1, *shape),
+                           part["hi"][part["region"] == r].reshape(-1, *shape)) for r in part["region"].unique()}
+    _, rec = recheck_saved(loaded, regions, timeout=60.0 if timeout is None else timeout, leaves=leaves)
+    bad = rec["statuses"].get("falsified", 0)
+    status = "verified" if rec["all_verified"] else "falsified" if bad else "unknown"
+    return {**rec, "status": status, "method": "PatchPro region re-check on the loaded network"}

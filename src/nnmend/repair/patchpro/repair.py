@@ -221,6 +221,8 @@ def _repair(network: nn.Module, problem, cfg: PatchProConfig) -> RepairResult:
             for r in items.region[own].unique().tolist():
                 sel = own & (items.region == r)
                 leaves[r] = (items.lo[sel].reshape(-1, *regions.in_shape), items.hi[sel].reshape(-1, *regions.in_shape))
+            # the final boxes, for the harness's re-check (nnmend.repair.run): a partition of each region
+            details["partition"] = {"region": items.region[own], "lo": items.lo[own].double(), "hi": items.hi[own].double()}
         repaired, rec = recheck_saved(repaired, regions, timeout=cfg.verify_timeout, leaves=leaves or None)
         details["recheck"] = rec
         verified = rec["all_verified"] and not empirical

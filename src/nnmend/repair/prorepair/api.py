@@ -10,8 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ...bounds.bab import BabConfig
-from ...nets import clone
+from ...nets import clone, splittable
 from ...errors import DataError, PropertyError, RepairError
 from ...properties import SafetyProperty, check, input_domain
 from ..base import RepairResult
@@ -20,6 +19,7 @@ from .closed_form import applicable, closed_form_repair
 from .pointwise import point_repair
 from .regionwise import RegionState, region_repair
 from .spec import box_spec
+from ..certify import certify  # noqa: F401  (re-exported: nnmend.repair.prorepair.certify)
 from .split import edit_indices, editable_copy, split_network
 
 
@@ -85,7 +85,8 @@ def _repair(network: nn.Module, problem, config: ProRepairConfig, log) -> Repair
     if config.decision is not None:
         check_choice("decision", config.decision, ("argmax", "argmin"))
     torch.manual_seed(config.seed)
-    net0 = clone(network)           # eval-mode copy: the caller's network (and its train flag) stay untouched
+    # eval-mode copy (the caller's network and its train flag stay untouched), as a chain of its cut points
+    net0 = splittable(clone(network), config.split_layer, *[n for n in config.edit_layers or () if n != "*"])
     h, _ = split_network(net0, config.split_layer)
     names = [n for n, _ in net0.named_children()]
     eidx = edit_indices(h, config.edit_layers, names)
@@ -214,37 +215,6 @@ def leaf_partition(leaves, boxes) -> dict:
         hi[inside] = torch.where(hi[inside] >= fhi, torch.maximum(hi[inside], bhi), hi[inside])
     keep = region >= 0
     return {"region": region[keep], "lo": lo[keep], "hi": hi[keep]}
-
-
-def certify(network: nn.Module, prop: SafetyProperty, timeout: float | None, partition: dict | None = None, *,
-            config: BabConfig = BabConfig()) -> dict:
-    """Save → load → certificate on the loaded network; nothing is trusted from the training loop.
-
-    With a ``partition`` (the loop's final leaves) the loaded network is re-proved leaf by leaf
-    (:func:`.certificate.certify_partition`: exact cover check, float64 CROWN, branch and bound on open
-    leaves) for at most half of ``timeout`` (None: no limit); if that does not settle it, :func:`nnmend.properties.check`
-    on the whole boxes gets the remaining time. Without one, only the whole-box check runs. ``config``: the
-    whole-box check's branch-and-bound settings.
-    """
-    from ...io import load_network, save_network
-    from .certificate import certify_partition
-
-    start = time.monotonic()
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "repaired.pt"
-        save_network(network, path)
-        loaded = load_network(path)
-    tried = {}
-    if partition is not None and len(partition["lo"]):
-        # at most half the time: the whole-box check below always gets the rest
-        cert = certify_partition(loaded, prop, partition, None if timeout is None else timeout / 2)
-        if cert["status"] in ("verified", "falsified"):
-            return {**cert, "checked_on": "saved and reloaded network"}
-        tried = {"partition_attempt": {k: v for k, v in cert.items() if k != "leaf"}}
-    left = None if timeout is None else max(timeout - (time.monotonic() - start), 1.0)
-    res = check(loaded, prop, timeout=left, config=config)
-    return {"status": res.status, "seconds": round(time.monotonic() - start, 3), "method": "properties.check (whole boxes)",
-            "checked_on": "saved and reloaded network", **tried}
 
 
 def _point(net0, edited, split_idx, eidx, params, problem: PointProblem, cfg, details, start, log) -> RepairResult:
