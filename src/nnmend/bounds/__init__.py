@@ -9,7 +9,12 @@ the per-operator relaxations (``operators/``), as in auto_LiRPA, and walk the ne
 Tanh, MaxPool, AvgPool/AdaptiveAvgPool, Softmax (interval), Flatten/Unflatten/Reshape, Transpose, Pad,
 Slice, Gather, Concat, Add, Sub, constant MatMul, Identity, Dropout (eval). Anything else, and any
 attribute a relaxation does not model, is refused naming the node.
+
+:class:`BoundedNetwork` is the auto_LiRPA-style object form: built once from a network and its input
+shape, ``compute_bounds(lo, hi, C, method="crown")``.
 """
 from .api import METHODS, alpha_crown_bounds, bound, crown_bounds, crown_linear_form, interval_bounds
+from .bounded import BoundedNetwork
 
-__all__ = ["bound", "interval_bounds", "crown_bounds", "alpha_crown_bounds", "crown_linear_form", "METHODS"]
+__all__ = ["bound", "interval_bounds", "crown_bounds", "alpha_crown_bounds", "crown_linear_form", "METHODS",
+           "BoundedNetwork"]

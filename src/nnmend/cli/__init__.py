@@ -11,10 +11,11 @@ import argparse
 import importlib
 import sys
 
+from .._version import __version__
 from ..errors import NnmendError, describe
 
 # One line per command module; each defines register(subparsers) and sets `func` on its parser.
-COMMAND_MODULES: list[str] = ["demo", "steps", "convert", "verify", "nca", "repair", "app"]
+COMMAND_MODULES: list[str] = ["demo", "steps", "convert", "verify", "nca", "repair", "campaign", "app", "examples"]
 DEBUG_HELP = "show the full traceback of an unexpected error instead of one line"
 
 
@@ -34,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Find and mend defects in trained neural networks: damage, diagnose, repair, verify, save.",
         epilog="Bad input gives one line on stderr and exit code 2; add --debug to see a traceback.",
     )
-    parser.add_argument("--version", action="version", version="nnmend 0.1.0")
+    parser.add_argument("--version", action="version", version=f"nnmend {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"{__name__}.{name}").register(sub)

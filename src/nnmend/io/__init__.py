@@ -1,9 +1,33 @@
-"""Reading and writing networks, properties and reports. Every write is atomic."""
-from .atomic import atomic_write
-from .checkpoint import Checkpoint, load_checkpoint, load_network, save_checkpoint, save_network
-from .nnet import load_nnet, save_nnet
-from .onnx import load_onnx, save_onnx
-from .vnnlib import Region, VnnlibSpec, read_vnnlib, write_vnnlib
+"""Reading and writing networks, properties and reports. Every write is atomic.
 
-__all__ = ["atomic_write", "Checkpoint", "load_checkpoint", "load_network", "save_checkpoint", "save_network",
-           "load_nnet", "save_nnet", "load_onnx", "save_onnx", "Region", "VnnlibSpec", "read_vnnlib", "write_vnnlib"]
+Names are imported on first use: ``nnmend.layers`` imports :mod:`nnmend.io.checkpoint` (for
+``serializable``) while the ONNX reader imports ``nnmend.layers``, so importing the readers eagerly here
+would make the import order of those modules matter.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_NAMES = {
+    "atomic_write": "atomic",
+    "Checkpoint": "checkpoint", "load_checkpoint": "checkpoint", "load_network": "checkpoint",
+    "save_checkpoint": "checkpoint", "save_network": "checkpoint",
+    "load_safetensors": "safetensors_io", "save_safetensors": "safetensors_io",
+    "load_nnet": "nnet", "save_nnet": "nnet",
+    "load_onnx": "onnx", "save_onnx": "onnx",
+    "Region": "vnnlib", "VnnlibSpec": "vnnlib", "read_vnnlib": "vnnlib", "write_vnnlib": "vnnlib",
+}
+__all__ = list(_NAMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _NAMES:
+        value = getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'nnmend.io' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -183,9 +183,9 @@ class Checkpoint:
     meta: dict = field(default_factory=dict)
 
 
-def save_checkpoint(model: nn.Module, path: str | os.PathLike, meta: dict | None = None) -> Path:
-    """Write ``model`` (architecture spec + weights + JSON metadata) atomically to ``path``."""
-    path = Path(path)
+def checkpoint_parts(model: nn.Module, meta: dict | None = None) -> tuple[dict, dict, dict[str, torch.Tensor]]:
+    """``(spec, meta, state_dict)`` that a checkpoint of ``model`` stores (``.pt`` and ``.safetensors`` alike);
+    a module the spec cannot describe is traced into a graph first."""
     meta = dict(meta or {})
     if getattr(model, "nnmend_meta", None):
         meta = {**model.nnmend_meta, **meta}
@@ -205,13 +205,15 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, meta: dict | None
         spec = module_spec(model)
         meta.setdefault("input_shape", list(model.nnmend_input_shape))
         meta.setdefault("traced_from", cls_name)
-    payload = {
-        "format": FORMAT,
-        "version": VERSION,
-        "spec": json.dumps(spec),
-        "meta": json.dumps(meta, default=str),
-        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-    }
+    return spec, meta, {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def save_checkpoint(model: nn.Module, path: str | os.PathLike, meta: dict | None = None) -> Path:
+    """Write ``model`` (architecture spec + weights + JSON metadata) atomically to ``path``."""
+    path = Path(path)
+    spec, meta, state = checkpoint_parts(model, meta)
+    payload = {"format": FORMAT, "version": VERSION, "spec": json.dumps(spec),
+               "meta": json.dumps(meta, default=str), "state_dict": state}
     with atomic_write(path) as fh:
         torch.save(payload, fh)
     return path
@@ -319,8 +321,6 @@ def load_checkpoint(path: str | os.PathLike, arch: str | Callable[[], nn.Module]
 
     ``allow_nonfinite=True`` accepts NaN/Inf parameters (a tampered network that a repair method will
     treat as corrupted); by default they are refused with an error naming the parameter."""
-    from ..nets import build
-
     path = Path(path)
     obj = _read(path)
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
@@ -331,12 +331,26 @@ def load_checkpoint(path: str | os.PathLike, arch: str | Callable[[], nn.Module]
         state = obj.get("state_dict")
         model = _build_checked(spec, state, path)
     elif isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        if arch is None:
-            raise ModelError(f"{path}: a plain state dict; name its architecture (e.g. arch='shnn_mlp')")
-        model = build(arch) if isinstance(arch, str) else arch()
-        state, meta = obj, {"arch": arch if isinstance(arch, str) else getattr(arch, "__name__", "custom")}
+        model, meta = plain_model(arch, path)
+        state = obj
     else:
         raise ModelError(f"{path}: not an nnmend checkpoint or state dict")
+    return finish_checkpoint(model, state, meta, path, allow_nonfinite)
+
+
+def plain_model(arch: str | Callable[[], nn.Module] | None, path: Path) -> tuple[nn.Module, dict]:
+    """The network a plain state dict's ``arch`` names, and the metadata recording it."""
+    from ..nets import build
+
+    if arch is None:
+        raise ModelError(f"{path}: a plain state dict; name its architecture (e.g. arch='shnn_mlp')")
+    model = build(arch) if isinstance(arch, str) else arch()
+    return model, {"arch": arch if isinstance(arch, str) else getattr(arch, "__name__", "custom")}
+
+
+def finish_checkpoint(model: nn.Module, state: dict, meta: dict, path: Path, allow_nonfinite: bool = False
+                      ) -> Checkpoint:
+    """Load ``state`` into ``model`` (names, shapes, finiteness checked) and attach ``meta``."""
     _load_state(model, state, path, allow_nonfinite)
     model.eval()
     model.nnmend_meta = meta
@@ -345,13 +359,14 @@ def load_checkpoint(path: str | os.PathLike, arch: str | Callable[[], nn.Module]
     return Checkpoint(model, meta)
 
 
-_SUFFIX_FORMATS = ((".onnx", "onnx"), (".onnx.gz", "onnx"), (".nnet", "nnet"), (".nnet.gz", "nnet"))
+_SUFFIX_FORMATS = ((".onnx", "onnx"), (".onnx.gz", "onnx"), (".nnet", "nnet"), (".nnet.gz", "nnet"),
+                   (".safetensors", "safetensors"))
 
 
 def network_format(path: str | os.PathLike) -> str:
-    """``"onnx"``, ``"nnet"`` or ``"checkpoint"`` from the file name: ``.onnx`` / ``.onnx.gz`` and ``.nnet`` /
-    ``.nnet.gz`` by suffix, anything else a ``.pt`` checkpoint. Other gzip files are refused (torch
-    checkpoints are zip archives already)."""
+    """``"onnx"``, ``"nnet"``, ``"safetensors"`` or ``"checkpoint"`` from the file name: ``.onnx`` / ``.onnx.gz``,
+    ``.nnet`` / ``.nnet.gz`` and ``.safetensors`` by suffix, anything else a ``.pt`` checkpoint. Other gzip
+    files are refused (torch checkpoints are zip archives already)."""
     name = Path(path).name.lower()
     for suffix, fmt in _SUFFIX_FORMATS:
         if name.endswith(suffix):
@@ -362,8 +377,8 @@ def network_format(path: str | os.PathLike) -> str:
 
 
 def load_network(path: str | os.PathLike, **kwargs: Any) -> nn.Module:
-    """Load a network from any supported file: nnmend ``.pt`` checkpoints, ``.onnx`` and ``.nnet``
-    (those two also gzip-compressed, ``.onnx.gz`` / ``.nnet.gz``, decompressed under the memory cap)."""
+    """Load a network from any supported file: nnmend ``.pt`` and ``.safetensors`` checkpoints, ``.onnx`` and
+    ``.nnet`` (those two also gzip-compressed, ``.onnx.gz`` / ``.nnet.gz``, decompressed under the memory cap)."""
     path = Path(path)
     fmt = network_format(path)
     if fmt == "onnx":
@@ -374,12 +389,16 @@ def load_network(path: str | os.PathLike, **kwargs: Any) -> nn.Module:
         from .nnet import load_nnet
 
         return load_nnet(path, **kwargs)
+    if fmt == "safetensors":
+        from .safetensors_io import load_safetensors
+
+        return load_safetensors(path, **kwargs).model
     return load_checkpoint(path, **kwargs).model
 
 
 def save_network(model: nn.Module, path: str | os.PathLike, **kwargs: Any) -> Path:
-    """Save to the format named by the suffix: ``.pt`` checkpoint, ``.onnx`` or ``.nnet`` (never compressed:
-    a ``.gz`` target is refused rather than written in another format under that name)."""
+    """Save to the format named by the suffix: ``.pt`` or ``.safetensors`` checkpoint, ``.onnx`` or ``.nnet``
+    (never compressed: a ``.gz`` target is refused rather than written in another format under that name)."""
     path = Path(path)
     if path.name.lower().endswith(".gz"):
         raise ModelError(f"{path}: networks are written uncompressed; save to {path.name[:-3]!r} and compress it")
@@ -392,4 +411,8 @@ def save_network(model: nn.Module, path: str | os.PathLike, **kwargs: Any) -> Pa
         from .nnet import save_nnet
 
         return save_nnet(model, path, **kwargs)
+    if fmt == "safetensors":
+        from .safetensors_io import save_safetensors
+
+        return save_safetensors(model, path, **kwargs)
     return save_checkpoint(model, path, **kwargs)
