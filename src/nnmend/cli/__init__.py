@@ -11,6 +11,7 @@ import argparse
 import importlib
 import sys
 
+from .._extras import hint
 from .._version import __version__
 from ..errors import NnmendError, describe
 
@@ -53,6 +54,8 @@ def failure(exc: Exception) -> tuple[int, str]:
     """``(exit code, one-line message)`` for an exception that reached the top of a command."""
     if isinstance(exc, NnmendError):
         return 2, f"error: {_one_line(exc)}"
+    if isinstance(exc, ModuleNotFoundError) and hint(exc.name or ""):   # an optional extra that is not installed
+        return 2, f"error: {hint(exc.name or '')}"
     if isinstance(exc, OSError):               # a file the system refuses: missing, a folder, no permission, disk full
         path = exc.filename2 or exc.filename          # os.replace(tmp, dst): name the destination
         where = f"{path}: " if path else ""

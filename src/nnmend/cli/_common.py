@@ -20,7 +20,7 @@ from ..data import Dataset, load_dataset
 from ..errors import DataError, ModelError, NnmendError, PropertyError, describe
 from ..io import load_network
 
-NETWORK_SUFFIXES = (".pt", ".pth", ".onnx", ".nnet")
+NETWORK_SUFFIXES = (".pt", ".pth", ".safetensors", ".onnx", ".nnet")
 FORCE_HELP = "replace output files that already exist (an input is never replaced)"
 
 

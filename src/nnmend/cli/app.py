@@ -27,12 +27,10 @@ def command(host: str, port: int) -> list[str]:
 
 
 def run(a: argparse.Namespace) -> int:
+    from .._extras import require
     from ..errors import NnmendError
 
-    try:
-        import streamlit  # noqa: F401
-    except ImportError:
-        raise NnmendError("the workbench needs streamlit: pip install 'streamlit>=1.67'") from None
+    require("streamlit", "the workbench")
     if not 0 < a.port < 65536:
         raise NnmendError(f"--port {a.port} is not a TCP port (1-65535)")
     env = dict(os.environ)
