@@ -213,7 +213,12 @@ def check(network: nn.Module, prop: Property, timeout: float | None = None, *, c
         boxes = prop.boxes(n_out)
         stats: dict = {"regions": len(boxes), "per_region": []}
         unknown = False
-        for box in boxes:
+        screened = _screen(network, boxes, shape, deadline, config, stats)
+        if isinstance(screened, tuple):
+            return CheckResult("falsified", screened, time.monotonic() - start, stats)
+        for i, box in enumerate(boxes):
+            if i in screened:
+                continue                                         # proved by the batched first pass
             if time.monotonic() > deadline:   # every region shares one deadline
                 return CheckResult("timeout", None, time.monotonic() - start, stats)
             if box.lo.numel() != n_in:
@@ -244,6 +249,34 @@ def check(network: nn.Module, prop: Property, timeout: float | None = None, *, c
                 return CheckResult("timeout", None, time.monotonic() - start, stats)
             unknown |= out.status == "unknown"
     return CheckResult("unknown" if unknown else "verified", None, time.monotonic() - start, stats)
+
+
+def _screen(network: nn.Module, boxes: list[Box], shape: tuple[int, ...], deadline: float, config: BabConfig,
+            stats: dict) -> set[int] | tuple[torch.Tensor, torch.Tensor]:
+    """With two or more regions, one batched CROWN pass and counterexample probe over all of them
+    (:mod:`nnmend.bounds.screen`). Returns the indices of the regions it proved, or a counterexample ``(x, y)``."""
+    from .bounds.bab import memory_budget
+    from .bounds.screen import screen_regions, stack_specs
+
+    todo = [i for i, b in enumerate(boxes) if b.unsafe and not any(A.shape[0] == 0 for A, _ in b.unsafe)
+            and b.lo.numel() == math.prod(shape) and not bool((b.lo > b.hi).any())]
+    if len(todo) < 2:
+        return set()
+    specs = []
+    for i in todo:              # one spec per region (the padding is built once per property)
+        unsafe = boxes[i].unsafe
+        specs.append((torch.cat([A for A, _ in unsafe]), torch.cat([b for _, b in unsafe]),
+                      torch.cat([torch.full((A.shape[0],), g, dtype=torch.long) for g, (A, _) in enumerate(unsafe)])))
+    lo = torch.stack([boxes[i].lo.reshape(shape) for i in todo])
+    hi = torch.stack([boxes[i].hi.reshape(shape) for i in todo])
+    t0 = time.monotonic()
+    proven, cex = screen_regions(network, lo, hi, stack_specs(specs, torch.float64), deadline=deadline,
+                                 budget=memory_budget(config), margin=config.proof_margin, seed=config.seed)
+    stats["screen"] = {"regions": len(todo), "proven": int(proven.sum()), "seconds": round(time.monotonic() - t0, 3)}
+    if cex is not None and _strictly_unsafe(cex[2], boxes[todo[cex[0]]]):
+        stats["screen"]["found_by"] = "batched probe of all regions"
+        return cex[1].reshape(shape), cex[2]
+    return {todo[j] for j in torch.nonzero(proven).flatten().tolist()}
 
 
 def _strictly_unsafe(y: torch.Tensor, box: Box) -> bool:
