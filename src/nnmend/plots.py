@@ -99,3 +99,23 @@ def line_plot(series: dict[str, tuple[Sequence[float], Sequence[float]]], path: 
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     _save(fig, path)
+
+
+def pareto_scatter(points: Sequence[dict], path: str | os.PathLike, *, x: str, y: str, size: str, label: str = "label",
+                   xlabel: str = "", ylabel: str = "", size_label: str = "", title: str = "") -> None:
+    """One labelled point per dict (``x``, ``y``, marker area ∝ ``size``); points no other point beats on both
+    axes (lower ``x``, higher ``y``) are ringed: the Pareto front."""
+    pts = [p for p in points if p.get(x) is not None and p.get(y) is not None]
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    top = max((float(p.get(size) or 0) for p in pts), default=0) or 1.0
+    for p in pts:
+        front = not any(q[x] <= p[x] and q[y] >= p[y] and (q[x], q[y]) != (p[x], p[y]) for q in pts)
+        area = 40 + 400 * float(p.get(size) or 0) / top
+        ax.scatter(p[x], p[y], s=area, alpha=0.6, edgecolors="black" if front else "none", linewidths=1.5)
+        ax.annotate(f"{p[label]} ({p.get(size) or 0:.3g}{size_label})", (p[x], p[y]), fontsize=7,
+                    xytext=(4, 4), textcoords="offset points")
+    ax.set_xlabel(xlabel or x)
+    ax.set_ylabel(ylabel or y)
+    ax.set_title(title or f"ringed: Pareto front; marker area ∝ {size_label or size}", fontsize=9)
+    ax.grid(alpha=0.3)
+    _save(fig, path)

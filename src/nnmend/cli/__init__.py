@@ -16,7 +16,7 @@ from .._version import __version__
 from ..errors import NnmendError, describe
 
 # One line per command module; each defines register(subparsers) and sets `func` on its parser.
-COMMAND_MODULES: list[str] = ["demo", "steps", "convert", "verify", "nca", "repair", "app"]
+COMMAND_MODULES: list[str] = ["demo", "steps", "convert", "verify", "nca", "repair", "campaign", "app"]
 DEBUG_HELP = "show the full traceback of an unexpected error instead of one line"
 
 
