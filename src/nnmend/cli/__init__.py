@@ -16,7 +16,7 @@ from .._version import __version__
 from ..errors import NnmendError, describe
 
 # One line per command module; each defines register(subparsers) and sets `func` on its parser.
-COMMAND_MODULES: list[str] = ["demo", "steps", "convert", "verify", "nca", "repair", "campaign", "app"]
+COMMAND_MODULES: list[str] = ["demo", "steps", "convert", "verify", "nca", "repair", "campaign", "app", "examples"]
 DEBUG_HELP = "show the full traceback of an unexpected error instead of one line"
 
 
@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"{__name__}.{name}").register(sub)
+    importlib.import_module(f"{__name__}._common").add_user_model_options(parser)   # --model MODULE:ATTR --weights
     _add_debug(parser, False)
     return parser
 

@@ -71,6 +71,175 @@ def load_model(path: str | os.PathLike, **kwargs) -> nn.Module:
         return load_network(path, **kwargs)
 
 
+# --- your own network: --model MODULE:CLASS --weights FILE ------------------------------------------------
+USER_MODEL_HELP = ("your own network instead of a file: MODULE:ATTR names a class (or a function returning an "
+                   "nn.Module) importable from the current folder, e.g. mypkg.nets:MyNet or nets.py:MyNet")
+_NETWORK_POSITIONALS = ("model", "input")      # the positional that names a command's network
+
+
+def _import_attr(spec: str) -> object:
+    """The object ``spec`` (``module:attr``, ``module`` dotted or a ``.py`` path, ``attr`` dotted) names."""
+    import importlib
+    import importlib.util
+    import sys
+
+    module_name, _, attr = spec.rpartition(":")
+    if not module_name or not attr:
+        raise ModelError(f"--model {spec}: expected MODULE:ATTR, e.g. mypkg.nets:MyNet")
+    try:
+        if module_name.endswith(".py"):
+            file = Path(module_name)
+            if not file.is_file():
+                raise ModelError(f"--model {spec}: no such file {file}")
+            loader = importlib.util.spec_from_file_location(file.stem, file)
+            module = importlib.util.module_from_spec(loader)
+            loader.loader.exec_module(module)
+        else:
+            if os.getcwd() not in sys.path:        # like `python -m`: the user's own modules sit in the current folder
+                sys.path.insert(0, os.getcwd())
+            module = importlib.import_module(module_name)
+    except NnmendError:
+        raise
+    except ModuleNotFoundError as exc:
+        raise ModelError(f"--model {spec}: cannot import {module_name} (no module named {exc.name!r})") from None
+    except BaseException as exc:           # noqa: BLE001 - the user's module failed while importing (SystemExit too)
+        raise ModelError(f"--model {spec}: importing {module_name} failed ({describe(exc)})") from None
+    target: object = module
+    for part in attr.split("."):
+        if not hasattr(target, part):
+            raise ModelError(f"--model {spec}: {module_name} has no attribute {attr!r}")
+        target = getattr(target, part)
+    return target
+
+
+def read_state_dict(path: str | os.PathLike) -> dict:
+    """A state dict from ``.safetensors`` or a weights-only ``torch.save`` file (never unpickling objects).
+
+    A dict that nests the weights under ``state_dict`` / ``model_state_dict`` / ``model`` is unwrapped."""
+    import torch
+
+    path = Path(path)
+    if path.suffix.lower() == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise ModelError(f"{path}: reading .safetensors needs the safetensors package "
+                             "(pip install safetensors)") from None
+        with reading(path, ModelError):
+            return dict(load_file(str(path)))
+    if not path.is_file():
+        raise ModelError(f"{path}: no such weights file")
+    with reading(path, ModelError):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:           # noqa: BLE001 - the unpickler refuses anything but tensors and containers
+            raise ModelError(f"{path}: not a weights-only state dict ({describe(exc)})") from None
+    for key in ("state_dict", "model_state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelError(f"{path}: not a state dict (a mapping from parameter names to tensors)")
+    return state
+
+
+def load_user_model(spec: str, weights: str | os.PathLike | None = None) -> nn.Module:
+    """Build the network ``spec`` (``module:attr``) names and load ``weights`` into it (strictly).
+
+    ``attr`` is an ``nn.Module`` class or function called with no arguments, or a module instance. The
+    class is the user's own code, imported as Python imports it; the weights are read as data only."""
+    target = _import_attr(spec)
+    if isinstance(target, nn.Module):
+        model = target
+    elif callable(target):
+        try:
+            model = target()
+        except Exception as exc:           # noqa: BLE001 - the user's constructor failed
+            raise ModelError(f"--model {spec}: calling {spec.rpartition(':')[2]}() failed ({describe(exc)})") from None
+    else:
+        raise ModelError(f"--model {spec}: {type(target).__name__} is neither an nn.Module nor a class")
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"--model {spec}: gave a {type(model).__name__}, not a torch.nn.Module")
+    if weights is not None:
+        state, own = read_state_dict(weights), model.state_dict()
+        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+        if missing or unexpected or wrong:
+            parts = [f"missing {', '.join(missing[:3])}" if missing else "",
+                     f"unexpected {', '.join(unexpected[:3])}" if unexpected else "",
+                     f"{wrong[0]} is {tuple(state[wrong[0]].shape)}, the network's is {tuple(own[wrong[0]].shape)}"
+                     if wrong else ""]
+            raise ModelError(f"{weights}: does not fit --model {spec} ({'; '.join(p for p in parts if p)})")
+        model.load_state_dict(state)
+    return model.eval()
+
+
+def add_user_model_options(parser: argparse.ArgumentParser) -> None:
+    """Give every command below ``parser`` that reads a network (its ``model`` / ``input`` positional)
+    ``--model MODULE:ATTR --weights FILE`` as an alternative to the file (called once by the parser)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                add_user_model_options(sub)
+    positionals = [a for a in parser._actions if not a.option_strings]
+    target = next((a for a in positionals if a.dest in _NETWORK_POSITIONALS), None)
+    func = parser._defaults.get("func")
+    if target is None or func is None:
+        return
+    later = [a.dest for a in positionals[positionals.index(target) + 1:]]
+    required = target.required
+    target.nargs, target.required = "?", False
+    g = parser.add_argument_group("your own network (instead of " + (target.metavar or target.dest.upper()) + ")")
+    g.add_argument("--model", dest="user_model", metavar="MODULE:ATTR", help=USER_MODEL_HELP)
+    g.add_argument("--weights", dest="user_weights", metavar="FILE",
+                   help="its state_dict (.pt / .pth saved with torch.save, or .safetensors); read as data only")
+    parser.set_defaults(func=_with_user_model(func, target.dest, later, required))
+
+
+def _with_user_model(func, dest: str, later: list[str], required: bool):
+    """``func`` run on ``--model``/``--weights`` turned into a weights-only checkpoint in a private folder."""
+    def run(args: argparse.Namespace) -> int:
+        import tempfile
+
+        from ..io import save_network
+
+        spec, weights = getattr(args, "user_model", None), getattr(args, "user_weights", None)
+        if spec is None:
+            if weights is not None:
+                raise NnmendError("--weights needs --model MODULE:ATTR (the class the weights belong to)")
+            if required and getattr(args, dest) is None:
+                raise NnmendError(f"a network is required: a file ({dest.upper()}) or --model MODULE:ATTR --weights FILE")
+            return func(args)
+        values = [getattr(args, dest)] + [getattr(args, d) for d in later]
+        if values[0] is not None:          # argparse gave the first positional to MODEL: shift the rest right
+            if not later or values[-1] is not None:
+                raise NnmendError(f"give either a network file ({dest.upper()}) or --model, not both")
+            for d, v in zip(later, values[:-1]):
+                setattr(args, d, v)
+        if weights is not None:
+            _check_weights_kept(args, Path(weights))
+        net = load_user_model(spec, weights)
+        with tempfile.TemporaryDirectory(prefix="nnmend-model-") as tmp:
+            path = Path(tmp) / f"{Path(weights).stem if weights else spec.rpartition(':')[2]}.pt"
+            with reading(spec, ModelError):
+                save_network(net, path)
+            setattr(args, dest, str(path))
+            return func(args)
+    return run
+
+
+def _check_weights_kept(args: argparse.Namespace, weights: Path) -> None:
+    """Refuse an output (or a file written beside it) that would replace the ``--weights`` file."""
+    for role in ("out", "output", "save"):
+        out = getattr(args, role, None)
+        if not isinstance(out, (str, os.PathLike)) or not str(out):
+            continue
+        out = Path(out)
+        for path in [out] + [out.with_suffix(s) for s in (".json", ".onnx", ".pt", ".png", ".certificate.json")]:
+            if _same_file(path, weights):
+                raise NnmendError(f"refusing to overwrite the input {weights} (--weights) with {path} "
+                                  f"(--{role} or beside it); choose another output path")
+
+
 def load_property(path: str | os.PathLike):
     """A property file (VNN-LIB) as :func:`nnmend.properties.read_property` returns it."""
     from ..properties import read_property
