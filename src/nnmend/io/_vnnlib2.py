@@ -155,7 +155,7 @@ def parse_v2(text: str, where: str, n_inputs: int | None, n_outputs: int | None,
     try:
         import vnnlib
     except ImportError:
-        raise PropertyError(f"{where}: reading VNN-LIB 2.0 needs the 'vnnlib' package (pip install vnnlib)") from None
+        raise PropertyError(f"{where}: reading VNN-LIB 2.0 needs vnnlib: pip install 'nnmend[verify]'") from None
     try:
         query = vnnlib.parse_query_string(text)
     except vnnlib.VNNLibException as exc:
