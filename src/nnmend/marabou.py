@@ -202,7 +202,7 @@ def solve(network: Any, prop: Any, timeout: float | None = 60.0, *, clock: str =
     if clock not in ("wall", "cpu") or (clock == "cpu" and not isolate):
         raise ValueError(f"clock={clock!r}: use 'wall', or 'cpu' with isolate=True")
     if not available():
-        return MarabouResult("unknown", 0.0, "maraboupy is not installed")
+        return MarabouResult("unknown", 0.0, "maraboupy is not installed: pip install 'nnmend[verify]'")
     with staged(network, prop, input_shape) as (net_path, prop_path):
         if isolate:
             rec = _solve_in_child(net_path, prop_path, timeout, clock, wall_limit)
