@@ -319,7 +319,33 @@ def build_corpus(folder: str | Path) -> list[Case]:
     lbl = d / "bomb-labels-idx1-ubyte.gz"
     lbl.write_bytes(gzip.compress(struct.pack(">HBBI", 0, 8, 1, 1) + b"\0"))
     add("idx_gz_bomb", "dataset", p, "refused", f"IDX images .gz expanding to {BOMB_BYTES >> 20} MB")
+
+    # .safetensors (the same spec and checks as .pt, in the file's metadata)
+    add("safetensors_valid", "network", _safetensors(d / "safetensors_valid.safetensors", _linear_spec(3, 2),
+                                                     _small_state()), "accepted", "a small valid checkpoint (control)")
+    p = d / "safetensors_header_overrun.safetensors"
+    p.write_bytes(struct.pack("<Q", 1 << 60) + b"{}")
+    add("safetensors_header_overrun", "network", p, "refused", "a header length of 2^60 bytes over a 2-byte header")
+    p = d / "safetensors_deep_header.safetensors"
+    header = b'{"a":' + b"[" * 100000 + b"]" * 100000 + b"}"
+    p.write_bytes(struct.pack("<Q", len(header)) + header)
+    add("safetensors_deep_header", "network", p, "refused", "a header nested 100000 brackets deep")
+    add("safetensors_huge_spec", "network", _safetensors(d / "safetensors_huge_spec.safetensors",
+                                                         _linear_spec(10**6, 10**6), _small_state()),
+        "refused", "a spec declaring a 10^6 x 10^6 Linear over a 3 x 2 tensor")
+    add("safetensors_plain", "network", _safetensors(d / "safetensors_plain.safetensors", None, _small_state()),
+        "refused", "a plain state dict without metadata (needs arch=)")
     return cases
+
+
+def _safetensors(path: Path, spec, state: dict) -> Path:
+    from safetensors.torch import save_file
+
+    from nnmend.io.checkpoint import FORMAT, VERSION
+
+    meta = None if spec is None else {"format": FORMAT, "version": str(VERSION), "spec": json.dumps(spec), "meta": "{}"}
+    save_file(state, str(path), metadata=meta)
+    return path
 
 
 def _deep_json(depth: int) -> str:
