@@ -9,7 +9,11 @@ or mean squared error (MSE). ``localize`` picks the hurt layer:
   ``threshold`` over the previous layer (the SHNN code's variant); falls back to the peak;
 * ``"peak"`` — the layer with the largest score (the paper's rule for adversarial damage, on MSE).
 
-Works on any network whose weight layers are registered in execution order (every ``nn.Sequential``).
+Works on any network: layers are named and ordered by :func:`nnmend.nets.named_layers` (execution order;
+a :class:`nnmend.graph.GraphNetwork`'s node names), and ``trace(..., layers=[...])`` also records any other
+node or module by name (a residual ``add``, a pooling node, a ReLU), so a DAG is traced anywhere, not only
+along a chain of weight layers. For functional operations of your own ``forward()`` (``x + y``,
+``torch.relu``) trace ``nnmend.graph.from_module(net)``, where each is a node.
 
 Example::
 
@@ -27,7 +31,7 @@ from torch import nn
 
 from ._validation import check_choice
 from .errors import ModelError
-from .nets import trace_points
+from .nets import layer_path, module_paths, trace_points
 
 RULES = ("first", "first_increase", "peak")
 
@@ -37,37 +41,64 @@ def trace(model: nn.Module, x: torch.Tensor, layers: list[str] | None = None, ba
           final_softmax: bool = False) -> "OrderedDict[str, torch.Tensor]":
     """Activations of each weight layer, flattened per sample: ``{layer: (N, features)}``.
 
-    ``final_softmax`` applies a softmax to the last layer when no activation follows it (a classifier's
-    logits), so that the output layer is compared as probabilities, as a Keras ``Dense(softmax)`` is.
+    ``layers``: weight layers (recorded after the activation that follows them) or any other node or
+    module by name (its own output); default every weight layer. ``final_softmax`` applies a softmax to
+    the last layer when no activation follows it (a classifier's logits), so that the output layer is
+    compared as probabilities, as a Keras ``Dense(softmax)`` is.
     """
     points = trace_points(model)
-    last = next(reversed(points)) if points else None
-    soft_last = final_softmax and last is not None and points[last] == last
     if not points:
-        raise ModelError("the network has no Linear or Conv2d layers to trace")
+        raise ModelError("the network has no Linear or Conv layers to trace")
+    last = next(reversed(points))
+    soft_last = final_softmax and points[last] == layer_path(model, last)
     if layers is not None:
-        unknown = [n for n in layers if n not in points]
+        nodes = module_paths(model)
+        unknown = [n for n in layers if n not in points and n not in nodes]
         if unknown:
-            raise ModelError(f"layer(s) {unknown} not found; the network's layers are: {', '.join(points)}")
-        points = OrderedDict((n, points[n]) for n in layers)
-    modules = dict(model.named_modules())
+            raise ModelError(f"layer(s) or node(s) {unknown} not found; the network's layers are: "
+                             f"{', '.join(points)}; its nodes: {', '.join(nodes)}")
+        points = OrderedDict((n, points[n] if n in points else nodes[n]) for n in layers)
     store: dict[str, list[torch.Tensor]] = {n: [] for n in points}
-    handles = []
-    for layer, point in points.items():
-        def hook(_m, _inp, out, layer=layer):
-            out = out.detach().reshape(out.shape[0], -1)
-            store[layer].append(out.softmax(1) if soft_last and layer == last else out)
-        handles.append(modules[point].register_forward_hook(hook))
+
+    def keep(layer: str, out: torch.Tensor) -> None:
+        out = out.detach().reshape(out.shape[0], -1)
+        store[layer].append(out.softmax(1) if soft_last and layer == last else out)
+
     was = model.training
     model.eval()
     try:
         for i in range(0, len(x), batch_size):
-            model(x[i : i + batch_size])
+            for layer, out in _outputs(model, x[i : i + batch_size], points).items():
+                keep(layer, out)
+    finally:
+        model.train(was)
+    return OrderedDict((n, torch.cat(v)) for n, v in store.items())
+
+
+def _outputs(model: nn.Module, x: torch.Tensor, points: "OrderedDict[str, str]") -> dict[str, torch.Tensor]:
+    """``{name: output of the module at path points[name]}`` for one batch: a graph's nodes are read off its
+    evaluation (a module shared by two nodes is told apart), other modules by a hook on their first call."""
+    from .graph import GraphNetwork
+
+    if isinstance(model, GraphNetwork) and all(p[:4] == "ops." and p[4:] in model.ops for p in points.values()):
+        vals = {model.INPUT: x}
+        for node in model.nodes:
+            vals[node.name] = model.ops[node.name](*(vals[i] for i in node.inputs))
+        return {n: vals[p[4:]] for n, p in points.items()}
+    modules, got, handles = dict(model.named_modules()), {}, []
+    for layer, point in points.items():
+        def hook(_m, _inp, out, layer=layer):
+            got.setdefault(layer, out)
+        handles.append(modules[point].register_forward_hook(hook))
+    try:
+        model(x)
     finally:
         for h in handles:
             h.remove()
-        model.train(was)
-    return OrderedDict((n, torch.cat(v)) for n, v in store.items())
+    missing = [n for n in points if n not in got]
+    if missing:
+        raise ModelError(f"layer(s) {missing} are never called by the network's forward()")
+    return {n: got[n] for n in points}
 
 
 def layer_scores(ref: dict[str, torch.Tensor], other: dict[str, torch.Tensor], metric: str = "mad") -> "OrderedDict[str, float]":

@@ -1,8 +1,10 @@
 """Model zoo and layer access.
 
-``named_layers(model)`` lists a network's weight layers (``nn.Linear`` / ``nn.Conv2d``) in execution
-order under their qualified names; every other module (faults, diagnose, repair) refers to layers by
-those names. ``pretrained(name)`` loads a small checkpoint shipped with the package.
+``named_layers(model)`` lists a network's weight layers (``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d``) in
+execution order; every other module (faults, diagnose, repair) refers to layers by those names: the node
+names of a :class:`nnmend.graph.GraphNetwork` (``"layer1_0_conv1"``), the qualified module paths of any
+other network (``"fc2"``, ``"layer1.0.conv1"`` of a user's own class, ordered as its ``forward()`` calls
+them when ``torch.fx`` can trace it). ``pretrained(name)`` loads a small checkpoint shipped with the package.
 
 Example::
 
@@ -23,7 +25,7 @@ from torch import nn
 
 from .errors import ModelError
 
-WEIGHT_LAYERS = (nn.Linear, nn.Conv2d)
+WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)
 ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.Softmax, nn.GELU, nn.ELU)
 
 
@@ -81,40 +83,214 @@ def build(name: str) -> nn.Module:
     return ZOO[name]()
 
 
+def _is_graph(m: nn.Module) -> bool:
+    from .graph import GraphNetwork
+
+    return isinstance(m, GraphNetwork)
+
+
+def module_paths(model: nn.Module) -> "OrderedDict[str, str]":
+    """Every computing leaf module in execution order: ``{name: qualified path}``.
+
+    Names are those of :func:`named_layers` (a graph's node names, prefixed by the path of a graph nested
+    in another module; module paths elsewhere). Sub-modules that ``forward()`` never calls are listed after
+    the called ones, in registration order.
+    """
+    out: "OrderedDict[str, str]" = OrderedDict()
+    _walk(model, "", "", out)
+    return out
+
+
+def _walk(m: nn.Module, path: str, name: str, out: "OrderedDict[str, str]") -> None:
+    join = (lambda a, b: f"{a}.{b}" if a else b)
+    if _is_graph(m):
+        for node in m.nodes:
+            _walk(m.ops[node.name], join(path, f"ops.{node.name}"), join(name, node.name), out)
+        return
+    children = list(m.named_children())
+    if not children:
+        if path:
+            out.setdefault(name, path)
+        return
+    for child, sub in _call_order(m, children):
+        _walk(sub, join(path, child), join(name, child), out)
+
+
+def _call_order(m: nn.Module, children: list[tuple[str, nn.Module]]) -> list[tuple[str, nn.Module]]:
+    """``children`` as ``m.forward`` first calls them (``torch.fx``, one level deep), else as registered."""
+    if isinstance(m, (nn.Sequential, nn.ModuleList, nn.ModuleDict)) or len(children) < 2:
+        return children
+    import torch.fx as fx
+
+    class _Shallow(fx.Tracer):
+        def is_leaf_module(self, sub: nn.Module, qualname: str) -> bool:
+            return "." not in qualname
+
+    try:
+        graph = _Shallow().trace(m)
+    except Exception:  # noqa: BLE001 - untraceable forward(): registration order is the best we know
+        return children
+    called = [n.target for n in graph.nodes if n.op == "call_module"]
+    order = list(OrderedDict.fromkeys(t.split(".")[0] for t in called))
+    rank = {c: i for i, c in enumerate(order)}
+    return sorted(children, key=lambda kv: rank.get(kv[0], len(rank)))
+
+
 def named_layers(model: nn.Module) -> "OrderedDict[str, nn.Module]":
-    """Weight layers (Linear, Conv2d) in registration order, keyed by qualified name."""
-    return OrderedDict((n, m) for n, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS))
+    """Weight layers (Linear, Conv1d, Conv2d) in execution order, keyed by name (see the module docstring)."""
+    return OrderedDict((n, model.get_submodule(p)) for n, p in module_paths(model).items()
+                       if isinstance(model.get_submodule(p), WEIGHT_LAYERS))
+
+
+def layer_path(model: nn.Module, name: str) -> str:
+    """The qualified module path of the layer or node ``name`` (``"ops.conv1"`` in a graph)."""
+    paths = module_paths(model)
+    if name in paths:
+        return paths[name]
+    if name in dict(model.named_modules()) and name:
+        return name
+    layers = [n for n, p in paths.items() if isinstance(model.get_submodule(p), WEIGHT_LAYERS)]
+    raise ModelError(f"layer {name!r} not found; the network's layers are: {', '.join(layers) or '(none)'}")
 
 
 def get_layer(model: nn.Module, name: str) -> nn.Module:
-    layers = named_layers(model)
+    """The weight layer (Linear / Conv1d / Conv2d) ``name``; a ModelError naming it and the valid names
+    otherwise (also when ``name`` is a node of another kind, such as a ReLU or a residual add)."""
+    paths = module_paths(model)
+    layers = [n for n, p in paths.items() if isinstance(model.get_submodule(p), WEIGHT_LAYERS)]
     if name not in layers:
-        raise ModelError(f"layer {name!r} not found; the network's layers are: {', '.join(layers) or '(none)'}")
-    return layers[name]
+        kind = f"is a {type(model.get_submodule(paths[name])).__name__}, not a Linear or Conv layer" \
+            if name in paths else "not found"
+        raise ModelError(f"layer {name!r} {kind}; the network's layers are: {', '.join(layers) or '(none)'}")
+    return model.get_submodule(paths[name])
+
+
+def sequential_view(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> nn.Sequential:
+    """``model`` as an ``nn.Sequential`` cut at every node that all paths pass through, sharing its modules.
+
+    Methods that split a network at a layer (NNrepair, PatchPro's feature space, ProRepair) work on this
+    view of any network the graph representation accepts. A node every path from the input to the output
+    passes through becomes a top-level child named by the node; the parts between two such nodes (a
+    residual block, parallel branches) become one :class:`nnmend.graph.GraphNetwork` child named by the
+    node it computes. An ``nn.Sequential`` whose children are plain layers is returned as it is.
+    ``input_shape``: one sample's shape, for a module that does not record it (see :func:`nnmend.graph.from_module`).
+
+    Example::
+
+        seq = sequential_view(from_module(MyResNet()))
+        list(dict(seq.named_children()))     # ['stem', 'relu', 'add_1', 'pool', 'flatten', 'head']: add_1 a block
+    """
+    from .graph import GraphNetwork, from_module
+
+    if isinstance(model, nn.Sequential) and not any(_has_graph(m) or list(m.children()) for m in model):
+        return model
+    g = from_module(model, input_shape)
+    keep = _ancestors_of(g, g.output)
+    nodes = [n for n in g.nodes if n.name in keep]
+    pos = {g.INPUT: -1, **{n.name: i for i, n in enumerate(nodes)}}
+    first_read = [min(pos[i] for i in n.inputs) if n.inputs else len(nodes) for n in nodes]
+    children: "OrderedDict[str, nn.Module]" = OrderedDict()
+    start, reads_after = 0, len(nodes)
+    cuts = [False] * len(nodes)
+    for i in range(len(nodes) - 1, -1, -1):   # node i is a cut when nothing after it reads from before it
+        cuts[i] = reads_after >= i
+        reads_after = min(reads_after, first_read[i])
+    for i, n in enumerate(nodes):
+        if not cuts[i]:
+            continue
+        seg = nodes[start:i + 1]
+        src = g.INPUT if start == 0 else nodes[start - 1].name
+        if len(seg) == 1:
+            children[n.name] = g.ops[n.name]
+        else:
+            children[n.name] = GraphNetwork([(m.name, g.ops[m.name], [("input" if j == src else j) for j in m.inputs])
+                                             for m in seg], n.name)
+        start = i + 1
+    view = nn.Sequential(children)
+    shape = getattr(g, "nnmend_input_shape", None)
+    if shape:
+        view.nnmend_input_shape = tuple(shape)
+    return view.train(model.training)
+
+
+def splittable(model: nn.Module, *names: str | None) -> nn.Sequential:
+    """``model`` itself when it is an ``nn.Sequential`` holding each of ``names`` (a string) at its top level,
+    else :func:`sequential_view` of it: the form the methods that cut a network at a named layer work on."""
+    if isinstance(model, nn.Sequential):
+        top = dict(model.named_children())
+        if all(not isinstance(n, str) or n in top for n in names) and not _has_graph(model):
+            return model
+    return sequential_view(model)
+
+
+def _has_graph(m: nn.Module) -> bool:
+    return any(_is_graph(x) for x in m.modules())
+
+
+def _ancestors_of(g, node: str) -> set[str]:
+    inputs = {n.name: n.inputs for n in g.nodes}
+    seen, todo = set(), [node]
+    while todo:
+        n = todo.pop()
+        if n not in seen and n != g.INPUT:
+            seen.add(n)
+            todo += list(inputs[n])
+    return seen
+
+
+def weight_matrix(layer: nn.Module) -> torch.Tensor:
+    """A weight layer's weight as an ``(out, fan-in)`` matrix (a view; conv kernels flattened per output
+    channel, ``(out, in · k_h · k_w)``)."""
+    if not isinstance(layer, WEIGHT_LAYERS):
+        raise ModelError(f"{type(layer).__name__} is not a Linear or Conv layer")
+    return layer.weight.reshape(layer.weight.shape[0], -1)
 
 
 def set_module(model: nn.Module, name: str, new: nn.Module) -> None:
-    """Replace the sub-module at dotted path ``name`` (on ``model`` itself; callers copy first)."""
-    parent_name, _, leaf = name.rpartition(".")
+    """Replace the sub-module (layer, graph node or dotted path) ``name`` (on ``model`` itself; callers copy
+    first)."""
+    parent_name, _, leaf = layer_path(model, name).rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, leaf, new)
 
 
 def trace_points(model: nn.Module) -> "OrderedDict[str, str]":
-    """For each weight layer, the module whose output is that layer's activation.
+    """For each weight layer, the module path whose output is that layer's activation.
 
-    That is the layer itself followed by the element-wise activation registered right after it (as a
-    Keras ``Dense(..., activation=...)`` would report), or the layer itself when none follows.
+    That is the element-wise activation that alone consumes the layer's output (the next module of a
+    chain, or a graph node reading only that layer, as a Keras ``Dense(..., activation=...)`` would
+    report), or the layer itself when none follows.
     """
-    leaves = [(n, m) for n, m in model.named_modules() if len(list(m.children())) == 0]
+    paths = module_paths(model)
+    items = list(paths.items())
+    consumers = _graph_consumers(model, paths)
     points: "OrderedDict[str, str]" = OrderedDict()
-    for i, (n, m) in enumerate(leaves):
-        if isinstance(m, WEIGHT_LAYERS):
-            point = n
-            if i + 1 < len(leaves) and isinstance(leaves[i + 1][1], ACTIVATIONS):
-                point = leaves[i + 1][0]
-            points[n] = point
+    for i, (n, p) in enumerate(items):
+        if not isinstance(model.get_submodule(p), WEIGHT_LAYERS):
+            continue
+        nxt = consumers.get(n) if n in consumers else (items[i + 1] if i + 1 < len(items) else None)
+        points[n] = nxt[1] if nxt and isinstance(model.get_submodule(nxt[1]), ACTIVATIONS) else p
     return points
+
+
+def _graph_consumers(model: nn.Module, paths: "OrderedDict[str, str]") -> dict[str, tuple[str, str] | None]:
+    """For each graph node (nested graphs included), by name: its only consumer ``(name, path)``, else None."""
+    name_of = {p: n for n, p in paths.items()}
+    out: dict[str, tuple[str, str] | None] = {}
+    for gpath, g in model.named_modules():
+        if not _is_graph(g):
+            continue
+        at = (lambda node: f"{gpath}.ops.{node}" if gpath else f"ops.{node}")
+        users: dict[str, list[str]] = {}
+        for node in g.nodes:
+            for i in node.inputs:
+                users.setdefault(i, []).append(node.name)
+        for node in g.nodes:
+            u = users.get(node.name, [])
+            if at(node.name) in name_of:
+                one = len(u) == 1 and node.name != g.output and at(u[0]) in name_of
+                out[name_of[at(node.name)]] = (name_of[at(u[0])], at(u[0])) if one else None
+    return out
 
 
 def clone(model: nn.Module) -> nn.Module:

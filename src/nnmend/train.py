@@ -81,7 +81,7 @@ def fit(
     torch.manual_seed(seed)
     hist = FitHistory()
     t0 = time.perf_counter()
-    model.train()
+    _train_mode(model)
     bar = progress(range(epochs), desc=desc, enabled=progress_bar, leave=False)
     for epoch in bar:
         total, count = 0.0, 0
@@ -100,6 +100,16 @@ def fit(
     model.eval()
     hist.seconds = time.perf_counter() - t0
     return hist
+
+
+def _train_mode(model: nn.Module) -> None:
+    """Training mode, except for batch norms whose parameters are all frozen: a frozen layer keeps its
+    running statistics too (fine-tuning one layer of a CNN must not move the others' normalisation)."""
+    model.train()
+    for m in model.modules():
+        params = list(m.parameters(recurse=False))
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and params and not any(p.requires_grad for p in params):
+            m.eval()
 
 
 def _check_fit_args(model: nn.Module, data: Dataset, epochs: int, batch_size: int, loss_fn: LossFn) -> None:

@@ -13,13 +13,15 @@ from .._validation import check_inputs, check_labels, check_positive
 
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` in eval mode and restore its training flag afterwards."""
-    was = model.training
+    """Put ``model`` in eval mode and restore every sub-module's training flag afterwards (``train(was)`` on
+    the root alone would switch a wrapped eval-mode network's batch norms to training mode)."""
+    was = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
         yield model
     finally:
-        model.train(was)
+        for m, flag in was:
+            m.training = flag
 
 
 def margin_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

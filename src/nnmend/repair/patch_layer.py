@@ -42,7 +42,7 @@ from ..data import Dataset
 from ..diagnose import trace
 from ..errors import RepairError
 from ..io.checkpoint import serializable
-from ..nets import clone, get_layer, set_module, trace_points
+from ..nets import WEIGHT_LAYERS, clone, get_layer, layer_path, set_module, trace_points
 from ..train import fit, freeze
 from .base import RepairResult
 
@@ -84,13 +84,13 @@ class PatchAdvConfig:
 
 
 def _fresh_like(layer: nn.Module, seed: int) -> nn.Module:
+    """A freshly initialised layer of the same type and shape (Linear, Conv1d or Conv2d)."""
+    if not isinstance(layer, WEIGHT_LAYERS):
+        raise RepairError(f"cannot patch a {type(layer).__name__}; only Linear, Conv1d and Conv2d layers")
     torch.manual_seed(seed)
-    if isinstance(layer, nn.Linear):
-        return nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None)
-    if isinstance(layer, nn.Conv2d):
-        return nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
-                         layer.dilation, layer.groups, layer.bias is not None, layer.padding_mode)
-    raise RepairError(f"cannot patch a {type(layer).__name__}; only Linear and Conv2d layers")
+    fresh = clone(layer).train()
+    fresh.reset_parameters()
+    return fresh.requires_grad_(True)
 
 
 @torch.no_grad()
@@ -139,7 +139,7 @@ def heal_structural(damaged: nn.Module, layer: str, data: Dataset, *, reference:
     check_choice("loss", config.loss, ("mse", "mae"))
     t0 = time.perf_counter()
     healed = clone(damaged)
-    old = get_layer(healed, layer)
+    old, path = get_layer(healed, layer), layer_path(healed, layer)
     patch = _fresh_like(old, config.seed)
     x, y = data.x[: config.n_samples], data.y[: config.n_samples]
     if config.target == "activation":
@@ -154,7 +154,7 @@ def heal_structural(damaged: nn.Module, layer: str, data: Dataset, *, reference:
         target = target[: len(x)]
         inputs = _layer_inputs(healed, layer, x)
         point = trace_points(healed)[layer]
-        act = dict(healed.named_modules())[point] if point != layer else nn.Identity()
+        act = dict(healed.named_modules())[point] if point != path else nn.Identity()
         head = nn.Sequential(patch, act)
         check_choice("init", config.init, ("lstsq", "random"))
         if config.init == "lstsq" and isinstance(patch, nn.Linear) and isinstance(act, (nn.ReLU, nn.Identity)):
@@ -169,7 +169,7 @@ def heal_structural(damaged: nn.Module, layer: str, data: Dataset, *, reference:
         set_module(healed, layer, patch)
     else:
         set_module(healed, layer, patch)
-        freeze(healed, except_=(layer,))
+        freeze(healed, except_=(path,))
         hist = fit(healed, (x, y), epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
                    seed=config.seed, schedule=config.schedule, desc=f"heal {layer}")
         for p in healed.parameters():
@@ -189,12 +189,20 @@ class AdversarialPatch(nn.Module):
         self.patch = patch
 
     @classmethod
-    def around(cls, layer: nn.Linear, hidden: int | None, residual: bool, seed: int) -> "AdversarialPatch":
-        if not isinstance(layer, nn.Linear):
-            raise RepairError(f"adversarial patches attach to Linear layers, got {type(layer).__name__}")
+    def around(cls, layer: nn.Module, hidden: int | None, residual: bool, seed: int) -> "AdversarialPatch":
+        """For a Linear layer: Linear→ReLU→Linear; for a Conv: a conv of the layer's geometry with
+        ``hidden`` channels → ReLU → 1×1 conv, so the patch's output has the layer's shape."""
         torch.manual_seed(seed)
-        h = hidden or layer.out_features
-        patch = nn.Sequential(nn.Linear(layer.in_features, h), nn.ReLU(), nn.Linear(h, layer.out_features))
+        if isinstance(layer, nn.Linear):
+            h = hidden or layer.out_features
+            patch = nn.Sequential(nn.Linear(layer.in_features, h), nn.ReLU(), nn.Linear(h, layer.out_features))
+        elif isinstance(layer, (nn.Conv1d, nn.Conv2d)) and layer.padding_mode == "zeros":
+            h, conv = hidden or layer.out_channels, type(layer)
+            patch = nn.Sequential(conv(layer.in_channels, h, layer.kernel_size, layer.stride, layer.padding,
+                                       layer.dilation), nn.ReLU(), conv(h, layer.out_channels, 1))
+        else:
+            raise RepairError(f"adversarial patches attach to Linear and zero-padded Conv layers, got "
+                              f"{type(layer).__name__}")
         base = None
         if residual:
             nn.init.zeros_(patch[2].weight)
@@ -219,8 +227,9 @@ def heal_adversarial(model: nn.Module, layer: str, data: Dataset, config: PatchA
     t0 = time.perf_counter()
     healed = clone(model)
     patch = AdversarialPatch.around(get_layer(healed, layer), config.hidden, config.residual, config.seed)
+    path = layer_path(healed, layer)
     set_module(healed, layer, patch)
-    freeze(healed, except_=(f"{layer}.patch",))
+    freeze(healed, except_=(f"{path}.patch",))
     if not 0.0 <= config.mix < 1.0:
         raise RepairError(f"mix={config.mix} must lie in [0, 1)")
     n = min(config.n_samples, len(data))

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ...errors import RepairError
-from ...nets import WEIGHT_LAYERS
+from ...nets import WEIGHT_LAYERS, splittable
 
 # Modules that may sit between the repaired ReLU and the final Linear without changing values at eval.
 _PASS_THROUGH = (nn.Dropout, nn.Identity)
@@ -39,10 +39,13 @@ class Split:
 
 
 def split_network(network: nn.Module, layer: str) -> Split:
-    """Split a top-level ``nn.Sequential`` before the Linear named ``layer`` ("last"/"intermediate" allowed)."""
-    if not isinstance(network, nn.Sequential):
-        raise RepairError(f"NNrepair needs an nn.Sequential network to split at a layer, got {type(network).__name__}")
+    """Split ``network`` before the Linear named ``layer`` ("last"/"intermediate" allowed): a top-level
+    layer of an ``nn.Sequential``, or a node of any other network's graph that every path passes through
+    (:func:`nnmend.nets.sequential_view`; ``"block.fc"`` and the node name ``"block_fc"`` both work)."""
+    network = splittable(network, None if layer in ("last", "intermediate") else layer)
     children = list(network.named_children())
+    if layer not in ("last", "intermediate") and layer not in dict(children) and layer.replace(".", "_") in dict(children):
+        layer = layer.replace(".", "_")
     weights = [n for n, m in children if isinstance(m, WEIGHT_LAYERS)]
     if not weights:
         raise RepairError("the network has no Linear or Conv2d layer at its top level")

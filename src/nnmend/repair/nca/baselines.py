@@ -112,6 +112,7 @@ def masked_finetune(network: nn.Module, layer: str, mask: torch.Tensor, data: Da
     for p in net.parameters():
         p.requires_grad_(False)
     weight = get_layer(net, layer).weight
+    mask = mask.reshape(weight.shape)              # a conv's (out, fan-in) mask as its kernel's shape
     keep = (~mask).to(weight.dtype)
     with torch.no_grad():
         weight.copy_(torch.where(mask | ~torch.isfinite(weight), torch.zeros(()), weight))

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ...errors import RepairError
-from ...nets import clone, get_layer
+from ...nets import clone, get_layer, weight_matrix
 from ..base import RepairResult
 from .layout import Layout, positional_channels
 from .rule import BAD, TRUSTED, UNKNOWN, NCARule, storage_bytes
@@ -299,28 +299,30 @@ def repair(network: nn.Module, problem: NCAProblem, config: NCARepairConfig = NC
     """
     if not isinstance(problem.rule, NCARule):
         raise RepairError(f"problem.rule must be an NCARule, got {type(problem.rule).__name__}")
-    mod = get_layer(network, problem.layer)
-    if not isinstance(mod, nn.Linear):
-        raise RepairError(f"NCA repair handles dense (Linear) layers; {problem.layer!r} is {type(mod).__name__}")
-    check_rule_fits(problem.rule, mod.weight, problem.layer)
+    mod = get_layer(network, problem.layer)          # Linear, or a conv whose kernels form the matrix's rows
+    weight = weight_matrix(mod)
+    check_rule_fits(problem.rule, weight, problem.layer)
+    trusted = problem.trusted_mask
+    if trusted is not None and trusted.numel() == weight.numel():
+        trusted = trusted.reshape(weight.shape)
     t0 = time.perf_counter()
-    repaired, score = repair_weight(problem.rule, mod.weight, problem.trusted_mask, config=config)
+    repaired, score = repair_weight(problem.rule, weight, trusted, config=config)
     out = clone(network)
     with torch.no_grad():
-        get_layer(out, problem.layer).weight.copy_(repaired.to(mod.weight.dtype))
-    n_bad = int((~torch.isfinite(mod.weight)).sum())
+        get_layer(out, problem.layer).weight.copy_(repaired.to(mod.weight.dtype).reshape(mod.weight.shape))
+    n_bad = int((~torch.isfinite(weight)).sum())
     mode = "blind" if problem.trusted_mask is None else "informed"
     details = {"mode": mode, "layer": problem.layer, "steps": final_steps(problem.rule, config),
                "config": asdict(config), "storage": storage_bytes(problem.rule), "nonfinite_cells": n_bad,
                "score": score}
-    regenerated = ~torch.isfinite(mod.weight.detach()).cpu()
+    regenerated = ~torch.isfinite(weight.detach()).cpu()
     if mode == "blind":
         details["detected"] = score > blind_threshold(problem.rule, config)
         details["detect_threshold"] = blind_threshold(problem.rule, config)
         if config.blind_strategy != "none":
             regenerated |= details["detected"]
     else:
-        regenerated |= ~problem.trusted_mask.bool().cpu()
+        regenerated |= ~trusted.bool().cpu()
     details["regenerated_fraction"] = float(regenerated.float().mean())
     details["shrink_alpha"] = applied_shrink(problem.rule, config, regenerated, details["steps"],
                                              blind_final=mode == "blind" and config.blind_strategy == "none")

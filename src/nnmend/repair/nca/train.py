@@ -38,7 +38,7 @@ from torch import nn
 from ..._progress import progress
 from ...corruption import corrupt_values, corruption_mask
 from ...errors import RepairError
-from ...nets import get_layer, named_layers
+from ...nets import get_layer, named_layers, weight_matrix
 from .function_loss import FunctionTarget, function_space_loss, function_target
 from .layout import LAYOUTS, default_layout, make_layout, positional_channels
 from .repair import calibrate
@@ -312,9 +312,10 @@ def train_rule(network: nn.Module, layer: str, cfg: NCATrainConfig = NCATrainCon
     ``cfg.function_samples`` are used. Needed when ``cfg.function_weight > 0``, ignored otherwise.
     ``init``: a rule for this layer to continue training (see :func:`train_rule_for_weight`).
     """
-    mod = get_layer(network, layer)
-    if not isinstance(mod, nn.Linear):
-        raise RepairError(f"NCA repair handles dense (Linear) layers; {layer!r} is {type(mod).__name__}")
+    mod = get_layer(network, layer)             # Linear, or a conv whose kernels form the matrix's rows
+    if not isinstance(mod, nn.Linear) and cfg.function_weight > 0:
+        raise RepairError(f"the function-space loss needs a dense (Linear) layer; {layer!r} is a "
+                          f"{type(mod).__name__}: train its kernels as a matrix with function_weight=0")
     _check_config(cfg)
     index = list(named_layers(network)).index(layer)
     target = None
@@ -323,5 +324,5 @@ def train_rule(network: nn.Module, layer: str, cfg: NCATrainConfig = NCATrainCon
             raise RepairError(f"function_weight={cfg.function_weight} (default 0.7) needs data: pass "
                               "train_rule(..., data=images), or set function_weight=0")
         target = function_target(network, layer, data[: cfg.function_samples])
-    return train_rule_for_weight(mod.weight.detach(), cfg, layer=layer, layer_index=index, progress_bar=progress_bar,
+    return train_rule_for_weight(weight_matrix(mod).detach(), cfg, layer=layer, layer_index=index, progress_bar=progress_bar,
                                  target=target, init=init)

@@ -116,7 +116,7 @@ def recheck_saved(network: PatchProNetwork, regions, *, timeout: float = 60.0, p
     with tempfile.TemporaryDirectory() as tmp:
         file = Path(path) if path is not None else Path(tmp) / "patchpro.pt"
         save_checkpoint(network, file)
-        loaded = load_checkpoint(file).model
+        loaded = load_checkpoint(file).model.eval()       # batch norms: running statistics, as bounds need
     statuses, via_leaves = [], []
     shape = regions.in_shape
     feature = not isinstance(loaded.extractor, torch.nn.Identity)

@@ -19,15 +19,16 @@ from torch import nn
 from ..._validation import check_choice
 from ...bounds import bound
 from ...errors import ModelError
+from ...nets import splittable
 
 EMPIRICAL_LABEL = "empirical (not a proof)"
 
 
 def split_network(net: nn.Module, layer: int | str) -> tuple[nn.Module, nn.Module]:
-    """``(extractor, head)`` = ``(net[:k], net[k:])`` for a top-level ``nn.Sequential``; ``layer`` is the
-    index ``k`` or the name of the first module of the head."""
-    if not isinstance(net, nn.Sequential):
-        raise ModelError(f"feature-space repair needs an nn.Sequential network to cut; got {type(net).__name__}")
+    """``(extractor, head)`` = ``(net[:k], net[k:])``; ``layer`` is the index ``k`` or the name of the first
+    module of the head: a top-level child of an ``nn.Sequential``, or of any other network a node that every
+    path passes through (:func:`nnmend.nets.sequential_view`)."""
+    net = splittable(net, layer if isinstance(layer, str) else None)
     names = [n for n, _ in net.named_children()]
     if isinstance(layer, str):
         if layer not in names:
