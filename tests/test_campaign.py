@@ -70,6 +70,16 @@ def test_bad_grid_cli_one_line_exit_2_before_any_job(tmp_path, capsys):
     assert "not valid YAML" in capsys.readouterr().err
 
 
+def test_cli_missing_ray_names_the_extra(tmp_path, capsys, monkeypatch):
+    from nnmend.campaign import executors
+
+    monkeypatch.setattr(executors, "ray_available", lambda: False)
+    store = tmp_path / "s.sqlite"
+    assert main(["campaign", str(_write(tmp_path, FAULT_GRID)), "--executor", "ray", "--store", str(store)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "nnmend[campaign]" in err and not store.exists()
+
+
 def test_cli_refuses_store_over_grid(tmp_path, capsys):
     path = _write(tmp_path, FAULT_GRID)
     assert main(["campaign", str(path), "--store", str(path)]) == 2
@@ -156,6 +166,7 @@ def test_acasxu_grid_is_the_violated_properties():
     assert len(cells) == 36 and ("acasxu_1_9", 7) in cells and ("acasxu_2_9", 8) in cells
 
 
+@pytest.mark.slow          # a fresh interpreter importing torch and the harness: 15-35 s on a busy 2-core machine
 def test_overhead_benchmark_quick(tmp_path):
     import json
     import subprocess
@@ -170,3 +181,20 @@ def test_overhead_benchmark_quick(tmp_path):
     assert row["executor"] == "inline" and row["stored"] == row["jobs"] == 50 and row["failed"] == 0
     assert res["grid_1000"]["resume_ran"] == 0 and res["grid_1000"]["resume_skipped"] == res["grid_1000"]["jobs"] == 60
     assert "| inline | 1 | 50 | 50 | 0 |" in (tmp_path / "campaign_overhead_quick.md").read_text()
+
+
+def test_acasxu_benchmark_quick(tmp_path):
+    """A property campaign end to end: the guard on N2,9 φ8 through the shipped grid's settings."""
+    import json
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / "benchmarks" / "campaign_acasxu.py"), "--quick", "--out", str(tmp_path)],
+                       capture_output=True, text=True, env={**__import__("os").environ, "NNMEND_NO_PROGRESS": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads((tmp_path / "campaign_acasxu_quick.json").read_text())
+    (rec,) = res["records"]
+    assert rec["network"] == "acasxu_2_9" and rec["method"] == "guard" and rec["status"] == "ok"
+    assert rec["success"] is True and rec["certificate"] == "verified" and rec["drawdown"] == 0.0
+    assert "| acasxu_2_9 | phi8 | guard | 1 | 0 | 1/1 | 1/1 |" in (tmp_path / "campaign_acasxu_quick.md").read_text()

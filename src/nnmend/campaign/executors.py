@@ -11,7 +11,8 @@ import multiprocessing
 from collections import deque
 from typing import Callable, Iterator, Sequence
 
-from ..errors import NnmendError
+from ..errors import NnmendError, describe
+from .job import failed
 
 EXECUTORS = ("inline", "pool", "ray")
 RAY_EXTRA = "the Ray executor needs ray, an optional extra: pip install 'nnmend[campaign]'"
@@ -30,10 +31,13 @@ def pool(fn: Runner, jobs: Sequence[Job], workers: int = 2, **_) -> Iterator[dic
     """A pool of ``workers`` fresh (spawned) processes: no state forked from a process running torch."""
     ctx = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
-        futures = [ex.submit(fn, job) for job in jobs]
+        futures = {ex.submit(fn, job): job for job in jobs}
         try:
             for fut in cf.as_completed(futures):
-                yield fut.result()
+                try:
+                    yield fut.result()
+                except Exception as exc:  # noqa: BLE001 - a worker that died: the job is failed, the rest go on
+                    yield failed(futures[fut], f"worker process failed: {describe(exc)}")
         finally:
             for fut in futures:
                 fut.cancel()
@@ -61,18 +65,27 @@ def ray(fn: Runner, jobs: Sequence[Job], workers: int = 0, *, address: str | Non
         try:
             _ray.init(ignore_reinit_error=True, log_to_driver=False, configure_logging=False, **kwargs)
         except (ConnectionError, ValueError, RuntimeError) as exc:
-            raise NnmendError(f"--address {address}: cannot join the Ray cluster ({exc})") from None
+            where = f"--address {address}: cannot join the Ray cluster" if address else "cannot start a local Ray"
+            raise NnmendError(f"{where} ({describe(exc)})") from None
         started = True
     try:
         task = _ray.remote(num_cpus=1)(fn)
         limit = 2 * max(1, workers or int(_ray.cluster_resources().get("CPU", 1)))
-        queue, pending = deque(jobs), []
+        queue, pending, sent = deque(jobs), [], {}
         while queue or pending:
             while queue and len(pending) < limit:
-                pending.append(task.remote(queue.popleft()))
+                job = queue.popleft()
+                ref = task.remote(job)
+                sent[ref] = job
+                pending.append(ref)
             ready, pending = _ray.wait(pending, num_returns=1)
             for ref in ready:
-                yield _ray.get(ref)
+                try:
+                    yield _ray.get(ref)
+                except Exception as exc:  # noqa: BLE001 - a worker or node that died: the job is failed
+                    yield failed(sent[ref], f"Ray task failed: {describe(exc)}")
+                finally:
+                    sent.pop(ref, None)
     finally:
         if started:
             _ray.shutdown()

@@ -106,7 +106,9 @@ def parse_grid(data: Any, source: str = "<grid>") -> Grid:
     seeds = [seeds] if isinstance(seeds, int) else seeds
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise _fail(source, "seeds", "expected a non-empty list of integers")
-    options = _mapping(source, "options", {"options": data.get("options")}, allow_empty=True)["options"]
+    options = data.get("options") or {}
+    if not isinstance(options, dict):
+        raise _fail(source, "options", "expected a mapping of option names to values")
     for key, value in options.items():
         err = catalog.option_error(key, value)
         if err:

@@ -196,6 +196,11 @@ def execute(job: dict, fn=run_job) -> dict:
             "wall_seconds": round(time.perf_counter() - t0, 3)}
 
 
+def failed(job: dict, message: str) -> dict:
+    """The record of a job whose worker died (killed, out of memory) before it could return one."""
+    return {"key": job_key(job), **job, "status": STATUS_FAILED, "error": message, "wall_seconds": None}
+
+
 def execute_noop(job: dict) -> dict:
     """:func:`execute` of :func:`noop_job` (module level, so pools and Ray can ship it)."""
     return execute(job, noop_job)

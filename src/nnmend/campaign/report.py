@@ -90,7 +90,8 @@ def write_report(records: list[dict], directory: str | os.PathLike, *, title: st
                                                       for c in failed[:10]))
     points = [{"label": m["method"], "drawdown": m["median_drawdown"], "success": m["success_%"],
                "seconds": m["median_seconds"]} for m in methods]
-    pareto_scatter(points, d / "pareto.png", x="drawdown", y="success", size="seconds", xlabel="median drawdown (%)",
-                   ylabel="success (%)", size_label=" s")
+    pareto_scatter(points, d / "pareto.png", x="drawdown", y="success", size="seconds",
+                   xlabel="median drawdown (pp of accuracy, or FDD %)", ylabel="success (%)", size_label=" s",
+                   title="ringed: the Pareto front; marker area ∝ median repair time")
     rep.add_figure("pareto.png", "success vs drawdown per method; marker area ∝ median repair time")
     return rep.write(d)
