@@ -12,8 +12,9 @@ Example::
     hurt, fault = nnmend.damage(net, "fc2", "gaussian", seed=1)
     d = nnmend.diagnose(net, hurt, test.x[:100])                  # d.localized == "fc2"
     x_adv = nnmend.attacks.PGD(net, eps=0.1, steps=20)(test.x[:100], test.y[:100])
-    lb, ub = nnmend.BoundedNetwork(net, (784,)).compute_bounds(x - 0.01, x + 0.01, method="crown")
+    lb, ub = nnmend.BoundedNetwork(net, (1, 28, 28)).compute_bounds(x=test.x[:8], eps=0.01, method="crown")
     nnmend.save_network(net, "net.safetensors")
+    result = nnmend.repair.run("prorepair", net, problem)        # any registered method, one call shape
 """
 from __future__ import annotations
 
