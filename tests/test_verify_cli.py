@@ -17,7 +17,7 @@ def _paths(i: int, j: int, k: int) -> list[str]:
 
 
 def test_verify_prints_vnncomp_lines(capsys) -> None:
-    assert main(["verify", *_paths(2, 1, 2), "--timeout", "60"]) == 0
+    assert main(["verify", *_paths(2, 1, 2)]) == 0             # no --timeout: waits on completion
     out = capsys.readouterr().out.strip().splitlines()
     assert out[0] == "sat"
     values = dict(re.findall(r"\((X_\d|Y_\d) (\S+?)\)", "\n".join(out[1:])))
@@ -26,13 +26,13 @@ def test_verify_prints_vnncomp_lines(capsys) -> None:
     y = acasxu.acasxu(2, 1).double()(x.reshape(1, 5))[0]
     assert torch.allclose(y, torch.tensor([float(values[f"Y_{i}"]) for i in range(5)], dtype=torch.float64), atol=1e-9)
     assert y[0] >= y[1:].max()
-    assert main(["verify", *_paths(1, 1, 1), "--timeout", "60"]) == 0
+    assert main(["verify", *_paths(1, 1, 1)]) == 0
     assert capsys.readouterr().out.strip() == "unsat"
 
 
 def test_verify_instance_list(tmp_path, capsys) -> None:
     listing = tmp_path / "instances.csv"
-    listing.write_text("\n".join(",".join(_paths(*p)) + ",60" for p in [(1, 1, 1), (2, 1, 2)]) + "\n")
+    listing.write_text("\n".join(",".join(_paths(*p)) + ",900" for p in [(1, 1, 1), (2, 1, 2)]) + "\n")   # far above need
     out = tmp_path / "results.csv"
     assert main(["verify", "--instances", str(listing), "--output", str(out)]) == 0
     rows = list(csv.DictReader(out.open()))
@@ -55,3 +55,23 @@ def test_bad_files_give_one_line_errors(tmp_path, capsys) -> None:
                      + "(declare-const Y_0 Real)\n(assert (>= Y_0 0))\n")
     assert main(["verify", onnx_path, str(three)]) == 2
     assert "3 inputs" in capsys.readouterr().err
+
+
+def test_memory_budget_flag_sets_the_batch_and_keeps_the_answer(capsys) -> None:
+    from torch import nn
+
+    from nnmend.bounds.bab import BabConfig
+    from nnmend.properties import Box, SafetyProperty, check
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 1)).eval()
+    grid = torch.rand(20000, 2)
+    with torch.no_grad():
+        top = float(net(grid).max())
+    prop = SafetyProperty([Box(torch.zeros(2), torch.ones(2), [(-torch.ones(1, 1), torch.tensor([-(top + 0.05)]))])])
+    res = check(net, prop, None, config=BabConfig(memory_gb=1e-6))
+    assert res.status == "verified" and res.stats["per_region"][0]["batch_cap"] == 1   # one box per batch
+    assert main(["verify", *_paths(1, 1, 1), "--memory-gb", "0.001"]) == 0
+    assert capsys.readouterr().out.strip() == "unsat"
+    assert main(["verify", *_paths(1, 1, 1), "--memory-gb", "0"]) == 2
+    assert "--memory-gb" in capsys.readouterr().err

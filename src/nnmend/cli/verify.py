@@ -25,11 +25,15 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from .. import errors
 from ..errors import DataError, NnmendError
+
+if TYPE_CHECKING:
+    from ..bounds.bab import BabConfig
 
 RESULT_WORDS = {"verified": "unsat", "falsified": "sat", "timeout": "timeout", "unknown": "unknown"}
 GRACE_S = 0.5            # a worker still busy this long after its deadline is killed
@@ -51,6 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(onnx,vnnlib,timeout,result,seconds,message); default verify_results.csv")
     p.add_argument("--resume", action="store_true", help="keep the rows already in --output and run only the others")
     p.add_argument("--force", action="store_true", help="replace an existing --output instead of refusing")
+    p.add_argument("--memory-gb", type=float, default=None, metavar="GB",
+                   help="memory for one batch of bounds (default: a quarter of the machine's memory, at most 8 GB)")
     p.set_defaults(func=run)
 
 
@@ -65,37 +71,35 @@ def counterexample_text(x: torch.Tensor, y: torch.Tensor) -> str:
 
 
 def load_instance(model_path: str | Path, property_path: str | Path):
-    """``(network, property)`` of one instance; bad files raise one-line :class:`~nnmend.errors.NnmendError`."""
-    from ..properties import read_property
-    from ._common import load_model, reading
+    """``(network, property)`` of one instance; bad files raise one-line :class:`~nnmend.errors.NnmendError`.
+    A VNN-LIB 2.0 query over hidden nodes, several networks or non-box inputs gets the augmented network
+    its variables are over (:mod:`nnmend.io.query`)."""
+    from ..io.query import load_query
 
-    net = load_model(model_path)
-    shape = getattr(net, "nnmend_input_shape", None)
-    with reading(property_path, errors.PropertyError):     # the network's input size caps the declarations
-        prop = read_property(property_path, math.prod(shape) if shape else None)
-    return net, prop
+    return load_query(model_path, property_path)
 
 
-def decide(net, prop, timeout: float | None, started: float) -> tuple[str, str, float]:
+def decide(net, prop, timeout: float | None, started: float, config: BabConfig | None = None) -> tuple[str, str, float]:
     """``(result word, text to print, seconds)``: :func:`nnmend.properties.check` with what is left of
     ``timeout`` (counted from ``started``, a ``time.monotonic()`` value)."""
+    from ..bounds.bab import BabConfig
     from ..properties import check
 
     left = None if timeout is None else max(0.0, started + timeout - time.monotonic())
-    res = check(net, prop, left)
+    res = check(net, prop, left, config=config or BabConfig())
     word = RESULT_WORDS[res.status]
     text = word if res.counterexample is None else f"{word}\n{counterexample_text(*res.counterexample)}"
     return word, text, time.monotonic() - started
 
 
 def verify_one(model_path: str | Path, property_path: str | Path, timeout: float | None,
-               started: float | None = None) -> tuple[str, str, float]:
+               started: float | None = None, config: BabConfig | None = None) -> tuple[str, str, float]:
     """``(result word, text to print, seconds)`` for one instance, in this process.
 
     ``timeout`` counts from ``started`` (a ``time.monotonic()`` value; default now), so loading the network
     and reading the property spend the same budget as the search."""
     started = time.monotonic() if started is None else started
-    return decide(*load_instance(model_path, property_path), timeout, started)
+    return decide(*load_instance(model_path, property_path), timeout, started, config)
 
 
 def _worker(conn, job) -> None:
@@ -119,7 +123,8 @@ def _can_fork() -> bool:
 
 
 def run_isolated(model: str | Path, prop: str | Path, timeout: float | None,
-                 started: float | None = None, *, load_first: bool = False) -> tuple[str, str, float]:
+                 started: float | None = None, *, load_first: bool = False, config: BabConfig | None = None
+                 ) -> tuple[str, str, float]:
     """:func:`verify_one` in a forked worker, answered by ``started + timeout + GRACE_S`` at the latest.
 
     Returns ``(word, text, seconds)``; ``word`` is ``timeout`` when the worker had to be killed. Raises the
@@ -129,12 +134,12 @@ def run_isolated(model: str | Path, prop: str | Path, timeout: float | None,
     process."""
     started = time.monotonic() if started is None else started
     if timeout is None or not _can_fork():
-        return verify_one(model, prop, timeout, started)
+        return verify_one(model, prop, timeout, started, config)
     if load_first:
         net, spec = load_instance(model, prop)
-        job = lambda: decide(net, spec, timeout, started)  # noqa: E731
+        job = lambda: decide(net, spec, timeout, started, config)  # noqa: E731
     else:
-        job = lambda: verify_one(model, prop, timeout, started)  # noqa: E731
+        job = lambda: verify_one(model, prop, timeout, started, config)  # noqa: E731
     ctx = mp.get_context("fork")
     recv, send = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_worker, args=(send, job), daemon=True)
@@ -336,7 +341,7 @@ def preload() -> None:
             pass
 
 
-def run_one_row(inst: Instance, timeout: float | None) -> dict:
+def run_one_row(inst: Instance, timeout: float | None, config: BabConfig | None = None) -> dict:
     """The output row of one instance: never raises for a problem of the instance itself."""
     t = timeout if timeout is not None else inst.timeout
     record = {"onnx": inst.onnx, "vnnlib": inst.vnnlib, "timeout": "" if t is None else f"{t:g}",
@@ -345,7 +350,7 @@ def run_one_row(inst: Instance, timeout: float | None) -> dict:
         return record
     started = time.monotonic()
     try:
-        word, _, _ = run_isolated(inst.model_path, inst.property_path, t, started)
+        word, _, _ = run_isolated(inst.model_path, inst.property_path, t, started, config=config)
         record.update(result=word, message="")
     except (NnmendError, RuntimeError) as exc:
         record["message"] = " ".join(str(exc).split())
@@ -354,7 +359,7 @@ def run_one_row(inst: Instance, timeout: float | None) -> dict:
 
 
 def run_instances(csv_path: Path, output: Path, timeout: float | None = None, *, resume: bool = False,
-                  force: bool = False) -> list[dict]:
+                  force: bool = False, config: BabConfig | None = None) -> list[dict]:
     """Run every instance of a VNN-COMP list, appending each row to ``output`` as it finishes.
 
     Returns the rows of this list in order (those kept by ``resume`` included)."""
@@ -372,7 +377,7 @@ def run_instances(csv_path: Path, output: Path, timeout: float | None = None, *,
         if (inst.onnx, inst.vnnlib) in done:
             records.append(done[(inst.onnx, inst.vnnlib)])
             continue
-        record = run_one_row(inst, timeout)
+        record = run_one_row(inst, timeout, config)
         _append(output, record)
         records.append(record)
     return records
@@ -382,11 +387,17 @@ def run_instances(csv_path: Path, output: Path, timeout: float | None = None, *,
 
 
 def run(args: argparse.Namespace) -> int:
+    memory = getattr(args, "memory_gb", None)
+    if memory is not None and not (0 < memory < 1e6):
+        raise NnmendError(f"verify: --memory-gb {memory:g} must be a positive number of gigabytes")
+    from ..bounds.bab import BabConfig
+
+    config = BabConfig(memory_gb=memory)
     if args.instances:
         if args.model or args.property:
             raise NnmendError("verify: give either MODEL PROPERTY or --instances CSV, not both")
         records = run_instances(Path(args.instances), Path(args.output), args.timeout, resume=args.resume,
-                                force=args.force)
+                                force=args.force, config=config)
         counts: dict[str, int] = {}
         for r in records:
             counts[r["result"]] = counts.get(r["result"], 0) + 1
@@ -398,6 +409,6 @@ def run(args: argparse.Namespace) -> int:
     if args.timeout is not None and not args.timeout > 0:
         raise NnmendError(f"verify: --timeout {args.timeout:g} must be positive")
     started = command_started()
-    _, text, _ = run_isolated(args.model, args.property, args.timeout, started, load_first=True)
+    _, text, _ = run_isolated(args.model, args.property, args.timeout, started, load_first=True, config=config)
     print(text)
     return 0
