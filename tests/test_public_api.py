@@ -113,7 +113,7 @@ def test_bounded_network_follows_the_weights_and_takes_an_example_input():
     net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).eval()
     x = torch.rand(2, 3)
     bnet = BoundedNetwork(net, x)                   # as BoundedModule(model, dummy_input)
-    assert bnet.input_shape == (3,)
+    assert bnet.input_shape == BoundedNetwork(net, 3).input_shape == (3,)
     before = bnet.compute_bounds(x, x, method="crown-optimized")[0]
     with torch.no_grad():
         net[2].bias += 1.0

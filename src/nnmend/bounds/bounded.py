@@ -27,7 +27,7 @@ class BoundedNetwork:
     Args:
         model: any network :mod:`nnmend.bounds` supports (``nn.Sequential``, a ``GraphNetwork``, any module
             ``torch.fx`` traces); bounded in eval mode.
-        input_shape: one sample's shape, e.g. ``(784,)`` or ``(1, 28, 28)``; or an example batch
+        input_shape: one sample's shape, e.g. ``784`` or ``(1, 28, 28)``; or an example batch
             ``(B, *shape)`` as auto_LiRPA's ``BoundedModule(model, dummy_input)`` takes.
 
     Example::
@@ -37,12 +37,14 @@ class BoundedNetwork:
         lb, ub = bnet.compute_bounds(x=x, eps=0.01, C=C, method="alpha-crown", iters=30)
     """
 
-    def __init__(self, model: nn.Module, input_shape: Sequence[int] | torch.Tensor):
+    def __init__(self, model: nn.Module, input_shape: int | Sequence[int] | torch.Tensor):
         if isinstance(input_shape, torch.Tensor):
             if input_shape.dim() < 2:
                 raise DataError(f"BoundedNetwork: an example input needs a batch dimension, got shape "
                                 f"{tuple(input_shape.shape)}")
             input_shape = tuple(input_shape.shape[1:])
+        if isinstance(input_shape, int):
+            input_shape = (input_shape,)
         try:
             shape = tuple(int(d) for d in input_shape)
         except (TypeError, ValueError):
