@@ -182,3 +182,21 @@ def test_input_splitting_on_a_network_whose_output_is_not_flat() -> None:
     for c, expected in ((float(y[0]) - 1.0, "verified"), (float(y[0]) + 0.01, "falsified")):
         prop = SafetyProperty([Box(x - 0.01, x + 0.01, [(A, torch.tensor([c]))])], "conv")
         assert check(net, prop, timeout=None).status == expected
+
+
+def test_onnx_export_needs_no_input_shape_when_the_network_fixes_it(tmp_path) -> None:
+    """A dense Sequential fixes its input size; a traced user module records its shape; a bare conv asks."""
+    from nnmend.errors import ModelError
+    from nnmend.graph import from_module
+    from nnmend.io import load_network, save_network
+
+    dense = nn.Sequential(nn.Dropout(0.1), nn.Linear(5, 3), nn.ReLU(), nn.Linear(3, 2)).eval()
+    save_network(dense, tmp_path / "dense.onnx")
+    x = torch.rand(4, 5)
+    assert torch.allclose(load_network(tmp_path / "dense.onnx")(x), dense(x), atol=1e-5)
+    graph = from_module(ResNetMLP().eval(), (5,))
+    save_network(graph, tmp_path / "res.onnx")
+    x = torch.rand(3, 5)
+    assert torch.allclose(load_network(tmp_path / "res.onnx")(x), graph(x), atol=1e-5)
+    with pytest.raises(ModelError, match="input_shape"):
+        save_network(nn.Sequential(nn.Conv2d(1, 2, 3)), tmp_path / "conv.onnx")

@@ -179,7 +179,8 @@ def _sample_shape(path: Path, value_info, override: Sequence[int] | None, n_node
     return shape
 
 
-def load_onnx(path: str | os.PathLike, *, input_shape: Sequence[int] | None = None, check: bool = False) -> nn.Sequential:
+def load_onnx(path: str | os.PathLike, *, input_shape: Sequence[int] | None = None, check: bool = False,
+              extra_outputs: Sequence[str] = ()) -> nn.Sequential:
     """Rebuild an ONNX network (a chain, with Adds of branches as SumOfNetworks) from standard torch layers.
 
     Args:
@@ -187,6 +188,8 @@ def load_onnx(path: str | os.PathLike, *, input_shape: Sequence[int] | None = No
         input_shape: per-sample input shape, only needed when the file leaves it symbolic. Default ``None``.
         check: also run the file in onnxruntime on 8 random inputs and raise if the outputs differ
             (max abs diff > 1e-4 * max(1, |y|)). Default ``False``.
+        extra_outputs: names of hidden tensors appended (flattened) to the outputs. Several data inputs
+            are read as their flat concatenation, several outputs written as one (``_onnx_graph``).
 
     Returns:
         ``nn.Sequential`` in eval mode, with ``nnmend_input_shape`` (e.g. ``(1, 1, 5)``) and
@@ -205,11 +208,20 @@ def load_onnx(path: str | os.PathLike, *, input_shape: Sequence[int] | None = No
     g = model.graph
     consts: dict[str, np.ndarray] = _tensor_arrays(path, g)
     data_inputs = [i for i in g.input if i.name not in consts]
+    if not data_inputs:
+        raise ModelError(f"{path}: expected one data input, found 0 (none)")
+    if len(data_inputs) > 1 and input_shape is None:    # several inputs: the network reads their concatenation
+        from ._onnx_graph import several_inputs
+
+        layout, total = several_inputs(path, data_inputs)
+        net = build_network(model, path, layout, (total,), consts, False, tuple(extra_outputs)).eval()
+        net.nnmend_meta = {"format": "onnx", "source": path.name, "input_shape": [total],
+                           "onnx_inputs": [[n, list(s)] for n, s, _ in layout], "onnx_output": g.output[0].name}
+        net.nnmend_input_shape = (total,)
+        return net
     if len(data_inputs) != 1:
         raise ModelError(f"{path}: expected one data input, found {len(data_inputs)} "
                          f"({', '.join(i.name for i in data_inputs) or 'none'})")
-    if len(g.output) != 1:
-        raise ModelError(f"{path}: expected one output, found {len(g.output)}")
     dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
             for d in data_inputs[0].type.tensor_type.shape.dim]
     per, has_batch = batch_layout(dims, tuple(input_shape) if input_shape is not None else None)
@@ -217,7 +229,7 @@ def load_onnx(path: str | os.PathLike, *, input_shape: Sequence[int] | None = No
         per = None  # symbolic per-sample axes: _sample_shape names them
     sample_shape = _sample_shape(path, data_inputs[0], per if input_shape is None else input_shape, len(g.node))
 
-    net = build_network(model, path, data_inputs[0].name, sample_shape, consts, has_batch).eval()
+    net = build_network(model, path, data_inputs[0].name, sample_shape, consts, has_batch, tuple(extra_outputs)).eval()
     meta = {}
     stored = {p.key: p.value for p in model.metadata_props}
     if META_KEY in stored:
@@ -267,6 +279,21 @@ def onnx_max_abs_diff(net: nn.Module, path: str | os.PathLike, sample_shape: Seq
     return float(np.abs(out - ref).max()), float(np.abs(ref).max())
 
 
+def _dense_input_shape(model: nn.Module) -> tuple[int, ...] | None:
+    """``(in_features,)`` for an ``nn.Sequential`` whose first computing layer is a ``Linear`` reached through
+    element-wise layers only (a dense network fixes its input size; a convolution does not)."""
+    if not isinstance(model, nn.Sequential):
+        return None
+    for m in model:
+        if isinstance(m, nn.Linear):
+            return (m.in_features,)
+        if isinstance(m, nn.Sequential):
+            return _dense_input_shape(m)
+        if not isinstance(m, (nn.Identity, nn.Dropout, nn.ReLU, nn.Tanh, nn.Sigmoid, nn.LeakyReLU)):
+            return None
+    return None
+
+
 def save_onnx(model: nn.Module, path: str | os.PathLike, input_shape: Sequence[int] | None = None,
               check: bool = True, opset: int = 17) -> Path:
     """Export ``model`` to ONNX atomically; with ``check`` the file must reproduce the network in onnxruntime.
@@ -283,6 +310,8 @@ def save_onnx(model: nn.Module, path: str | os.PathLike, input_shape: Sequence[i
     shape = input_shape if input_shape is not None else getattr(model, "nnmend_input_shape", None)
     if shape is None:  # a reloaded checkpoint keeps the shape in its metadata
         shape = (getattr(model, "nnmend_meta", None) or {}).get("input_shape")
+    if shape is None:
+        shape = _dense_input_shape(model)
     if shape is None:
         raise ModelError(f"{path}: pass input_shape (per sample, e.g. 1,28,28); the network does not record one")
     shape = tuple(int(d) for d in shape)
