@@ -290,3 +290,20 @@ def test_relu_splitting_proves_what_the_root_bound_cannot() -> None:
     runs = [_split_case(seed) for seed in (0, 2, 4)]
     assert all(r.stats["per_region"][0]["rounds"] > 1 for r in runs), [r.stats["per_region"][0] for r in runs]
     assert any(r.stats["per_region"][0].get("lp_domains") for r in runs)
+
+
+def test_box_violation_adapter_targets_one_disjunct_per_item() -> None:
+    """Item b of a per-disjunct adapter scores only disjunct b; without one it scores the min over disjuncts."""
+    from nnmend.bounds.bab import _BoxViolation, group_max
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4)).double()
+    C, d = torch.randn(5, 4, dtype=torch.float64), torch.randn(5, dtype=torch.float64)
+    groups, k = torch.tensor([0, 0, 1, 2, 2]), 3
+    lo, hi = torch.zeros(k, 3, dtype=torch.float64), torch.ones(k, 3, dtype=torch.float64)
+    u = torch.rand(k, 3, dtype=torch.float64)
+    per = group_max(net(u) @ C.T - d, groups, k)
+    targeted = _BoxViolation(net, lo, hi, (C, d, groups, k), torch.arange(k))(u)[:, 1]
+    assert torch.allclose(-targeted, per.diagonal())
+    plain = _BoxViolation(net, lo, hi, (C, d, groups, k))(u)[:, 1]
+    assert torch.allclose(-plain, per.min(1).values)

@@ -182,14 +182,23 @@ def violation(y: torch.Tensor, C: torch.Tensor, d: torch.Tensor, groups: torch.T
 
 class _BoxViolation(nn.Module):
     """Adapter so the shared PGD can minimise ``v`` over boxes: it sees ``u`` in [0, 1]^n (the box rescaled)
-    and "logits" ``[0, -v]`` with label 0, whose margin loss is ``-v``."""
+    and "logits" ``[0, -v]`` with label 0, whose margin loss is ``-v``. ``disjunct`` (B,): item ``b`` minimises
+    only that disjunct's ``max_i (C_i y - d_i)`` (a targeted attack per disjunct: the gradient of the min over
+    disjuncts follows only the currently closest one)."""
 
-    def __init__(self, net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, spec: tuple):
+    def __init__(self, net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, spec: tuple,
+                 disjunct: torch.Tensor | None = None):
         super().__init__()
-        self.net, self.lo, self.width, self.spec = net, lo, hi - lo, spec
+        self.net, self.lo, self.width, self.spec, self.disjunct = net, lo, hi - lo, spec, disjunct
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
-        v = violation(self.net(self.lo + u * self.width), *self.spec)
+        y = self.net(self.lo + u * self.width)
+        if self.disjunct is None:
+            v = violation(y, *self.spec)
+        else:
+            C, d, groups, k = self.spec
+            per = group_max(y.flatten(1) @ C.T - d, groups, k)                        # (B, k)
+            v = per.gather(1, self.disjunct[:, None]).squeeze(1)
         return torch.stack([torch.zeros_like(v), -v], 1)
 
 

@@ -137,11 +137,15 @@ def _search(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor,
     stats["batch_cap"] = cap
 
     def attack(seed: int, restarts: int) -> tuple | None:
+        """PGD over the whole box, one item per disjunct (a targeted attack on each) plus one on the min."""
         stats["pgd_calls"] += 1
-        adapter = _BoxViolation(work, lo, hi, spec)
-        u = pgd(adapter, torch.full_like(lo, 0.5), torch.zeros(1, dtype=torch.long), 0.5, steps=max(cfg.pgd_steps, 20),
-                restarts=restarts, loss="margin", seed=seed, batch_size=1)
-        return _confirm(net64, lo + u * (hi - lo), lo, hi, spec64)
+        disjunct = torch.arange(k) if k > 1 else None
+        n = k if k > 1 else 1
+        blo, bhi = lo.expand(n, *lo.shape[1:]), hi.expand(n, *hi.shape[1:])
+        adapter = _BoxViolation(work, blo, bhi, spec, disjunct)
+        u = pgd(adapter, torch.full_like(blo, 0.5), torch.zeros(n, dtype=torch.long), 0.5, steps=max(cfg.pgd_steps, 20),
+                restarts=restarts, loss="margin", seed=seed, batch_size=n)
+        return _confirm(net64, blo + u * (bhi - blo), blo, bhi, spec64)
 
     cex = _confirm(net64, (lo + hi) / 2, lo, hi, spec64) or attack(0, max(cfg.pgd_restarts, 5))
     if cex is not None:
