@@ -23,6 +23,7 @@ def test_import_is_lazy_and_every_public_name_resolves():
     with pytest.raises(AttributeError, match="no_such_name"):
         nnmend.no_such_name
     assert callable(nnmend.repair.run) and nnmend.io.load_network is nnmend.load_network
+    assert nnmend.layers.Add and nnmend.io.onnx.load_onnx and nnmend.io.vnnlib.read_vnnlib   # any submodule
 
 
 ENTRY_MODULES = ["nnmend.layers", "nnmend.bounds", "nnmend.io.onnx", "nnmend.graph", "nnmend.attacks"]

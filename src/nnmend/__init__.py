@@ -19,6 +19,7 @@ Example::
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Any
 
 from ._version import __version__
@@ -57,6 +58,8 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
         globals()[name] = value          # later lookups skip this hook
         return value
+    if not name.startswith("__") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f".{name}", __name__)     # any other submodule: nnmend.layers, nnmend.plots
     raise AttributeError(f"module 'nnmend' has no attribute {name!r}")
 
 

@@ -7,6 +7,7 @@ would make the import order of those modules matter.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Any
 
 _NAMES = {
@@ -26,6 +27,8 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
         globals()[name] = value
         return value
+    if not name.startswith("__") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f".{name}", __name__)     # a submodule: nnmend.io.onnx, nnmend.io.vnnlib
     raise AttributeError(f"module 'nnmend.io' has no attribute {name!r}")
 
 
