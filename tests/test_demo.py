@@ -24,3 +24,7 @@ def test_demo_quick_writes_full_report(tmp_path):
     md = (tmp_path / "report.md").read_text()
     assert "| scenario |" in md and "accuracy.png" in md
     assert rep["environment"]["torch"].startswith("2.13")
+    from nnmend.io.atomic import STAGE_PREFIX, TMP_PREFIX
+
+    assert (tmp_path / "healed_pgd.pt").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith((STAGE_PREFIX, TMP_PREFIX))]   # staged, moved, cleaned
