@@ -196,12 +196,13 @@ def test_nnrepair_last_and_intermediate(arch, tmp_path):
     x, y = TRAIN.x, TRAIN.y
     pool_x = torch.cat([x, fgsm(net, x, y, eps=0.25)])          # NNrepair's adversarial scenario: clean + FGSM
     problem = RepairProblem(pool_x, torch.cat([y, y]), scenario="adversarial")
-    for layer in ("last", "intermediate"):
+    convs = {"cnn": ["conv1"], "residual": ["stem"]}.get(name, [])   # conv (+ batch norm) as its dense equivalent
+    for layer in ["last", "intermediate"] + convs:
         if name == "tanh" and layer == "intermediate":
             with pytest.raises(RepairError, match="not a ReLU"):
                 split_network(net, layer)
             continue
-        split = split_network(net, layer)                        # trunk and head reproduce the network exactly
+        split = split_network(net, layer, TEST.x[:1])            # trunk and head reproduce the network exactly
         with torch.no_grad():
             assert torch.allclose(split.head(split.trunk(TEST.x).flatten(1)), net(TEST.x), atol=1e-6), (name, layer)
     res = repair(net, problem, NNRepairConfig(layer="last", mode="soft", time_limit=20))
@@ -212,18 +213,19 @@ def test_nnrepair_last_and_intermediate(arch, tmp_path):
         assert torch.allclose(zero(TEST.x), net(TEST.x), atol=1e-5)
         assert not torch.allclose(res.network(pool_x), net(pool_x), atol=1e-5)
     _roundtrip(res.network, tmp_path, TEST.x[:50], f"nnrepair_{name}")
-    if name in ("cnn", "residual"):                              # behind conv + batch norm + pooling / a residual block
-        res = repair(net, problem, NNRepairConfig(layer="intermediate", mode="soft", min_support=5,
-                                                  pattern_by="predicted", time_limit=20))
-        assert res.details["layer"] == {"cnn": "fc1", "residual": "fc"}[name]
+    if name in ("cnn", "residual"):        # fc1 behind conv + batch norm + pooling; the residual net's conv stem
+        layer = {"cnn": "intermediate", "residual": "stem"}[name]
+        res = repair(net, problem, NNRepairConfig(layer=layer, mode="soft", min_support=5, pattern_by="predicted",
+                                                  time_limit=20))
+        assert res.details["layer"] == {"cnn": "fc1", "residual": "stem"}[name]
         built = [e for e in res.details["experts"] if "check" in e]
         assert sum(e["check"]["failing_fixed"] for e in built) > 0, res.details["experts"]   # a real forward pass
         _roundtrip(res.network, tmp_path, TEST.x[:50], f"nnrepair_mid_{name}")
     if name == "residual":
         with pytest.raises(RepairError, match="'conv2' is not a top-level layer"):
             repair(net, problem, NNRepairConfig(layer="conv2"))  # inside the residual block: no cut there
-        with pytest.raises(RepairError, match="'stem' is a Conv2d; NNrepair repairs dense"):
-            repair(net, problem, NNRepairConfig(layer="stem"))
+        with pytest.raises(RepairError, match="'add' is a GraphNetwork; NNrepair repairs Linear and Conv"):
+            repair(net, problem, NNRepairConfig(layer="add"))    # the residual block itself
 
 
 def test_nca_regrows_a_conv_kernel_and_a_graph_node(tmp_path):

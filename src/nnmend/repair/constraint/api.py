@@ -190,7 +190,7 @@ def repair(network: nn.Module, problem: RepairProblem, config: NNRepairConfig = 
     net = clone(network)
     C = num_classes(net)
     problem.validate(C)
-    split = split_network(net, config.layer)
+    split = split_network(net, config.layer, problem.inputs[:1])
     pool = _Pool(split, problem)
     last = split.last
     mode, bound = config.mode_for(last), config.bound_for(last)

@@ -12,7 +12,9 @@ from functools import cached_property
 import torch
 from torch import nn
 
+from ..._validation import check_alloc
 from ...errors import RepairError
+from ...layers import Reshape
 from ...nets import WEIGHT_LAYERS, splittable
 
 # Modules that may sit between the repaired ReLU and the final Linear without changing values at eval.
@@ -38,10 +40,16 @@ class Split:
         return rest[0] if len(rest) == 1 and isinstance(rest[0], nn.Linear) else None
 
 
-def split_network(network: nn.Module, layer: str) -> Split:
-    """Split ``network`` before the Linear named ``layer`` ("last"/"intermediate" allowed): a top-level
+def split_network(network: nn.Module, layer: str, example: torch.Tensor | None = None) -> Split:
+    """Split ``network`` before the weight layer named ``layer`` ("last"/"intermediate" allowed): a top-level
     layer of an ``nn.Sequential``, or a node of any other network's graph that every path passes through
-    (:func:`nnmend.nets.sequential_view`; ``"block.fc"`` and the node name ``"block_fc"`` both work)."""
+    (:func:`nnmend.nets.sequential_view`; ``"block.fc"`` and the node name ``"block_fc"`` both work).
+
+    A Conv layer (with the batch norm that directly follows it, if any) is repaired as its exact dense
+    equivalent, an ``nn.Linear`` over the flattened input followed by a reshape: the constraints are linear
+    in one dense matrix's entries, so the repaired layer no longer shares its kernel across positions.
+    That needs ``example`` (one input or more) to learn the layer's input shape.
+    """
     network = splittable(network, None if layer in ("last", "intermediate") else layer)
     children = list(network.named_children())
     if layer not in ("last", "intermediate") and layer not in dict(children) and layer.replace(".", "_") in dict(children):
@@ -60,18 +68,48 @@ def split_network(network: nn.Module, layer: str) -> Split:
                           + (f" (nested layers {', '.join(nested)} cannot be split at)" if nested != weights else ""))
     i = names.index(name)
     module = children[i][1]
-    if not isinstance(module, nn.Linear):
-        raise RepairError(f"layer {name!r} is a {type(module).__name__}; NNrepair repairs dense (nn.Linear) layers")
+    if not isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+        raise RepairError(f"layer {name!r} is a {type(module).__name__}; NNrepair repairs Linear and Conv layers")
+    mods = [m for _, m in children]
+    j = i + 1                                    # a conv's own batch norm goes into its dense equivalent
+    if not isinstance(module, nn.Linear) and j < len(mods) and isinstance(mods[j], (nn.BatchNorm1d, nn.BatchNorm2d)):
+        j += 1
     last = name == weights[-1]
     if not last:
-        nxt = [m for _, m in children[i + 1:] if not isinstance(m, _PASS_THROUGH)][:1]
+        nxt = [m for m in mods[j:] if not isinstance(m, _PASS_THROUGH)][:1]
         if not nxt or not isinstance(nxt[0], nn.ReLU):
             found = type(nxt[0]).__name__ if nxt else "nothing"
             raise RepairError(f"layer {name!r} is followed by {found}, not a ReLU: activation patterns "
                               "(on/off neurons) need a ReLU layer; choose the last layer or a Linear+ReLU layer")
-    trunk = nn.Sequential(*[m for _, m in children[:i]])
-    head = nn.Sequential(*[m for _, m in children[i:]])
-    return Split(trunk, head, name, last)
+    trunk = nn.Sequential(*mods[:i])
+    if isinstance(module, nn.Linear):
+        return Split(trunk, nn.Sequential(*mods[i:]), name, last)
+    if example is None:
+        raise RepairError(f"layer {name!r} is a {type(module).__name__}: give an example input to learn its shape")
+    dense, out_shape = _dense_equivalent(nn.Sequential(*mods[i:j]), trunk, example, name)
+    return Split(trunk, nn.Sequential(dense, Reshape(out_shape), *mods[j:]), name, last)
+
+
+@torch.no_grad()
+def _dense_equivalent(block: nn.Module, trunk: nn.Module, example: torch.Tensor, name: str
+                      ) -> tuple[nn.Linear, tuple[int, ...]]:
+    """The affine ``block`` (a conv, maybe with its batch norm, in eval mode) as an exact ``nn.Linear`` over
+    its flattened input, read off the images of the unit vectors; and the block's per-sample output shape."""
+    block.eval()
+    a = trunk.eval()(example[:1])
+    in_shape, n_in = tuple(a.shape[1:]), a[0].numel()
+    zero = block(torch.zeros_like(a)).reshape(-1)
+    out_shape = tuple(block(a).shape[1:])
+    check_alloc(f"NNrepair: layer {name!r} as a dense {zero.numel()}×{n_in} matrix", 4 * zero.numel() * n_in,
+                error=RepairError)
+    weight = torch.empty(zero.numel(), n_in, dtype=zero.dtype)
+    eye = torch.eye(n_in, dtype=a.dtype)
+    for k in range(0, n_in, 256):
+        weight[:, k:k + 256] = (block(eye[k:k + 256].reshape(-1, *in_shape)).reshape(-1, zero.numel()) - zero).T
+    dense = nn.Linear(n_in, zero.numel())
+    dense.weight.copy_(weight)
+    dense.bias.copy_(zero)
+    return dense.eval(), out_shape
 
 
 @dataclass(frozen=True)
