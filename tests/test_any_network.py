@@ -295,3 +295,5 @@ def test_views_cut_only_where_every_path_passes():
     x = TEST.x[:8]
     with torch.no_grad():
         assert torch.equal(view(x), g(x))
+    with pytest.raises(ModelError, match="pass input_shape"):   # the shape guessed from a Linear does not fit
+        sequential_view(Residual())

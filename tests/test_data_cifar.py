@@ -92,6 +92,8 @@ def test_three_layouts_give_the_same_images(tmp_path, layout):
     assert torch.equal(train.x, _expected(np.concatenate([p[0] for p in parts])))
     assert torch.equal(train.y, torch.from_numpy(np.concatenate([p[1] for p in parts])))
     assert torch.equal(ds.x, _expected(test[0])) and ds.classes[0] == "airplane"
+    folder = next(p for p in tmp_path.iterdir() if p.is_dir())    # the folder itself, as a path
+    assert torch.equal(load_dataset(folder, "test").x, ds.x)
 
 
 def test_python3_pickles_read_too(tmp_path):

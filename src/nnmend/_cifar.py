@@ -181,6 +181,11 @@ SUBDIRS = ("", "cifar10", "cifar-10", "cifar-10-batches-py", "cifar-10-batches-b
            "cifar10/cifar-10-batches-py", "cifar10/cifar-10-batches-bin")
 
 
+def holds_cifar10(d: Path) -> bool:
+    """Whether folder ``d`` itself holds CIFAR-10 in one of the layouts (either split)."""
+    return any(find(d, split) for find, _ in _LAYOUTS for split in ("train", "test"))
+
+
 def read_cifar10(root: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[Path]]:
     """Images and labels of ``split`` from the first layout found under ``root`` (see :data:`SUBDIRS`);
     also the files read."""

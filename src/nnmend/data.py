@@ -12,7 +12,7 @@
 
 The data root is the ``root`` argument, else ``$NNMEND_DATA``, else ``$XDG_DATA_HOME/nnmend``
 (by default ``~/.local/share/nnmend``); see :func:`data_root`.
-* a path: an IDX file (``*-images-idx3-ubyte[.gz]``, labels found beside it), a directory holding the
+* a path: a folder holding CIFAR-10 in one of the layouts above, an IDX file (``*-images-idx3-ubyte[.gz]``, labels found beside it), a directory holding the
   four IDX files, a ``.npz`` (``x``/``y``, ``images``/``labels`` or ``x_train``/``y_train``…) or SHNN's
   ``.mat`` layout (``data`` 784×N, ``label``), split 80/20 exactly as the SHNN code does
   (``train_test_split(random_state=42)``).
@@ -300,6 +300,12 @@ def _load_cifar10(root: str | os.PathLike | None, split: str) -> Dataset:
     return Dataset(x, torch.from_numpy(labels), "cifar10", split, CLASSES)
 
 
+def _holds_cifar10(path: Path) -> bool:
+    from ._cifar import holds_cifar10
+
+    return holds_cifar10(path)
+
+
 def _load_sign_mnist(root: str | os.PathLike | None, split: str) -> Dataset:
     base = _root_dir(root, "Sign-MNIST")
     for d in (base / "sign_mnist", base / "sign-mnist", base):
@@ -369,7 +375,9 @@ def load_dataset(name: str | os.PathLike = "mnist", split: str = "train", *, lim
         path = Path(name)
         if not path.exists():
             raise DataError(f"{path}: no such file, and not a known dataset name (mnist, fashion-mnist, digits, cifar10, sign-mnist)")
-        if path.is_dir():
+        if path.is_dir() and _holds_cifar10(path):
+            ds = _load_cifar10(path, split)
+        elif path.is_dir():
             ds = _idx_pair(path, split, path.name)
         elif path.suffix == ".npz":
             ds = _load_npz(path, split)

@@ -184,7 +184,11 @@ def sequential_view(model: nn.Module, input_shape: tuple[int, ...] | None = None
 
     if isinstance(model, nn.Sequential) and not any(_has_graph(m) or list(m.children()) for m in model):
         return model
-    g = from_module(model, input_shape)
+    try:
+        g = from_module(model, input_shape)
+    except (RuntimeError, TypeError) as exc:   # a probe of the guessed input shape that the network cannot take
+        raise ModelError(f"cannot trace {type(model).__name__} into a graph ({str(exc).splitlines()[0][:160]}); "
+                         "pass input_shape=(…) or set net.nnmend_input_shape") from None
     keep = _ancestors_of(g, g.output)
     nodes = [n for n in g.nodes if n.name in keep]
     pos = {g.INPUT: -1, **{n.name: i for i, n in enumerate(nodes)}}
@@ -213,14 +217,14 @@ def sequential_view(model: nn.Module, input_shape: tuple[int, ...] | None = None
     return view.train(model.training)
 
 
-def splittable(model: nn.Module, *names: str | None) -> nn.Sequential:
+def splittable(model: nn.Module, *names: str | None, input_shape: tuple[int, ...] | None = None) -> nn.Sequential:
     """``model`` itself when it is an ``nn.Sequential`` holding each of ``names`` (a string) at its top level,
     else :func:`sequential_view` of it: the form the methods that cut a network at a named layer work on."""
     if isinstance(model, nn.Sequential):
         top = dict(model.named_children())
         if all(not isinstance(n, str) or n in top for n in names) and not _has_graph(model):
             return model
-    return sequential_view(model)
+    return sequential_view(model, input_shape if getattr(model, "nnmend_input_shape", None) is None else None)
 
 
 def _has_graph(m: nn.Module) -> bool:

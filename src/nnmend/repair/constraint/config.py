@@ -54,9 +54,10 @@ class NNRepairConfig:
     """Every hyper-parameter of NNrepair with its default.
 
     Layer and localisation:
-        layer: the ``nn.Linear`` to repair, by name (``named_layers``), or ``"last"`` / ``"intermediate"``
+        layer: the layer to repair, by name (``named_layers``), or ``"last"`` / ``"intermediate"``
             (the weight layer before the last, the paper's choice). Intermediate layers must be followed
-            by a ReLU.
+            by a ReLU. Any network the graph representation accepts: the layer must be one that every path
+            passes through; a Conv is repaired as its exact dense equivalent (``record.split_network``).
         edge_fraction: intermediate layer, share of a faulty neuron's incoming edges made symbolic, by
             the edge defect score (Eq. 4); paper 10 % (the artefact: 50 of 576).
         last_edges: last layer, incoming edges of the class neuron made symbolic (paper: top 5).

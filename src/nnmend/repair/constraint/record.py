@@ -50,7 +50,8 @@ def split_network(network: nn.Module, layer: str, example: torch.Tensor | None =
     in one dense matrix's entries, so the repaired layer no longer shares its kernel across positions.
     That needs ``example`` (one input or more) to learn the layer's input shape.
     """
-    network = splittable(network, None if layer in ("last", "intermediate") else layer)
+    network = splittable(network, None if layer in ("last", "intermediate") else layer,
+                         input_shape=None if example is None else tuple(example.shape[1:]))
     children = list(network.named_children())
     if layer not in ("last", "intermediate") and layer not in dict(children) and layer.replace(".", "_") in dict(children):
         layer = layer.replace(".", "_")
