@@ -290,8 +290,7 @@ def _search(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor,
             idx = torch.zeros(cfg.samples, dtype=torch.long)
         else:
             x, idx = sample_boxes(lo, hi, cfg.samples, gen)
-        with torch.no_grad():
-            cex = _confirm(net64, x, lo[idx], hi[idx], spec64)
+        cex = _screen_points(_copy(net, torch.float32), net64, x, lo, hi, idx, spec64, deadline)
         if cex is not None:
             return BabOutcome("falsified", cex, {**stats, "found_by": "sampling"})
 
@@ -416,18 +415,34 @@ def sample_boxes(lo: torch.Tensor, hi: torch.Tensor, n: int, gen: torch.Generato
     return x, idx
 
 
+@torch.no_grad()
+def _screen_points(net32: nn.Module, net64: nn.Module, x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
+                   idx: torch.Tensor, spec64: tuple, deadline: float, chunk: int = 2048
+                   ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The first of the points ``x`` (each in box ``idx``) that violates the property, screened in float32 a chunk
+    at a time (near-violations confirmed in float64); stops at the first one found or at ``deadline``."""
+    C, d, groups, k = spec64
+    C32, d32 = C.float(), d.float()
+    for s in range(0, len(x), chunk):
+        if time.monotonic() > deadline:
+            return None
+        xs, bs = x[s:s + chunk], idx[s:s + chunk]
+        y = net32(xs.float())
+        near = violation(y, C32, d32, groups, k) <= 1e-3 + 1e-5 * y.flatten(1).abs().amax(1)   # float32 rounding
+        if near.any():
+            cex = _confirm(net64, xs[near], lo[bs][near], hi[bs][near], spec64)
+            if cex is not None:
+                return cex
+    return None
+
+
 def _sample_open(net32: nn.Module, net64: nn.Module, lo: torch.Tensor, hi: torch.Tensor, n: int,
                  gen: torch.Generator, spec64: tuple) -> tuple[torch.Tensor, torch.Tensor] | None:
     """``n`` points uniform over the union of the (disjoint) open boxes: a box by its volume, then a point in
     it. Screened in float32 (twice as many points per second); near-violations are confirmed in float64."""
     n = max(1, min(n, (1 << 22) // lo[0].numel()))            # at most 4M coordinates per draw
     x, idx = sample_boxes(lo, hi, n, gen)
-    C, d, groups, k = spec64
-    with torch.no_grad():
-        near = violation(net32(x.float()), C.float(), d.float(), groups, k) <= 1e-3
-    if not near.any():
-        return None
-    return _confirm(net64, x[near], lo[idx][near], hi[idx][near], spec64)
+    return _screen_points(net32, net64, x, lo, hi, idx, spec64, math.inf, chunk=len(x))
 
 
 def _copy(net: nn.Module, dtype: torch.dtype) -> nn.Module:
