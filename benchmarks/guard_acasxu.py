@@ -32,9 +32,9 @@ import torch
 from nnmend.acasxu import acasxu, acasxu_property_path
 from nnmend.benchmarking import run_jobs, write_results
 from nnmend.bounds.bab import violation
-from nnmend.io import load_network, save_network
 from nnmend.properties import nnet_domain, read_property
-from nnmend.repair.guard import GuardConfig, GuardProblem, repair
+from nnmend.repair import run
+from nnmend.repair.guard import GuardConfig, GuardProblem
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from prorepair import instances, property_fdd  # noqa: E402
@@ -54,13 +54,10 @@ def one(net: str, prop: int, timeout: float) -> dict:
     i, j = map(int, net.split("_"))
     network, p = acasxu(i, j), read_property(acasxu_property_path(prop))
     t0 = time.perf_counter()
-    res = repair(network, GuardProblem(p), GuardConfig(certify_timeout=timeout, check_first=0))
+    # through the harness: it saves, reloads and proves; everything below is measured on that reloaded network
+    res = run("guard", network, GuardProblem(p), GuardConfig(certify_timeout=timeout, check_first=0), attack=False)
     seconds = time.perf_counter() - t0
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:     # everything below is measured on the saved network
-        save_network(res.network, Path(tmp) / "g.pt")
-        guarded = load_network(Path(tmp) / "g.pt")
+    guarded = res.network
     marabou = _marabou(guarded, acasxu_property_path(prop), timeout)
     box = p.boxes(5)[0]
     lo, hi = nnet_domain(network)
@@ -71,9 +68,9 @@ def one(net: str, prop: int, timeout: float) -> dict:
         y0, y1, z0, z1 = network(x), guarded(x), network(xin), guarded(xin)
     far = ((box.lo.float() - x).clamp_min(0) + (x - box.hi.float()).clamp_min(0)).sum(1) > res.details["band"]
     d = res.details
-    print(f"guard N{net} φ{prop}: {d['certificate']['status']} ({d['certificate']['seconds']:.1f} s), "
+    print(f"guard N{net} φ{prop}: {res.certificate['status']} ({res.certificate['seconds']:.1f} s), "
           f"Marabou {_mar(marabou)}", flush=True)
-    return {"proved": bool(res.verified), "certificate": d["certificate"], "seconds": round(seconds, 3),
+    return {"proved": bool(res.verified), "certificate": res.certificate, "seconds": round(seconds, 3),
             "build_seconds": d["build_seconds"], "parameters_added": d["parameters_added"], "targets": d["targets"],
             **property_fdd(network, guarded, p),
             "far_points": int(far.sum()), "exact_outside": float((y0[far] == y1[far]).all(1).float().mean()) if far.any() else math.nan,

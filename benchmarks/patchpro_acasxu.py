@@ -90,7 +90,7 @@ def one_network(i: int, j: int, initial_boxes: int, lr: float, n_repair: int, n_
         rsr = 100.0 * satisfied(rn(cex_repair)).double().mean().item() if len(cex_repair) else float("nan")
         rgr = 100.0 * satisfied(rn(cex_test)).double().mean().item() if len(cex_test) else float("nan")
     d = res.details
-    return {"network": f"N{i},{j}", "verified": res.verified, "already_satisfied": d.get("already_satisfied", False),
+    return {"network": f"N{i},{j}", "verified": res.details.get("proved_by_method"), "already_satisfied": d.get("already_satisfied", False),
             "recheck": d.get("recheck"), "boxes_initial": d.get("boxes_initial"), "boxes": d.get("boxes"),
             "epochs": d.get("epochs"), "train_seconds": d.get("train_seconds"), "open_boxes": d.get("n_open"),
             "n_repair_cex": len(cex_repair), "n_test_cex": len(cex_test), "RSR": rsr, "RGR": rgr,

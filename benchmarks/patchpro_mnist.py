@@ -119,7 +119,7 @@ def one_cell(net: str, radius: float, n: int, n_max: int, attack: bool, baseline
     test = test_set()
     res = repair(original, rs, config_for(net, feature_layer, feature_box, **(overrides or {})))
     rn = res.network
-    rec = {"network": net, "r": radius, "n": n, "verified": res.verified, "feature_box": res.details.get("feature_box"), "seconds": round(res.seconds, 2),
+    rec = {"network": net, "r": radius, "n": n, "verified": res.details.get("proved_by_method"), "feature_box": res.details.get("feature_box"), "seconds": round(res.seconds, 2),
            "epochs": res.details.get("epochs"), "open_boxes": res.details.get("n_open"),
            "recheck": res.details.get("recheck"), "RSR": pm.repair_success_rate(rn, rs.repair_x, rs.labels),
            "RGR": pm.repair_generalization_rate(rn, rs.test_x, rs.test_y), "DD": pm.drawdown(original, rn, test.x, test.y),

@@ -18,6 +18,7 @@ from nnmend.cli import main as cli_main  # noqa: E402
 from nnmend.errors import PropertyError, RepairError  # noqa: E402
 from nnmend.io import load_network, save_network  # noqa: E402
 from nnmend.properties import LocalRobustness, SafetyProperty, check, nnet_domain, read_property  # noqa: E402
+from nnmend.repair import run  # noqa: E402
 from nnmend.repair.guard import GuardConfig, GuardProblem, repair  # noqa: E402
 
 torch.set_num_threads(1)
@@ -33,14 +34,14 @@ def _spec(box):
 @pytest.fixture(scope="module")
 def n29_phi8():
     net, prop = acasxu(2, 9), read_property(acasxu_property_path(8))
-    return net, prop, repair(net, GuardProblem(prop), GuardConfig(certify_timeout=None))
+    return net, prop, run("guard", net, GuardProblem(prop), GuardConfig(certify_timeout=None), attack=False)
 
 
 def test_guard_proves_phi8_on_n29_where_the_original_is_falsified(n29_phi8):
     net, prop, res = n29_phi8
     assert check(net, prop, timeout=None).status == "falsified"
-    assert res.verified is True and res.details["certificate"]["status"] == "verified"
-    assert res.details["certificate"]["checked_on"] == "saved and reloaded network"
+    assert res.verified is True and res.success and res.certificate["status"] == "verified"
+    assert res.certificate["checked_on"] == "saved and reloaded network"
     assert res.details["targets"][0]["output"] == 0 and res.details["targets"][0]["direction"] == "lower"
 
 
@@ -87,7 +88,8 @@ def test_guard_saves_to_onnx_and_the_export_computes_the_same(n29_phi8, tmp_path
 
 
 def test_guard_proves_phi7_over_the_whole_domain():
-    res = repair(acasxu(1, 9), GuardProblem(read_property(acasxu_property_path(7))), GuardConfig(certify_timeout=None))
+    res = run("guard", acasxu(1, 9), GuardProblem(read_property(acasxu_property_path(7))), GuardConfig(certify_timeout=None),
+              attack=False)
     assert res.verified is True
     assert res.details["targets"][0]["partners"] == [[3], [4]]
 
@@ -117,7 +119,7 @@ def test_guard_with_a_given_domain_and_an_already_satisfied_property():
     prop = SafetyProperty([box], "tiny: y0 <= y1 is unsafe")
     dom = (torch.full((2,), -2.0), torch.full((2,), 2.0))
     before = check(tiny, prop, timeout=None).status
-    res = repair(tiny, GuardProblem(prop, domain=dom), GuardConfig(certify_timeout=None))
+    res = run("guard", tiny, GuardProblem(prop, domain=dom), GuardConfig(certify_timeout=None))
     assert res.verified is True
     if before == "verified":
         assert res.details["already_satisfied"] and res.network is not tiny
@@ -174,7 +176,7 @@ def test_prorepair_falls_back_to_the_guard_when_its_repair_is_not_proved():
     res = prorepair(net, RegionProblem(prop), cfg)
     assert res.details["certificate"]["status"] != "verified"          # the training alone is not proved
     fb = res.details["fallback"]
-    assert fb["method"] == "guard" and fb["verified"] and res.verified is True
+    assert fb["method"] == "guard" and fb["verified"] and res.details["proved_by_loop_certificate"] is True
     assert check(res.network, prop, timeout=None).status == "verified"
     with pytest.raises(RepairError, match="no output can guard it"):   # refused before any training
         prorepair(net, RegionProblem(read_property(acasxu_property_path(1))), cfg)

@@ -12,7 +12,7 @@ from nnmend.cli import main
 from nnmend.errors import ModelError, RepairError
 from nnmend.io import load_network, save_network
 from nnmend.nets import get_layer, mlp
-from nnmend.repair.nca.cli import cli_repair, load_rule
+from nnmend.cli.repair_nca import cli_repair, load_rule
 
 
 @pytest.fixture(scope="module")

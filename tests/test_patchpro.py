@@ -48,7 +48,7 @@ def test_acasxu_property2_is_proved_rechecked_and_holds_on_samples(acas_repair, 
     x = lo + torch.rand((20000, 5), generator=gen) * (hi - lo)
     with torch.no_grad():
         assert not _phi2_holds(net(x)).all()                          # the original violates φ2
-    assert res.verified and res.details["n_open"] == 0
+    assert res.details["proved_by_method"] and res.details["n_open"] == 0
     assert res.details["recheck"]["all_verified"]
     loaded = _reload(res.network, tmp_path)
     corners = lo + (hi - lo) * torch.tensor([[(k >> b) & 1 for b in range(5)] for k in range(32)], dtype=torch.float32)
@@ -90,7 +90,7 @@ def mnist_case():
 
 def test_mnist_neighbourhoods_proved_and_robust_on_the_saved_network(mnist_case, tmp_path):
     net, rs, res = mnist_case
-    assert res.verified and res.details["recheck"]["verified"] == len(rs)
+    assert res.details["proved_by_method"] and res.details["recheck"]["verified"] == len(rs)
     loaded = _reload(res.network, tmp_path)
     lo, hi = rs.boxes()
     gen = torch.Generator().manual_seed(0)
@@ -130,7 +130,7 @@ def test_overlapping_regions_are_certified_for_the_routed_patch(tmp_path):
     props = [LocalRobustness(x, 0.08, label), LocalRobustness(shifted, 0.08, label)]
     res = repair(net, props, PatchProConfig.mnist())
     assert res.details["overlap_boxes"] == 1
-    assert res.verified and res.details["recheck"]["overlaps_verified"] == 1
+    assert res.details["proved_by_method"] and res.details["recheck"]["overlaps_verified"] == 1
     loaded = _reload(res.network, tmp_path)
     lo = torch.max(x - 0.08, shifted - 0.08).clamp(0, 1)
     hi = torch.min(x + 0.08, shifted + 0.08).clamp(0, 1)
@@ -145,7 +145,7 @@ def test_already_satisfied_property_repairs_nothing():
     x = load_dataset("mnist", "test", limit=1).x[0]
     label = int(net(x[None]).argmax(1))
     res = repair(net, [LocalRobustness(x, 1e-4, label)], PatchProConfig.mnist())
-    assert res.details["already_satisfied"] and res.verified
+    assert res.details["already_satisfied"] and res.details["proved_by_method"]
     assert not isinstance(res.network, PatchProNetwork)
     assert torch.equal(res.network(x[None]), net(x[None]))
 
@@ -155,7 +155,7 @@ def test_unprovable_properties_report_open_boxes_and_are_not_verified():
     x = load_dataset("mnist", "test", limit=1).x[0]
     # the same ball must keep two different labels: impossible
     res = repair(net, [LocalRobustness(x, 0.05, 3), LocalRobustness(x, 0.05, 5)], PatchProConfig.mnist(max_epochs=3))
-    assert res.verified is False
+    assert res.details["proved_by_method"] is False
     assert res.details["n_open"] >= 1 and res.details["open_boxes"][0]["lo"]
     assert res.details["recheck"] is None
 
@@ -188,10 +188,10 @@ def test_feature_space_repair_sound_box_and_empirical_box():
     net = pretrained("fnn_big")
     rs = build_repair_set(net, load_dataset("mnist", "train", limit=300), n=4, radius=0.05, start=0, steps=60, chunk=100)
     sound = repair(net, rs, PatchProConfig.mnist(feature_layer="fc7"))
-    assert sound.details["feature_box"] == "sound CROWN bounds" and sound.verified
+    assert sound.details["feature_box"] == "sound CROWN bounds" and sound.details["proved_by_method"]
     assert sound.network.patches.in_features == 32                      # patches read the 32 penultimate features
     emp = repair(net, rs, PatchProConfig.mnist(feature_layer="fc7", feature_box="empirical"))
-    assert emp.details["feature_box"] == "empirical (not a proof)" and emp.verified is False
+    assert emp.details["feature_box"] == "empirical (not a proof)" and emp.details["proved_by_method"] is False
     with pytest.raises(ModelError, match="not a top-level module"):
         repair(net, rs, PatchProConfig.mnist(feature_layer="nope"))
 

@@ -26,7 +26,7 @@ def test_patchpro_page_proves_the_repaired_neighbourhoods():
         wait_for(at, lambda a: "Result: PatchPro" in texts(a.subheader) or bool(a.error))
         assert not at.error, texts(at.error)
         rec = at.session_state["nnmend_workbench"].repairs["PatchPro"]
-        assert rec.result.verified is True and rec.result.metrics["RSR"] == 100.0
+        assert rec.result.verified is True and rec.result.metrics["rsr"] == 100.0
         assert "certificate: verified" in texts(at.success)
     finally:
         config.set_option("runner.magicEnabled", old)

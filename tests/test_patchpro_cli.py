@@ -73,8 +73,13 @@ def test_cli_unprovable_and_bad_inputs_are_clear_errors_and_write_nothing(tmp_pa
     torch.save({"x": x * 3, "y": torch.tensor([1])}, outside)
     wrong_shape = tmp_path / "w.pt"
     torch.save({"x": torch.rand(1, 5), "y": torch.tensor([1])}, wrong_shape)
+    # unprovable (one ball, two labels): the harness's verdict first, exit 1, nothing written
+    assert main(["repair", "fnn_small", "--method", "patchpro", "--robustness", str(conflicting), "--eps", "0.05",
+                 "--patchpro-epochs", "2", "--out", str(out)]) == 1
+    printed = capsys.readouterr().out
+    assert printed.startswith("FAILED (target not met): patchpro") and "nothing written" in printed and "open box" in printed
+    assert not any(p.name.startswith("r.") for p in tmp_path.iterdir())
     cases = [
-        (["--robustness", str(conflicting), "--eps", "0.05", "--patchpro-epochs", "2"], "not proved"),
         (["--robustness", str(bad_keys), "--eps", "0.05"], 'keys "x"'),
         (["--robustness", str(outside), "--eps", "0.05"], "outside the input domain"),
         (["--robustness", str(wrong_shape), "--eps", "0.05"], "does not accept inputs of shape"),

@@ -14,6 +14,7 @@ from _prorepair_nets import tiny_net, tiny_property  # noqa: E402
 from nnmend.errors import DataError, ModelError, RepairError  # noqa: E402
 from nnmend.io import load_network, save_network  # noqa: E402
 from nnmend.properties import check  # noqa: E402
+from nnmend.repair import run  # noqa: E402
 from nnmend.repair.prorepair import (PointProblem, ProRepairConfig, RegionProblem, grown_proxy, linear_proxy,  # noqa: E402
                                      repair, split_network)
 from nnmend.repair.prorepair.proxy import box_distance  # noqa: E402
@@ -103,7 +104,7 @@ def test_region_repair_is_proved_on_the_saved_network_and_sampling_agrees(tmp_pa
     before = {k: v.clone() for k, v in net.state_dict().items()}
     res = repair(net, RegionProblem(prop), ProRepairConfig(time_budget=60))
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items()), "the input network was modified"
-    assert res.verified is True and res.details["certificate"]["status"] == "verified"
+    assert res.details["proved_by_loop_certificate"] is True and res.details["certificate"]["status"] == "verified"
     # the loop says how it ended; the certificate re-proves its leaf partition (batched BaB on the open leaves)
     proof = res.details["loop_proof"]
     assert res.details["loop_status"] == "proven" and proof in ("leaves", "leaves and branch and bound")
@@ -123,11 +124,12 @@ def test_region_repair_already_satisfied_and_unprovable():
     net = tiny_net()
     safe = tiny_property((0.45, 0.45), (0.5, 0.5))
     assert check(net, safe, timeout=None).status == "verified", "fixture: the small region must already be safe"
-    res = repair(net, RegionProblem(safe))
+    res = run("prorepair", net, RegionProblem(safe), attack=False)
     assert res.details["already_satisfied"] and res.verified is True and "nothing repaired" in res.details["message"]
     # zero rounds and no time: the loop cannot finish; nothing may be called verified
-    res = repair(net, RegionProblem(tiny_property()), ProRepairConfig(max_rounds=0, time_budget=0.0))
-    assert res.verified is False and res.details["unproven_regions"]
+    res = run("prorepair", net, RegionProblem(tiny_property()), ProRepairConfig(max_rounds=0, time_budget=0.0))
+    assert res.verified is False and res.success is False and res.details["unproven_regions"]
+    assert res.verdict.startswith("FAILED")
 
 
 def test_point_repair_fixes_points_and_resists_a_white_box_attack(tmp_path):
@@ -148,7 +150,7 @@ def test_point_repair_fixes_points_and_resists_a_white_box_attack(tmp_path):
     loaded = load_network(path)
     with torch.no_grad():
         assert (loaded(x).argmax(1) == y).float().mean() >= 0.95
-        assert res.metrics["rsr"] >= 0.95
+        assert res.details["certificate"]["rsr_on_saved_network"] >= 95.0
     # white-box PGD on the saved network, at the points it claims to fix: within the proxy margin
     # the decision must hold (a tiny radius; a repair that only flipped knife-edge logits fails this)
     fixed = loaded(x).argmax(1) == y

@@ -1,11 +1,13 @@
 """``nnmend repair --method METHOD MODEL ...``: one command for every repair method.
 
-The command parses, dispatches on ``--method`` to the method's package, and prints; it holds no method
-logic. Each method registers an option group and a runner in ``_METHODS``; a runner returns the
-repaired network and a JSON-able report. Nothing is written until the repair and its evaluation have
-finished; then every file (network, report, exports, certificate) is staged in one folder beside
-``--out`` and moved into place together. No output may replace an input, and an existing one is
-replaced only with ``--force``.
+The command parses, dispatches on ``--method``, and prints; it holds no method logic. Each method has an
+option group and a runner in ``_METHODS``; a runner builds the method's problem and config from the
+options and calls the harness, :func:`nnmend.repair.run`, which alone decides success on the saved and
+reloaded network; it returns that :class:`RepairResult` and a JSON-able report. The harness's verdict is
+printed first. A repair that failed its target is not written (exit 1) unless ``--keep-failed``. Nothing
+is written until the repair and its evaluation have finished; then every file (network, report, exports,
+certificate) is staged in one folder beside ``--out`` and moved into place together. No output may
+replace an input, and an existing one is replaced only with ``--force``.
 
 Example::
 
@@ -59,7 +61,8 @@ def _nnrepair_options(parser: argparse.ArgumentParser) -> None:
 
 def _nnrepair_run(args: argparse.Namespace, network) -> tuple[object, dict]:
     from ..data import load_dataset
-    from ..repair.constraint import NNRepairConfig, build_scenario, repair
+    from ..repair import run as harness
+    from ..repair.constraint import NNRepairConfig, build_scenario
     from ..repair.constraint.scenarios import evaluate
 
     train = load_dataset("mnist", "train", limit=args.limit)
@@ -71,10 +74,10 @@ def _nnrepair_run(args: argparse.Namespace, network) -> tuple[object, dict]:
                             non_interference=args.non_interference, decision_rows=args.decision_rows,
                             extra_clean=args.extra_clean, last_failing=args.last_failing,
                             last_edges=args.last_edges, edge_fraction=args.edge_fraction, seed=args.seed)
-    result = repair(network, scenario.problem, config)
+    result = harness("nnrepair", network, scenario.problem, config, test=test, seed=args.seed)
     report = {"method": "nnrepair", "scenario": args.scenario, "seconds": round(result.seconds, 3),
               "evaluation": evaluate(network, result.network, scenario), "details": result.details}
-    return result.network, report
+    return result, report
 
 
 def _nnrepair_summary(report: dict) -> list[str]:
@@ -105,7 +108,7 @@ def _nca_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _nca_run(args: argparse.Namespace, network) -> tuple[object, dict]:
-    from ..repair.nca.cli import run_repair
+    from .repair_nca import run_repair
 
     return run_repair(args)
 
@@ -119,7 +122,7 @@ def _nca_summary(report: dict) -> list[str]:
 
 
 def _patchpro_entry() -> tuple[Callable, Callable, Callable]:
-    from ..repair.patchpro import cli as patchpro_cli
+    from . import repair_patchpro as patchpro_cli
 
     return patchpro_cli.options, patchpro_cli.run, patchpro_cli.summary
 
@@ -172,7 +175,8 @@ def _prorepair_points(path: Path, network):
 
 def _prorepair_run(args: argparse.Namespace, network) -> tuple[object, dict]:
     from ..properties import read_property
-    from ..repair.prorepair import PointProblem, ProRepairConfig, RegionProblem, repair
+    from ..repair import run as harness
+    from ..repair.prorepair import PointProblem, ProRepairConfig, RegionProblem
 
     if (args.property is None) == (args.points is None):
         raise NnmendError("prorepair: give exactly one of --property P.vnnlib (region-wise) or --points SAMPLES.pt "
@@ -186,10 +190,10 @@ def _prorepair_run(args: argparse.Namespace, network) -> tuple[object, dict]:
         problem = RegionProblem(read_property(args.property))
     else:
         problem = PointProblem(*_prorepair_points(args.points, network))
-    result = repair(network, problem, cfg)
+    result = harness("prorepair", network, problem, cfg, seed=args.seed)
     d = result.details
     report = {"method": "prorepair", "mode": "region" if args.property is not None else "point",
-              "seconds": round(result.seconds, 3), "verified": result.verified, "metrics": result.metrics,
+              "seconds": round(result.seconds, 3),
               "details": {k: v for k, v in d.items() if k not in ("rounds", "partition")}, "rounds": d.get("rounds", [])}
     if "partition" in d:              # the leaves, so the certificate can be recomputed from the saved files
         from ..repair.prorepair.certificate import save_partition
@@ -200,7 +204,7 @@ def _prorepair_run(args: argparse.Namespace, network) -> tuple[object, dict]:
             return [str(path)]
 
         report["_before_save"] = write_partition
-    return result.network, report
+    return result, report
 
 
 def _prorepair_summary(report: dict) -> list[str]:
@@ -211,9 +215,9 @@ def _prorepair_summary(report: dict) -> list[str]:
             f"({d['edited_parameters']} parameters), {report['seconds']:.1f} s")
     lines = [head]
     if report["mode"] == "region":
-        cert = d["certificate"]
-        lines.append(f"  certificate on the saved network: {cert['status']} ({cert['seconds']:.1f} s); "
-                     f"{d['leaves']} leaves")
+        cert, own = report["certificate"], d["certificate"]
+        lines.append(f"  repair loop's own check: {own['status']} ({own['seconds']:.1f} s); {d['leaves']} leaves")
+        lines.append(f"  certificate on the saved network (harness): {cert['status']} ({cert['seconds']:.1f} s)")
         fb = d.get("fallback")
         if fb:
             lines.append(f"  not proved by the repair; output guard fallback: {fb['certificate']['status']} "
@@ -226,7 +230,7 @@ def _prorepair_summary(report: dict) -> list[str]:
             for r in d.get("unproven_regions", [])[:10]:
                 lines.append(f"    unproven leaf lo={[round(v, 5) for v in r['lo']]} hi={[round(v, 5) for v in r['hi']]}")
     else:
-        lines.append(f"  repair inputs correct on the saved network: {100 * d['certificate']['rsr_on_saved_network']:.1f}% "
+        lines.append(f"  repair inputs correct on the saved network: {report['metrics']['rsr']:.1f}% "
                      f"(wrong before: {d['wrong_before']}; solver: {d.get('solver', '?')})")
     return lines
 
@@ -246,7 +250,8 @@ def _guard_options(parser: argparse.ArgumentParser) -> None:
 
 def _guard_run(args: argparse.Namespace, network) -> tuple[object, dict]:
     from ..properties import read_property
-    from ..repair.guard import GuardConfig, GuardProblem, repair
+    from ..repair import run as harness
+    from ..repair.guard import GuardConfig, GuardProblem
 
     if args.property is None:
         raise NnmendError("guard: give the property to guard with --property P.vnnlib")
@@ -263,10 +268,9 @@ def _guard_run(args: argparse.Namespace, network) -> tuple[object, dict]:
             raise NnmendError(f"guard: --domain-lo/--domain-hi must be comma-separated numbers, got "
                               f"{args.domain_lo!r} / {args.domain_hi!r}") from None
     problem = GuardProblem(read_property(args.property), target=args.target, domain=domain)
-    result = repair(network, problem, GuardConfig(**tuned))
-    report = {"method": "guard", "seconds": round(result.seconds, 3), "verified": result.verified,
-              "details": result.details}
-    return result.network, report
+    result = harness("guard", network, problem, GuardConfig(**tuned), seed=args.seed)
+    report = {"method": "guard", "seconds": round(result.seconds, 3), "details": result.details}
+    return result, report
 
 
 def _guard_summary(report: dict) -> list[str]:
@@ -274,7 +278,7 @@ def _guard_summary(report: dict) -> list[str]:
     if d.get("already_satisfied"):
         return [f"guard: {d['message']}"]
     moves = "; ".join(f"{t['direction']} output {t['output']} against {t['partners']}" for t in d["targets"])
-    cert = d["certificate"]
+    cert = report["certificate"]
     lines = [f"guard: {moves} (+{d['parameters_added']} parameters, margin {d['margin']:g}), {report['seconds']:.1f} s",
              f"  certificate on the saved network: {cert['status']} ({cert['seconds']:.1f} s)"]
     lines.append("  VERIFIED: the property holds on the guarded network" if report["verified"]
@@ -283,8 +287,8 @@ def _guard_summary(report: dict) -> list[str]:
 
 
 # name -> (add options, run, summary); methods not listed are reserved for their owners.
-# A runner returns ``(network, report)``; ``network=None`` means nothing is to be written (e.g. the
-# property already holds). Optional report keys, consumed here: ``_before_save`` (callable(out path)
+# A runner returns ``(result, report)``: the harness's RepairResult (``None``: nothing to write) and the
+# method's report; the harness's record (verdict, success, verified, metrics, certificate) is added here. Optional report keys, consumed here: ``_before_save`` (callable(out path)
 # run before the checkpoint is written, e.g. an ONNX export; it receives the staged path and writes its
 # files beside it) and ``_files`` ({suffix: text} written beside the checkpoint).
 _METHODS: dict[str, tuple[Callable, Callable, Callable]] = {
@@ -306,6 +310,8 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, type=Path, help="where to write the repaired network (.pt); the "
                    "report goes beside it as .json")
     add_force_arg(p)
+    p.add_argument("--keep-failed", action="store_true",
+                   help="write the repaired network even when the harness says it failed its target (exit code 1 stays)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--layer", default=None, help="layer to repair (method-specific default: nnrepair "
                    "'intermediate'; nca the rule's layer); nnrepair also takes 'intermediate' or 'last'")
@@ -341,7 +347,7 @@ def _preflight_nca(args: argparse.Namespace) -> None:
     The nca runner loads them itself; this can go once the checkpoint loader maps every failure.
     """
     from ..errors import RepairError
-    from ..repair.nca.cli import load_mask, load_rule
+    from .repair_nca import load_mask, load_rule
 
     load_model(args.model, allow_nonfinite=True)
     if getattr(args, "rule", None):
@@ -366,13 +372,22 @@ def run(args: argparse.Namespace) -> int:
     if args.method in _LOADS_OWN_MODEL:
         _preflight_nca(args)
     network = None if args.method in _LOADS_OWN_MODEL else _load_model(args.model)
-    repaired, report = runner(args, network)
+    result, report = runner(args, network)
     before, files = report.pop("_before_save", None), report.pop("_files", {})
-    if repaired is None or report.get("details", {}).get("already_satisfied"):
+    if result is not None:
+        report.update(_harness_record(result))
+        print(result.verdict)                                  # the verdict first
+    if result is None or report.get("details", {}).get("already_satisfied"):
         print("\n".join(summary(report)))
         if report.get("details", {}).get("already_satisfied"):
             print(f"nothing written: {args.model} already satisfies the specification")
         return 0
+    failed = result.success is False
+    if failed and not args.keep_failed:
+        print("\n".join(summary(report)))
+        print("nothing written: the repair failed its target (see the verdict above); --keep-failed writes it anyway")
+        return 1
+    repaired = result.network
     text = json.dumps(report, indent=2, default=str)
 
     def recheck(paths: list[Path]) -> None:
@@ -391,5 +406,15 @@ def run(args: argparse.Namespace) -> int:
             fh.write(text)
         names = sorted(p.name for p in stage.iterdir() if p.name != args.out.name)
     print("\n".join(summary(report)))
-    print(f"wrote {args.out}, " + ", ".join(str(args.out.parent / n) for n in names))
-    return 0
+    print(f"wrote {args.out}, " + ", ".join(str(args.out.parent / n) for n in names)
+          + (" (--keep-failed: the repair FAILED its target)" if failed else ""))
+    return 1 if failed else 0
+
+
+def _harness_record(result) -> dict:
+    """What the harness decided, for the report beside --out (metric names and units: nnmend.metrics.METRICS)."""
+    from ..metrics import METRICS
+
+    return {"verdict": result.verdict, "success": result.success, "verified": result.verified, "target": result.target,
+            "before": result.before, "after": result.after, "certificate": result.certificate,
+            "metrics": result.metrics, "units": {k: METRICS[k][0] for k in result.metrics if k in METRICS}}

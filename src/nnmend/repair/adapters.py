@@ -10,6 +10,7 @@ from typing import Any
 
 from torch import nn
 
+from ..bounds.bab import BabConfig
 from ..data import Dataset
 from ..properties import LocalRobustness, SafetyProperty
 from .base import RepairResult
@@ -25,7 +26,7 @@ from .patchpro import repair as patchpro_repair
 from .patchpro.certify import certify_loaded as patchpro_certify
 from .prorepair import PointProblem, ProRepairConfig, RegionProblem
 from .prorepair import repair as prorepair_repair
-from .registry import register
+from .base import Method
 from .repair_sets import RepairSet
 
 
@@ -66,20 +67,27 @@ def _prorepair_target(problem: Any) -> str:
     return "property" if isinstance(problem, RegionProblem) else "points"
 
 
-register("shnn", StructuralProblem, PatchConfig, shnn_structural, target="accuracy",
-         summary="SHNN: a fresh patch layer replaces the damaged one (activation matching or task loss)")
-register("shnn_adversarial", AdversarialProblem, PatchAdvConfig, shnn_adversarial, target="adversarial",
-         summary="SHNN: a two-layer patch trained on clean + adversarial inputs")
-register("nnrepair", RepairProblem, NNRepairConfig, nnrepair_repair, target="points",
-         summary="NNrepair: per-class experts, weight deltas by LP / MILP over activation patterns")
-register("nca", NCAProblem, NCARepairConfig, nca_repair, target="accuracy",
-         summary="NCA: a cellular automaton regrows a tampered weight matrix")
-register("patchpro", (RepairSet, LocalRobustness, SafetyProperty, list, tuple), PatchProConfig, patchpro_repair,
-         target=_patchpro_target, certifier=patchpro_certify,
-         summary="PatchPro/AdvRepair: patch modules behind an exact box indicator, trained on sound bounds")
-register("prorepair", (RegionProblem, PointProblem), ProRepairConfig, prorepair_repair, target=_prorepair_target,
-         summary="ProRepair: proxy boxes in feature space, localised edit, counterexample-guided refinement")
-register("guard", GuardProblem, GuardConfig, guard_repair, target="property",
-         summary="output guard (not from the papers): a ReLU construction that holds by construction")
+def _method(name: str, problem, config, fn, *, target, summary: str, certifier=None, bab=None) -> Method:
+    return Method(name, problem if isinstance(problem, tuple) else (problem,), config, fn, target, summary, certifier, bab)
 
-__all__ = ["StructuralProblem", "AdversarialProblem", "shnn_structural", "shnn_adversarial"]
+
+#: the shipped methods (:func:`nnmend.repair.registry.methods` registers them on first use)
+BUILTIN: tuple[Method, ...] = (
+    _method("shnn", StructuralProblem, PatchConfig, shnn_structural, target="accuracy",
+            summary="SHNN: a fresh patch layer replaces the damaged one (activation matching or task loss)"),
+    _method("shnn_adversarial", AdversarialProblem, PatchAdvConfig, shnn_adversarial, target="adversarial",
+            summary="SHNN: a two-layer patch trained on clean + adversarial inputs"),
+    _method("nnrepair", RepairProblem, NNRepairConfig, nnrepair_repair, target="points",
+            summary="NNrepair: per-class experts, weight deltas by LP / MILP over activation patterns"),
+    _method("nca", NCAProblem, NCARepairConfig, nca_repair, target="accuracy",
+            summary="NCA: a cellular automaton regrows a tampered weight matrix"),
+    _method("patchpro", (RepairSet, LocalRobustness, SafetyProperty, list, tuple), PatchProConfig, patchpro_repair,
+            target=_patchpro_target, certifier=patchpro_certify,
+            summary="PatchPro/AdvRepair: patch modules behind an exact box indicator, trained on sound bounds"),
+    _method("prorepair", (RegionProblem, PointProblem), ProRepairConfig, prorepair_repair, target=_prorepair_target,
+            summary="ProRepair: proxy boxes in feature space, localised edit, counterexample-guided refinement"),
+    _method("guard", GuardProblem, GuardConfig, guard_repair, target="property", bab=BabConfig(mean_rows=True),
+            summary="output guard (not from the papers): a ReLU construction that holds by construction"),
+)
+
+__all__ = ["StructuralProblem", "AdversarialProblem", "shnn_structural", "shnn_adversarial", "BUILTIN"]

@@ -33,8 +33,9 @@ outside it, and ``M`` is a sound upper bound of ``w_t − G + ε`` over the netw
 Every piece is a ``Linear`` or a ``ReLU``: ``min(a, b) = a − ReLU(a − b)``, ``max(a, b) = a + ReLU(b − a)``,
 ``min(1, s) = s − ReLU(s − 1)``, written as residual blocks (:class:`nnmend.layers.SumOfNetworks`),
 so the result is an ordinary network that the shared bounds, attacks, ONNX export and external verifiers
-read like any other. Nothing above is trusted: ``verified`` comes only from
-:func:`nnmend.properties.check` (CROWN / alpha-CROWN branch and bound) on the saved and reloaded network.
+read like any other. Nothing above is trusted: ``verified`` comes only from the harness
+(:func:`nnmend.repair.run` → :func:`nnmend.repair.certify.certify`, CROWN / alpha-CROWN branch and bound,
+with the mean-row slopes the guard needs) on the saved and reloaded network.
 The construction makes that proof easy — with the right ReLU slopes the bound is exactly ε, which
 alpha-CROWN's per-row slopes find — but it is still a proof by sound bounds.
 
@@ -43,7 +44,7 @@ Several regions get one guard stage each, applied in order.
 Example::
 
     prop = read_property(acasxu_property_path(7))
-    result = repair(acasxu(1, 9), GuardProblem(prop))
+    result = run("guard", acasxu(1, 9), GuardProblem(prop))
     result.verified, result.details["targets"]
 """
 from __future__ import annotations
@@ -54,13 +55,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..bounds.bab import BabConfig
 from ..errors import PropertyError, RepairError
 from ..layers import SumOfNetworks
 from ..nets import clone
 from ..properties import SafetyProperty, check, nnet_domain
 from .base import RepairResult
-from .certify import certify
 
 
 @dataclass(frozen=True)
@@ -84,8 +83,8 @@ class GuardProblem:
 @dataclass(frozen=True)
 class GuardConfig:
     """``margin``: ε, the output margin by which the guard makes each disjunct false. ``band``: δ, the
-    L1 distance (input units) over which the guard fades out around a box. ``certify_timeout``: seconds for
-    the proof on the saved network (None: no limit). ``bound_slack``: added to the CROWN bound ``M`` (absolute).
+    L1 distance (input units) over which the guard fades out around a box. ``certify_timeout``: seconds the harness
+    gives the proof on the saved network (None: no limit). ``bound_slack``: added to the CROWN bound ``M`` (absolute).
     ``check_first``: seconds to try proving the property on the *original* network first; when it is
     already proved, the original is returned unchanged (``details["already_satisfied"]``). 0 = skip."""
 
@@ -288,11 +287,12 @@ def plan(network: nn.Module, problem: GuardProblem, config: GuardConfig = GuardC
 
 
 def repair(network: nn.Module, problem: GuardProblem, config: GuardConfig = GuardConfig()) -> RepairResult:
-    """Guard ``network`` so that ``problem.prop`` holds by construction, then prove it on the saved network.
+    """Guard ``network`` so that ``problem.prop`` holds by construction.
 
-    Returns a :class:`RepairResult` whose network is ``network`` followed by the guard blocks; ``verified``
-    is True only when :func:`nnmend.properties.check` proves the property on the saved and reloaded network.
-    ``details``: targets and directions, ``M`` per stage, the domain, parameters added, the certificate.
+    Returns a :class:`RepairResult` whose network is ``network`` followed by the guard blocks; whether the
+    property is proved is decided by the harness (:func:`nnmend.repair.run`: sound bounds on the saved and
+    reloaded network, ``config.certify_timeout`` seconds), never here.
+    ``details``: targets and directions, ``M`` per stage, the domain, parameters added.
     """
     t0 = time.perf_counter()
     stages, dlo, dhi = plan(network, problem, config)
@@ -301,20 +301,17 @@ def repair(network: nn.Module, problem: GuardProblem, config: GuardConfig = Guar
         if first.status == "verified":
             return RepairResult(clone(network), "guard", time.perf_counter() - t0, {},
                                 {"already_satisfied": True, "message": f"{problem.prop.source or 'the property'} "
-                                 f"is already proved on the original network ({first.seconds:.1f} s); nothing to guard"},
-                                True)
+                                 f"is already proved on the original network ({first.seconds:.1f} s); nothing to guard"})
     n_in = dlo.numel()
     with torch.no_grad():
         n_out = network(dlo.float()[None]).shape[-1]
     guarded = build_guard(network, stages, n_in, n_out, config).eval()
     guarded.nnmend_meta = {**getattr(network, "nnmend_meta", {}), "method": "guard"}
-    built = time.perf_counter() - t0
-    cert = certify(guarded, problem.prop, config.certify_timeout, config=BabConfig(mean_rows=True))
     n_base = sum(p.numel() for p in network.parameters())
     details = {"targets": [{"output": st.t, "direction": "lower" if st.s > 0 else "raise",
                             "partners": [[j for j, _ in rows] for rows in st.partners], "whole_domain": st.whole,
                             "M": st.bound} for st in stages],
                "domain": [dlo.tolist(), dhi.tolist()], "margin": config.margin, "band": config.band,
                "parameters_added": sum(p.numel() for p in guarded.parameters()) - n_base,
-               "build_seconds": round(built, 4), "certificate": cert}
-    return RepairResult(guarded, "guard", time.perf_counter() - t0, {}, details, cert["status"] == "verified")
+               "build_seconds": round(time.perf_counter() - t0, 4)}
+    return RepairResult(guarded, "guard", time.perf_counter() - t0, {}, details)

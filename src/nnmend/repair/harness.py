@@ -45,7 +45,8 @@ class RunOptions:
     Attributes:
         test: labelled clean data ``Dataset`` or ``(x, y)`` for accuracy and drawdown (default: the clean
             data the problem carries, if any).
-        certify_timeout: seconds for the proof on the saved network (None: no limit).
+        certify_timeout: seconds for the proof on the saved network (None: no limit; ``"config"``: the
+            method config's ``certify_timeout`` (PatchPro: ``verify_timeout`` per region), else 60).
         precheck_timeout: seconds to check a property on the original network (the "before" status).
         attack: attack robustness targets (white-box PGD, transfer, Square); False: proofs only.
         attack_steps: PGD steps. square_queries: Square's queries (0: no gradient-free attack).
@@ -58,7 +59,7 @@ class RunOptions:
     """
 
     test: Any = None
-    certify_timeout: float | None = 60.0
+    certify_timeout: float | str | None = "config"
     precheck_timeout: float = 10.0
     attack: bool = True
     attack_steps: int = 50
@@ -128,9 +129,8 @@ def run(method: str, network: nn.Module, problem: Any, config: Any = None, **opt
 
     was_training = network.training
     fingerprint = _fingerprint(network)
-    before = measure.before(kind, network, problem, cfg, opts)
     t0 = time.perf_counter()
-    raw = spec.repair(network, problem, cfg)
+    raw = spec.repair(network, problem, cfg)        # first: the method validates its problem and says what is wrong
     seconds = time.perf_counter() - t0
     if _fingerprint(network) != fingerprint:
         raise RepairError(f"method {method!r} changed the weights of its input network (a method must return a new one)")
@@ -138,6 +138,7 @@ def run(method: str, network: nn.Module, problem: Any, config: Any = None, **opt
     if not isinstance(raw, RepairResult) or not isinstance(raw.network, nn.Module):
         raise RepairError(f"method {method!r} returned {type(raw).__name__}, not a RepairResult with an nn.Module")
     loaded = roundtrip(raw.network, f"{method} result")
+    before = measure.before(kind, network, problem, cfg, opts)     # the unchanged original
     after, cert = measure.after(kind, spec, network, loaded, problem, cfg, opts, raw)
     figures = measure.figures(kind, before, after, network, loaded, problem, opts)
     success, verdict = measure.verdict(method, kind, before, after, figures, opts)

@@ -98,6 +98,17 @@ def before(kind: str, network: nn.Module, problem: Any, config: Any, opts) -> di
     return out
 
 
+def timeout(opts, config: Any) -> float | None:
+    """The proof budget: ``opts.certify_timeout``, or with ``"config"`` the method config's ``certify_timeout``
+    (PatchPro: ``verify_timeout``, per region), else 60 s."""
+    if opts.certify_timeout != "config":
+        return opts.certify_timeout
+    for name in ("certify_timeout", "verify_timeout"):
+        if hasattr(config, name):
+            return getattr(config, name)
+    return 60.0
+
+
 def _certify_balls(spec: Method, loaded: nn.Module, problem: Any, raw, timeout: float | None) -> dict:
     if spec.certifier is not None:
         cert = spec.certifier(loaded, problem, raw, timeout)
@@ -123,10 +134,13 @@ def after(kind: str, spec: Method, original: nn.Module, loaded: nn.Module, probl
     if clean is not None:
         out["accuracy"] = M.clean_accuracy(loaded, *clean)
     if kind == "property":
-        cert = certify(loaded, _prop(problem), opts.certify_timeout, raw.details.get("partition"))
+        cert = spec.certifier(loaded, problem, raw, timeout(opts, config)) if spec.certifier is not None else None
+        if cert is None:
+            cert = certify(loaded, _prop(problem), timeout(opts, config), raw.details.get("partition"),
+                           **({"config": spec.bab} if spec.bab is not None else {}))
         out["status"] = cert["status"]
     elif kind == "robustness":
-        cert = _certify_balls(spec, loaded, problem, raw, opts.certify_timeout)
+        cert = _certify_balls(spec, loaded, problem, raw, timeout(opts, config))
         out["status"] = cert["status"]
         out["proved"] = 100.0 * cert.get("verified", 0) / max(1, cert.get("regions", 1))
         if opts.attack:
@@ -183,7 +197,8 @@ def _fmt(v: float) -> str:
 
 
 def verdict(method: str, kind: str, before: dict, after: dict, figures: dict, opts) -> tuple[bool, str]:
-    """``(success, one line)``: the target met, and clean behaviour not harmed beyond ``opts.max_drawdown``."""
+    """``(success, one line)``: the target met, and clean behaviour not harmed beyond ``opts.max_drawdown``
+    (``None`` when the target cannot be measured: no labelled data)."""
     if kind in ("property", "robustness"):
         met = after["status"] == "verified"
         what = (f"property {before['status']} → {after['status']} on the saved network" if kind == "property" else
@@ -193,7 +208,8 @@ def verdict(method: str, kind: str, before: dict, after: dict, figures: dict, op
         key = {"points": "rsr", "accuracy": "accuracy", "adversarial": "robust_accuracy"}[kind]
         b, a = before.get(key), after.get(key)
         if b is None or a is None:
-            met, what = False, f"{key}: no data to measure it"
+            return None, (f"UNMEASURED: {method}: no labelled data to measure {key} (pass test=(x, y)); "
+                          "nothing is claimed")
         else:
             met = a > b or a >= 100.0
             what = f"{key} {_fmt(b)} → {_fmt(a)}"

@@ -18,21 +18,20 @@ def _run(i: int, j: int, k: int, margin: float, timeout: float) -> dict:
     import torch
 
     from nnmend.acasxu import acasxu, acasxu_property_path
-    from nnmend.properties import check, nnet_domain, read_property
-    from nnmend.repair.guard import GuardConfig, GuardProblem, repair
-    from nnmend.repair.provable_metrics import fidelity_drawdown
+    from nnmend.properties import nnet_domain, read_property
+    from nnmend.repair import run
+    from nnmend.repair.guard import GuardConfig, GuardProblem
 
     net, prop = acasxu(i, j), read_property(acasxu_property_path(k))
-    before = check(net, prop, timeout=min(timeout, 30.0))
-    res = repair(net, GuardProblem(prop), GuardConfig(margin=margin, certify_timeout=timeout, check_first=0))
+    res = run("guard", net, GuardProblem(prop), GuardConfig(margin=margin, certify_timeout=timeout, check_first=0),
+              precheck_timeout=min(timeout, 30.0), attack=False)
     lo, hi = nnet_domain(net)
     x = (lo + torch.rand(5000, 5, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * (hi - lo)).float()
     box = prop.boxes(5)[0]
     with torch.no_grad():
         same = (net(x) == res.network(x)).all(1)
     far = ((box.lo.float() - x).clamp_min(0) + (x - box.hi.float()).clamp_min(0)).sum(1) > res.details["band"]
-    return {"network": f"ACAS Xu {i}_{j}", "property": f"prop_{k}", "before": before.status, "result": res,
-            "fdd": fidelity_drawdown(net, res.network, x, decision="argmin") / 100.0,
+    return {"network": f"ACAS Xu {i}_{j}", "property": f"prop_{k}", "before": res.before["status"], "result": res,
             "exact_outside": float(same[far].float().mean()) if far.any() else float("nan"), "far_points": int(far.sum())}
 
 
@@ -60,15 +59,16 @@ def render() -> None:
     st.subheader(f"Result: {rec['network']}, {rec['property']}")
     st.caption(f"original network: {rec['before']} (the property's verdict before the guard)")
     cols = st.columns(3)
-    cols[0].metric("fidelity drawdown", f"{100 * rec['fdd']:.2f}%", help="advisories (argmin) changed on 5,000 uniform "
-                   "domain samples, original violations included")
+    cols[0].metric("fidelity drawdown", f"{res.metrics['fdd']:.2f}%", help="advisories (argmin) changed on uniform "
+                   "domain samples where the original satisfies the property (nnmend.metrics.property_fdd)")
     cols[1].metric("bit-identical outside the box", f"{100 * rec['exact_outside']:.2f}%",
                    help=f"of the {rec['far_points']} samples farther than the band from the property's box")
     cols[2].metric("parameters added", f"{res.details['parameters_added']}")
+    (st.success if res.success else st.warning)(res.verdict)
     w.certificate(res.verified)
     with st.expander("details"):
         st.json({"seconds": round(res.seconds, 3), "targets": res.details["targets"],
-                 "certificate": res.details["certificate"], "margin": res.details["margin"], "band": res.details["band"]},
+                 "certificate": res.certificate, "metrics": res.metrics, "margin": res.details["margin"], "band": res.details["band"]},
                 expanded=False)
 
 

@@ -18,7 +18,7 @@ MODES = ("blind", "informed (oracle mask from the recorded fault)")
 
 def render() -> None:
     from nnmend.nets import get_layer, named_layers
-    from nnmend.repair import nca
+    from nnmend.repair import nca, run
 
     wb = workbench()
     st.title("Repair · NCA")
@@ -64,16 +64,23 @@ def render() -> None:
             if mode != MODES[0]:
                 mask = get_layer(wb.damaged, layer).weight.detach() == get_layer(wb.model, layer).weight.detach()
             problem = nca.NCAProblem(layer, rules[layer], mask)
-            damaged = wb.damaged
+            damaged, test = wb.damaged, wb.test_data()
             w.start_repair(wb, "nca", TITLE, f"damaged ({wb.fault.kind} {wb.fault.layer})", damaged,
-                           lambda: nca.repair(damaged, problem, rcfg), note=f"mode: {mode}")
+                           lambda: run("nca", damaged, problem, rcfg, test=test), note=f"mode: {mode}")
     rec = w.collect_repair(wb, "nca", TITLE)
     if rec is None:
         return
+    _verdict(rec.result)
     w.show_repair(rec, wb.n_eval)
     st.altair_chart(charts.weight_histograms({"healthy": get_layer(wb.model, layer).weight,
                                               "damaged": get_layer(wb.damaged, layer).weight,
                                               "repaired": get_layer(rec.result.network, layer).weight}))
+
+
+def _verdict(result) -> None:
+    """The harness's verdict first (nnmend.repair.run decides success, not the method)."""
+    if result.verdict:
+        (st.success if result.success else st.warning)(result.verdict)
 
 
 if __name__ == "__main__":

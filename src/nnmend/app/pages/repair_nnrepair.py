@@ -15,7 +15,7 @@ TITLE = "NNrepair"
 
 def render() -> None:
     from nnmend.nets import named_layers
-    from nnmend.repair import constraint
+    from nnmend.repair import constraint, run
 
     wb = workbench()
     st.title("Repair · NNrepair")
@@ -36,11 +36,18 @@ def render() -> None:
         with w.guard("NNrepair"):
             pool = wb.train_data().subset(int(n_pool))
             problem = constraint.RepairProblem(pool.x, pool.y)
-            w.start_repair(wb, "nnrepair", TITLE, label, net, lambda: constraint.repair(net, problem, cfg),
+            w.start_repair(wb, "nnrepair", TITLE, label, net, lambda: run("nnrepair", net, problem, cfg, test=wb.test_data()),
                            note=f"repair pool: first {int(n_pool)} training images")
     rec = w.collect_repair(wb, "nnrepair", TITLE)
     if rec is not None:
+        _verdict(rec.result)
         w.show_repair(rec, wb.n_eval)
+
+
+def _verdict(result) -> None:
+    """The harness's verdict first (nnmend.repair.run decides success, not the method)."""
+    if result.verdict:
+        (st.success if result.success else st.warning)(result.verdict)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,7 @@ TITLE = "PatchPro"
 
 
 def render() -> None:
-    from nnmend.repair import patchpro
-    from nnmend.repair import provable_metrics as pm
+    from nnmend.repair import patchpro, run
     from nnmend.repair.repair_sets import build_repair_set
 
     wb = workbench()
@@ -37,17 +36,21 @@ def render() -> None:
             def call():
                 rs = build_repair_set(net, pool, n=int(n), radius=float(radius), start=0, seed=cfg.seed,
                                       chunk=min(500, max(32, 4 * int(n))))
-                result = patchpro.repair(net, rs, cfg)
-                result.metrics.update(RSR=pm.repair_success_rate(result.network, rs.repair_x, rs.labels),
-                                      RGR=pm.repair_generalization_rate(result.network, rs.test_x, rs.test_y))
-                return result
+                return run("patchpro", net, rs, cfg)      # the harness proves, attacks and measures RSR / RGR / DSR
 
             w.start_repair(wb, "patchpro", TITLE, label, net, call,
                            note=f"{int(n)} PGD neighbourhoods of radius {radius} from the session's training data "
                                 "(10 held-out adversarial samples each for RGR)")
     rec = w.collect_repair(wb, "patchpro", TITLE)
     if rec is not None:
+        _verdict(rec.result)
         w.show_repair(rec, wb.n_eval)
+
+
+def _verdict(result) -> None:
+    """The harness's verdict first (nnmend.repair.run decides success, not the method)."""
+    if result.verdict:
+        (st.success if result.success else st.warning)(result.verdict)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ TITLE = "ProRepair"
 def render() -> None:
     import torch
 
-    from nnmend.repair import prorepair
+    from nnmend.repair import prorepair, run
 
     wb = workbench()
     st.title("Repair · ProRepair")
@@ -38,11 +38,18 @@ def render() -> None:
             with torch.no_grad():
                 wrong = net.eval()(pool.x).argmax(1) != pool.y
             problem = prorepair.PointProblem(pool.x[wrong], pool.y[wrong], pool.x[~wrong][:1000], pool.y[~wrong][:1000])
-            w.start_repair(wb, "prorepair", TITLE, label, net, lambda: prorepair.repair(net, problem, cfg),
+            w.start_repair(wb, "prorepair", TITLE, label, net, lambda: run("prorepair", net, problem, cfg),
                            note=f"{int(wrong.sum())} misclassified of the first {int(n_pool)} training images")
     rec = w.collect_repair(wb, "prorepair", TITLE)
     if rec is not None:
+        _verdict(rec.result)
         w.show_repair(rec, wb.n_eval)
+
+
+def _verdict(result) -> None:
+    """The harness's verdict first (nnmend.repair.run decides success, not the method)."""
+    if result.verdict:
+        (st.success if result.success else st.warning)(result.verdict)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,9 @@ TITLE = "SHNN patch"
 
 def render() -> None:
     from nnmend.nets import get_layer
-    from nnmend.repair.patch_layer import PatchConfig, heal_structural
+    from nnmend.repair import run
+    from nnmend.repair.adapters import StructuralProblem
+    from nnmend.repair.patch_layer import PatchConfig
 
     wb = workbench()
     st.title("Repair · SHNN patch")
@@ -39,12 +41,13 @@ def render() -> None:
     if st.button("Heal", key="shnn_run", type="primary", disabled=w.busy("shnn")):
         with w.guard("SHNN patch"):
             cfg = PatchConfig(target=target, init=init, n_samples=int(n_samples), epochs=int(epochs), lr=float(lr), seed=int(seed))
-            damaged, train, reference = wb.damaged, wb.train_data(), wb.model
+            damaged, train, reference, test = wb.damaged, wb.train_data(), wb.model, wb.test_data()
             w.start_repair(wb, "shnn", TITLE, f"damaged ({wb.fault.kind} {wb.fault.layer})", damaged,
-                           lambda: heal_structural(damaged, layer, train, reference=reference, config=cfg))
+                           lambda: run("shnn", damaged, StructuralProblem(layer, train, reference), cfg, test=test))
     rec = w.collect_repair(wb, "shnn", TITLE)
     if rec is None:
         return
+    _verdict(rec.result)
     w.show_repair(rec, wb.n_eval)
     healed_layer = rec.result.details.get("layer")
     st.caption(f"clean accuracy {100 * wb.clean_accuracy:.2f}% · patched layer **{healed_layer}**")
@@ -52,6 +55,12 @@ def render() -> None:
         st.altair_chart(charts.weight_histograms({"healthy": get_layer(wb.model, healed_layer).weight,
                                                   "damaged": get_layer(wb.damaged, healed_layer).weight,
                                                   "healed": get_layer(rec.result.network, healed_layer).weight}))
+
+
+def _verdict(result) -> None:
+    """The harness's verdict first (nnmend.repair.run decides success, not the method)."""
+    if result.verdict:
+        (st.success if result.success else st.warning)(result.verdict)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Command-line glue for NCA repair (no method logic): loading rules and masks, and ``cli_repair``.
+"""Command-line glue for NCA repair (no method logic): loading rules and masks, the runner of
+``nnmend repair --method nca`` (through the harness, :func:`nnmend.repair.run`) and ``cli_repair``.
 
 ``cli_repair(args)`` is what the shared ``nnmend repair --method nca`` dispatcher calls. It reads
 ``args.model`` (tampered network), ``args.rule`` (rule checkpoint), ``args.out``, and optionally
@@ -14,10 +15,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...errors import ModelError, RepairError
-from ...io import load_checkpoint, load_network, save_network
-from .repair import NCAProblem, NCARepairConfig, repair
-from .rule import NCARule, storage_bytes
+from ..errors import ModelError, RepairError
+from ..io import load_checkpoint, load_network, save_network
+from ..repair import run as harness
+from ..repair.nca import NCAProblem, NCARepairConfig, NCARule, storage_bytes
 
 
 def load_rule(path: str | Path) -> NCARule:
@@ -51,8 +52,8 @@ def load_mask(path: str | Path) -> torch.Tensor:
     return mask
 
 
-def run_repair(args: Any) -> tuple[torch.nn.Module, dict]:
-    """Repair ``args.model`` with the rule ``args.rule``; returns the network and a JSON-able report.
+def run_repair(args: Any):
+    """Repair ``args.model`` with the rule ``args.rule``; returns the harness's result and a JSON-able report.
 
     Reads ``args.rule``, optional ``args.layer`` (default: the rule's layer), ``args.mask`` (trusted
     mask: True/1 = trusted; informed mode), ``args.steps``, ``args.seed``. Writes nothing.
@@ -67,7 +68,7 @@ def run_repair(args: Any) -> tuple[torch.nn.Module, dict]:
         raise RepairError(f"{rule_path}: the rule does not name its layer; pass --layer")
     mask = load_mask(args.mask) if getattr(args, "mask", None) else None
     cfg = NCARepairConfig(steps=getattr(args, "steps", None), seed=getattr(args, "seed", None) or 0)
-    result = repair(network, NCAProblem(layer, rule, mask), cfg)
+    result = harness("nca", network, NCAProblem(layer, rule, mask), cfg)
     d = result.details
     report = {"method": "nca", "mode": d["mode"], "layer": layer, "steps": d["steps"],
               "seconds": round(result.seconds, 3), "nonfinite_cells": d["nonfinite_cells"],
@@ -75,12 +76,12 @@ def run_repair(args: Any) -> tuple[torch.nn.Module, dict]:
               "shrink_alpha": round(d["shrink_alpha"], 4), "out": str(args.out)}
     if d["mode"] == "blind":
         report["cells_flagged"] = int(d["detected"].sum())
-    return result.network, report
+    return result, report
 
 
 def cli_repair(args: Any) -> int:
     """``nnmend repair --method nca MODEL --rule RULE [--mask MASK] [--layer L] [--steps N] --out OUT``."""
-    network, report = run_repair(args)
-    save_network(network, args.out)
+    result, report = run_repair(args)
+    save_network(result.network, args.out)
     print(json.dumps(report, indent=2))
     return 0

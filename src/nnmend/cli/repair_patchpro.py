@@ -5,9 +5,10 @@
 
 ``SAMPLES.pt`` is a weights-only torch file ``{"x": (n, *in_shape) in [0, 1], "y": (n,) labels}``
 (optionally ``"wrong"`` (n,): the patch tags' wrong labels). Writes ``OUT.pt`` (checkpoint),
-``OUT.onnx``, ``OUT.certificate.json`` and the report ``OUT.json`` — only when every property was
-proved and re-checked on the saved network. A property the network already satisfies is reported and
-nothing is written; a property left unproved within the budget is an error listing the open boxes.
+``OUT.onnx``, ``OUT.certificate.json`` and the report ``OUT.json`` — only when the harness
+(:func:`nnmend.repair.run`) proved every property on the saved network, or with ``--keep-failed``. A property
+the network already satisfies is reported and nothing is written; one left unproved is reported with the
+open boxes.
 """
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from ...cli._common import add_option_once
-from ...errors import DataError, PropertyError, RepairError
+from ..errors import DataError, PropertyError
+from ._common import add_option_once
 
 
 _add_once = add_option_once
@@ -43,7 +44,7 @@ def options(parser: argparse.ArgumentParser) -> None:
 
 
 def _problem(args: argparse.Namespace, network):
-    from ...properties import LocalRobustness, read_property
+    from ..properties import LocalRobustness, read_property
 
     if (args.property is None) == (args.robustness is None):
         raise DataError("patchpro: give exactly one of --property P.vnnlib or --robustness SAMPLES.pt")
@@ -71,8 +72,9 @@ def _problem(args: argparse.Namespace, network):
 
 
 def run(args: argparse.Namespace, network):
-    from ...io import save_network
-    from . import PatchProConfig, repair
+    from ..io import save_network
+    from ..repair import run as harness
+    from ..repair.patchpro import PatchProConfig
 
     problem = _problem(args, network)
     preset = args.patchpro_preset
@@ -87,42 +89,35 @@ def run(args: argparse.Namespace, network):
         layer = args.feature_layer
         overrides.update(feature_layer=int(layer) if layer.lstrip("-").isdigit() else layer, feature_box=args.feature_box)
     config = (PatchProConfig.acasxu if preset == "acasxu" else PatchProConfig.mnist)(**overrides)
-    result = repair(network, problem, config)
+    result = harness("patchpro", network, problem, config, seed=args.seed)
     d = result.details
     cert = {"verified": result.verified, "regions": d["n_regions"], "boxes": d.get("boxes"), "open_boxes": d.get("n_open"),
-            "recheck_on_saved_network": d.get("recheck"), "feature_box": d.get("feature_box"),
+            "recheck_on_saved_network": result.certificate, "feature_box": d.get("feature_box"),
             "already_satisfied": d.get("already_satisfied")}
-    report = {"method": "patchpro", "preset": preset, "seconds": round(result.seconds, 3), "certificate": cert,
-              "metrics": result.metrics, "details": {k: v for k, v in d.items() if k not in ("history",)},
+    report = {"method": "patchpro", "preset": preset, "seconds": round(result.seconds, 3), "patchpro": cert,
+              "details": {k: v for k, v in d.items() if k not in ("history", "partition")},
               "history": d.get("history", [])}
     if d.get("already_satisfied"):
         return None, report                                 # nothing to repair, nothing written
-    if not result.verified:
-        opened = d.get("open_boxes") or []
-        where = "; ".join(f"region {b['region']} lo={[round(v, 4) for v in b['lo'][:5]]} hi={[round(v, 4) for v in b['hi'][:5]]}"
-                          for b in opened[:5])
-        reason = (f"{d.get('n_open')} of {d.get('boxes')} boxes are still open within the budget ({where})"
-                  if d.get("n_open") else f"the re-check on the saved network did not verify every region "
-                  f"({(d.get('recheck') or {}).get('statuses')})" if d.get("recheck") else "no proof")
-        if d.get("feature_box", "") and "not a proof" in str(d.get("feature_box")) and not d.get("n_open"):
-            reason = "the empirical feature box is not a proof and the input-space re-check did not verify every region"
-        raise RepairError(f"patchpro: not proved — {reason}; nothing was written (raise --patchpro-epochs or "
-                          "--patchpro-max-boxes, or repair fewer properties)")
     # the ONNX file is written before the checkpoint (both atomically), so a failed export leaves nothing behind
     report["_before_save"] = lambda out: save_network(result.network, Path(out).with_suffix(".onnx"))
     report["_files"] = {".certificate.json": json.dumps(cert, indent=2, default=str)}
-    return result.network, report
+    return result, report
 
 
 def summary(report: dict) -> list[str]:
-    c = report["certificate"]
+    c = report["patchpro"]
     if c.get("already_satisfied"):
         return [f"patchpro: the network already satisfies every property (proved by sound bounds on {c['boxes']} boxes); "
                 "nothing was repaired and nothing written"]
     rec = c.get("recheck_on_saved_network") or {}
-    lines = [f"patchpro ({report['preset']} preset): {c['regions']} region(s) proved on {c['boxes']} boxes in "
-             f"{report['seconds']:.1f} s; re-check on the saved network: {rec.get('verified')}/{rec.get('regions')} verified"
-             + (f", {rec.get('overlaps_verified')}/{rec.get('overlaps')} overlaps" if rec.get("overlaps") else "")]
+    lines = [f"patchpro ({report['preset']} preset): {c['regions']} region(s), {c['boxes']} boxes, {c['open_boxes']} open "
+             f"after training, {report['seconds']:.1f} s; re-check on the saved network: {rec.get('verified')}/"
+             f"{rec.get('regions')} verified" + (f", {rec.get('overlaps_verified')}/{rec.get('overlaps')} overlaps"
+                                                  if rec.get("overlaps") else "")]
+    for b in (report["details"].get("open_boxes") or [])[:5]:
+        lines.append(f"  open box: region {b['region']} lo={[round(v, 4) for v in b['lo'][:5]]} "
+                     f"hi={[round(v, 4) for v in b['hi'][:5]]}")
     if c.get("feature_box"):
         lines.append(f"  feature box: {c['feature_box']}")
     return lines
