@@ -29,6 +29,15 @@ def load_auto_lirpa():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             import auto_LiRPA
+        bm = auto_LiRPA.BoundedModule
+        if not getattr(bm._named_members, "_shimmed", False):
+            # torch 2.x passes remove_duplicate=, which 0.3's override does not take (conv patches path)
+            named = bm._named_members
+
+            def _named_members(self, get_members_fn, prefix="", recurse=True, remove_duplicate=True):
+                return named(self, get_members_fn, prefix, recurse)
+            _named_members._shimmed = True
+            bm._named_members = _named_members
         return auto_LiRPA
     except Exception as exc:  # noqa: BLE001 - any failure means "not available here"
         raise ImportError(f"auto_LiRPA 0.3 not importable with the shim: {type(exc).__name__}: {exc}") from exc

@@ -30,8 +30,12 @@ def backsub(A: torch.Tensor, graph: BoundGraph, start: int, pre: dict, alphas: d
     ``record``, if given, receives the form reaching each non-linear node's output (keyed by the node).
     Returns ``(A_in (B, m, *in_shape), const (B, m))``.
     """
-    const = A.new_zeros(A.shape[:2])
-    pending: dict[int, torch.Tensor] = {start: A}
+    return _walk({start: A}, A.new_zeros(A.shape[:2]), graph, start, pre, alphas, record)
+
+
+def _walk(pending: dict[int, torch.Tensor], const: torch.Tensor, graph: BoundGraph, start: int, pre: dict,
+          alphas: dict | None, record: dict | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`backsub` from forms already pending at nodes ``<= start`` (and a constant so far)."""
     for i in range(start, -1, -1):
         Ai = pending.pop(i, None)
         if Ai is None:
@@ -74,6 +78,7 @@ def _unstable_bounds(unstable: torch.Tensor, graph: BoundGraph, at: int, pre: di
     Returns ``(flat index box * n + neuron (P,), bounds (P, 2))``: the lower bound and minus the upper bound.
     """
     n = unstable.shape[1]
+    jac = _jacobian(graph.nodes[at], lo, int(unstable.sum()))
     widest = max([n, lo[0].numel()] + [math.prod(s) for x in graph.nodes[:at + 1] for s in x.in_shapes])
     counts = unstable.sum(1)
     level = torch.where(counts > 0, torch.log2(counts.clamp(min=1).to(torch.float64)).floor(), -1.0)
@@ -95,15 +100,46 @@ def _unstable_bounds(unstable: torch.Tensor, graph: BoundGraph, at: int, pre: di
             for k in range(0, r_all, rows):
                 valid, idx = valid_all[:, k:k + rows].bool(), idx_all[:, k:k + rows]
                 r = idx.shape[1]
-                eye = torch.zeros(len(b), r, n, dtype=lo.dtype, device=lo.device)
-                eye.scatter_(2, idx.unsqueeze(-1), valid.unsqueeze(-1).to(lo.dtype))
-                A, c = backsub(torch.cat([eye, -eye], 1).reshape(len(b), 2 * r, *shape), graph, at, sub)
+                A, c = _onehot_backsub(idx, valid.to(lo.dtype), graph, at, sub, shape, jac)
                 bd = concretize(A, c, blo, bhi)                                        # (nb, 2r)
                 flats.append((b.unsqueeze(1) * n + idx)[valid])
                 outs.append(torch.stack([bd[:, :r][valid], bd[:, r:][valid]], 1))
     if not flats:
         return torch.zeros(0, dtype=torch.long, device=lo.device), lo.new_zeros((0, 2))
     return torch.cat(flats), torch.cat(outs)
+
+
+def _jacobian(node, like: torch.Tensor, rows: int, max_elems: int = 1 << 24
+              ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(J (n_out, *in_shape), bias (n_out,))`` of a single-input linear node, when gathering the one-hot
+    rows of the intermediate bounds from it is cheaper than mapping them (more rows than outputs, small J).
+
+    The rows ``±e_i`` of a node's output map back to ``±J_i``: one transpose of ``n_out`` rows instead of
+    one per (box, neuron). For ``nn.Linear`` ``J`` is its weight; for a convolution it is computed once.
+    """
+    n_out, n_in = math.prod(node.out_shape), math.prod(node.in_shape)
+    if node.nonlinear or len(node.inputs) != 1 or 2 * rows < n_out or n_out * n_in > max_elems:
+        return None
+    eye = torch.eye(n_out, dtype=like.dtype, device=like.device).reshape(1, n_out, *node.out_shape)
+    (J,), c = node.backward_inputs(eye)
+    return J[0], (c[0] if torch.is_tensor(c) else like.new_zeros(n_out))
+
+
+def _onehot_backsub(idx: torch.Tensor, valid: torch.Tensor, graph: BoundGraph, at: int, pre: dict,
+                    shape: tuple[int, ...], jac: tuple[torch.Tensor, torch.Tensor] | None,
+                    alphas: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`backsub` of the rows ``[+e_idx; -e_idx]`` (zero where not ``valid``) of node ``at``'s output;
+    ``jac`` from :func:`_jacobian` (or None)."""
+    nb, r = idx.shape
+    if jac is None:
+        eye = torch.zeros(nb, r, math.prod(shape), dtype=valid.dtype, device=valid.device)
+        eye.scatter_(2, idx.unsqueeze(-1), valid.unsqueeze(-1))
+        return backsub(torch.cat([eye, -eye], 1).reshape(nb, 2 * r, *shape), graph, at, pre, alphas)
+    J, bias = jac
+    sign = torch.cat([valid, -valid], 1)                                          # (nb, 2r)
+    rows = torch.cat([idx, idx], 1)
+    A = J[rows] * sign.reshape(nb, 2 * r, *([1] * (J.dim() - 1)))
+    return _walk({graph.nodes[at].inputs[0]: A}, bias[rows] * sign, graph, at - 1, pre, alphas, None)
 
 
 def _weight_depth(graph: BoundGraph) -> list[float]:
@@ -151,7 +187,7 @@ def intermediate_bounds(graph: BoundGraph, lo: torch.Tensor, hi: torch.Tensor, m
                 l, u = torch.max(l, known[n][0]), torch.min(u, known[n][1])
             if j not in tightened:
                 need = n.needs_bounds(l, u)
-                if need.any() and depth[j] > 1:
+                if need.any() and j >= 0 and depth[j] > 1:   # j = -1: the input box is exact
                     flat, b = _unstable_bounds(need, graph, j, pre, lo, hi, n.in_shape)
                     lf = l.flatten(1).flatten().scatter_reduce(0, flat, b[:, 0], "amax").reshape(l.shape)
                     uf = u.flatten(1).flatten().scatter_reduce(0, flat, -b[:, 1], "amin").reshape(u.shape)

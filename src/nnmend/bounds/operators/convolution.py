@@ -25,6 +25,26 @@ def _pad_transpose(A: torch.Tensor, pads: tuple[int, ...], mode: str, in_shape: 
     return g
 
 
+# Below this many weights per output channel (in_channels/groups * kernel size) the transpose is one matrix
+# product and a ``fold`` (a scatter-add); above it torch's transposed convolution is faster. Measured on
+# CPU: 1-channel 4x4 (MNIST CNN) and 3-channel 3x3 (CIFAR stem) 2x faster by fold, 16-channel 3x3 2-4x slower.
+_FOLD_MAX = 32
+
+
+def _fold_transpose(rows: torch.Tensor, weight: torch.Tensor, in_sp: list[int], stride, padding, dilation,
+                    groups: int) -> torch.Tensor:
+    """Adjoint of a convolution (no bias) applied to ``rows`` (N, C_out, *out_sp): columns ``Wᵀ A`` folded back
+    onto the (padded) input grid; (N, C_in, *in_sp). 1-D convolutions are folded as height-1 images."""
+    N, co = rows.shape[:2]
+    k = tuple(weight.shape[2:])
+    two = (lambda v, fill=1: (fill, v[0])) if len(k) == 1 else (lambda v, fill=1: tuple(v))
+    w = weight.reshape(groups, co // groups, -1)                        # (g, co/g, ci/g * kk)
+    cols = torch.einsum("gok,ngol->ngkl", w, rows.reshape(N, groups, co // groups, -1))
+    full = F.fold(cols.reshape(N, -1, cols.shape[-1]), two(in_sp), two(k), dilation=two(dilation),
+                  padding=two(padding, 0), stride=two(stride))
+    return full.reshape(N, -1, *in_sp)
+
+
 class BoundConv(BoundOp):
     types = (nn.Conv1d, nn.Conv2d)
 
@@ -82,8 +102,12 @@ class BoundConv(BoundOp):
         # output_padding recovers input rows/cols that the forward stride dropped
         op = tuple(n_in - ((n_out - 1) * s - 2 * p + d * (k - 1) + 1)
                    for n_in, n_out, s, p, d, k in zip(in_sp, out_sp, c.stride, padding, c.dilation, c.kernel_size))
-        fn = F.conv_transpose1d if spatial == 1 else F.conv_transpose2d
-        rows = fn(A.reshape(B * m, *self.out_shape), c.weight, None, c.stride, padding, op, c.groups, c.dilation)
+        rows = A.reshape(B * m, *self.out_shape)
+        if c.weight[0].numel() <= _FOLD_MAX:
+            rows = _fold_transpose(rows, c.weight, in_sp, c.stride, padding, c.dilation, c.groups)
+        else:
+            fn = F.conv_transpose1d if spatial == 1 else F.conv_transpose2d
+            rows = fn(rows, c.weight, None, c.stride, padding, op, c.groups, c.dilation)
         if pads is not None:
             rows = _pad_transpose(rows, pads, c.padding_mode, self.in_shape)
         const = (A.flatten(3).sum(-1) @ c.bias) if c.bias is not None else 0.0
