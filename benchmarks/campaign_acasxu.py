@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -66,7 +67,8 @@ def grid_for(instances: list[str], methods: list[str]):
     return parse_grid(data, str(shipped_grid("acasxu")))
 
 
-def markdown(cells: list[dict], methods: list[dict], anchor: dict, args, summary, seconds: float) -> str:
+def markdown(cells: list[dict], methods: list[dict], anchor: dict, args, summary, seconds: float,
+             load: tuple[float, float]) -> str:
     rows = []
     for c in cells:
         net = c["network"].removeprefix("acasxu_")
@@ -75,8 +77,15 @@ def markdown(cells: list[dict], methods: list[dict], anchor: dict, args, summary
     lines = ["# ACAS Xu campaign slice: guard, PatchPro, ProRepair through one harness", "",
              f"`benchmarks/campaign_acasxu.py`: instances {', '.join(args.instances)} of the shipped grid "
              f"(`src/nnmend/campaign/grids/acasxu.yaml`, its settings), executor {args.executor} × {args.workers}, "
-             f"{summary.jobs} jobs ({summary.failed} failed) in {seconds:.0f} s on 2 shared CPU cores (load varies: "
-             "timings are upper bounds).", "",
+             + (f"{summary.jobs} jobs ({summary.failed} failed) in {seconds:.0f} s on 2 CPU cores shared with other work "
+                f"(1-minute load average {load[0]} when the run began, {load[1]} when it ended; the own_* runs had the "
+                "machine nearly to themselves)." if summary.ran else
+                f"{summary.jobs} jobs read back from the store of an earlier run (`--store`; its `wall_seconds` per job "
+                f"are in the JSON) on 2 CPU cores shared with other work (1-minute load average {load[1]} when this page "
+                "was written; the own_* runs had the machine nearly to themselves).") + \
+             " Seconds are wall time, so every timing here is an upper bound, and a "
+             "method with a wall-clock budget (ProRepair's `time_budget`, the harness's `certify_timeout`) gets that "
+             "much less CPU within it: a row that fails here by `timeout` may pass on a quiet machine.", "",
              "success / certified / drawdown / seconds / parameters_added: measured by the repair harness on the saved "
              "and reloaded network (drawdown: FDD in % of uniform domain samples). own_*: the method's own committed "
              "benchmark on the same instance (guard_acasxu, patchpro_acasxu, prorepair_acasxu), the anchor.", "",
@@ -101,19 +110,19 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.instances, args.methods, args.executor, args.workers = ["2_9:8"], ["guard"], "inline", 1
-    started = time.perf_counter()
+    started, load_start = time.perf_counter(), os.getloadavg()[0]
     grid = grid_for(args.instances, args.methods)
     with tempfile.TemporaryDirectory() as tmp:
         store = args.store or Path(tmp) / "acasxu.sqlite"
         summary = run_campaign(grid, store, executor=args.executor, workers=args.workers)
         with Store(store) as s:
             records = s.records(summary.keys)
-    seconds = time.perf_counter() - started
+    seconds, load = time.perf_counter() - started, (round(load_start, 1), round(os.getloadavg()[0], 1))
     cells, methods = cell_rows(records), method_rows(records)
     name = "campaign_acasxu_quick" if args.quick else "campaign_acasxu"
     slim = [{k: v for k, v in r.items() if k != "evaluation"} for r in records]
-    jp, mp = write_results(name, slim, markdown(cells, methods, anchors(), args, summary, seconds), args.out,
-                           extra={"quick": args.quick, "seed": 0, "cells": cells, "methods": methods,
+    jp, mp = write_results(name, slim, markdown(cells, methods, anchors(), args, summary, seconds, load), args.out,
+                           extra={"quick": args.quick, "seed": 0, "cells": cells, "methods": methods, "load_average": load,
                                   "grid": {"methods": grid.methods, "options": grid.options},
                                   "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}},
                            started=started)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from ..report import Report, markdown_table
 
-CELL_COLUMNS = ["network", "defect", "method", "jobs", "failed", "success", "certified", "drawdown", "seconds",
-                "parameters_added"]
+CELL_COLUMNS = ["network", "defect", "method", "jobs", "failed", "success", "certified", "certificate", "drawdown",
+                "seconds", "parameters_added"]
 METHOD_COLUMNS = ["method", "jobs", "failed", "success_%", "certified_%", "median_drawdown", "median_seconds",
                   "median_parameters_added"]
 
@@ -46,6 +46,7 @@ def cell_rows(records: list[dict]) -> list[dict]:
         rows.append({"network": os.path.basename(str(net)), "defect": defect, "method": method, "jobs": len(rs),
                      "failed": len(rs) - len(ok), "success": f"{sum(bool(r.get('success')) for r in ok)}/{len(ok)}",
                      "certified": f"{sum(r.get('certificate') == 'verified' for r in ok)}/{len(ok)}",
+                     "certificate": ", ".join(sorted({str(r.get("certificate")) for r in ok})) or None,
                      "drawdown": _mean([r.get("drawdown") for r in ok]), "seconds": _mean([r.get("seconds") for r in ok]),
                      "parameters_added": _mean([r.get("parameters_added") for r in ok]),
                      "errors": sorted({r["error"] for r in rs if r.get("error")})[:3]})
@@ -78,7 +79,8 @@ def write_report(records: list[dict], directory: str | os.PathLike, *, title: st
                  extra={"methods": methods, "jobs": len(records)})
     rep.notes += [
         "success: the repair harness's verdict on the saved and reloaded network (target met, clean behaviour kept); "
-        "certified: a sound certificate on the saved network; failed: jobs that raised (not averaged in).",
+        "certified: a sound certificate on the saved network (certificate: the statuses met: verified, falsified, "
+        "timeout, unknown, or none where the target carries no proof); failed: jobs that raised (not averaged in).",
         "drawdown: clean test accuracy lost in percentage points (for a fault: from the clean network), or for a "
         "property the fidelity drawdown FDD in % of uniform domain samples; seconds: the repair's wall time; "
         "parameters_added: size of the repair.",
