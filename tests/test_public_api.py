@@ -9,7 +9,7 @@ from torch import nn
 
 import nnmend
 from nnmend import DataError, ModelError
-from nnmend.attacks import FGSM, PGD, fgsm, pgd
+from nnmend.attacks import FGSM, PGD, Square, fgsm, pgd, square
 from nnmend.bounds import BoundedNetwork, bound
 
 
@@ -89,6 +89,8 @@ def test_attack_objects_match_torchattacks(mlp, batch):
         for k, p in inspect.signature(theirs).parameters.items():
             if k != "model" and k in own:
                 assert own[k] == p.default, (ours.__name__, k)   # the same defaults a torchattacks user knows
+    assert torch.equal(Square(mlp, eps=0.1, n_queries=10, seed=1)(x[:4], y[:4]),
+                       square(mlp, x[:4], y[:4], 0.1, n_queries=10, seed=1))
     adv = PGD(mlp, eps=0.1, alpha=0.01, steps=5, random_start=False)(x, y)
     ref = torchattacks.PGD(mlp, eps=0.1, alpha=0.01, steps=5, random_start=False)(x, y)
     assert (adv - ref).abs().max() < 1e-5

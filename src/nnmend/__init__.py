@@ -35,7 +35,7 @@ _NAMES = {
     "damage": "faults", "Fault": "faults",
     "Diagnosis": "diagnose", "trace": "diagnose", "localize": "diagnose",
     "fgsm": "attacks", "pgd": "attacks", "autoattack": "attacks", "FGSM": "attacks", "PGD": "attacks",
-    "AutoAttack": "attacks", "robust_accuracy": "attacks",
+    "AutoAttack": "attacks", "square": "attacks", "Square": "attacks", "robust_accuracy": "attacks",
     "BoundedNetwork": "bounds", "bound": "bounds", "interval_bounds": "bounds", "crown_bounds": "bounds",
     "alpha_crown_bounds": "bounds",
     "LocalRobustness": "properties", "SafetyProperty": "properties", "check": "properties",

@@ -1,5 +1,5 @@
 """The torchattacks-style object form of the attacks: build once with the model and options, call on
-``(x, y)``. Thin classes over :func:`fgsm`, :func:`pgd` and :func:`autoattack` (no second implementation);
+``(x, y)``. Thin classes over :func:`fgsm`, :func:`pgd`, :func:`autoattack` and :func:`square` (no second implementation);
 defaults follow torchattacks' (``eps=8/255``; PGD ``alpha=2/255, steps=10, random_start=True``).
 
 Example::
@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .autoattack import autoattack
+from .autoattack import autoattack, square
 from .fgsm import fgsm
 from .pgd import pgd
 
@@ -93,3 +93,20 @@ class AutoAttack(Attack):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return autoattack(self.model, x, y, **self.options)
+
+
+class Square(Attack):
+    """Square attack (Andriushchenko et al., ECCV 2020), L∞, gradient-free, through torchattacks (install it with
+    ``pip install --no-deps torchattacks==3.5.1``): :func:`nnmend.attacks.square` as an object. It needs no
+    gradients, so it sees through networks that mask them (box indicators, patches).
+
+    Example::
+
+        x_adv = Square(net, eps=0.1, n_queries=1000)(x, y)
+    """
+
+    def __init__(self, model: nn.Module, eps: float = 8 / 255, *, n_queries: int = 5000, seed: int = 0):
+        super().__init__(model, eps=eps, n_queries=n_queries, seed=seed)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return square(self.model, x, y, **self.options)
