@@ -297,3 +297,19 @@ def test_views_cut_only_where_every_path_passes():
         assert torch.equal(view(x), g(x))
     with pytest.raises(ModelError, match="pass input_shape"):   # the shape guessed from a Linear does not fit
         sequential_view(Residual())
+
+
+def test_a_graph_behind_a_normalisation_layer_keeps_its_names():
+    from nnmend.layers import normalization
+    from nnmend.repair.constraint.record import split_network
+
+    g = _residual()
+    net = nn.Sequential(normalization((0.5,), (0.25,)), g).eval()   # pixels in [0, 1] in front of a graph
+    assert list(named_layers(net)) == list(named_layers(g))
+    view = sequential_view(net)
+    assert view.nnmend_input_shape == SHAPE and "fc" in dict(view.named_children())
+    x = TEST.x[:8]
+    split = split_network(net, "fc", x[:1])
+    with torch.no_grad():
+        assert torch.allclose(view(x), net(x), atol=1e-6)
+        assert torch.allclose(split.head(split.trunk(x).flatten(1)), g((x - 0.5) / 0.25), atol=1e-5)

@@ -113,7 +113,18 @@ def _walk(m: nn.Module, path: str, name: str, out: "OrderedDict[str, str]") -> N
             out.setdefault(name, path)
         return
     for child, sub in _call_order(m, children):
-        _walk(sub, join(path, child), join(name, child), out)
+        # a graph inside a chain (e.g. a normalisation layer in front of an ONNX network) names its nodes
+        # as they are, as the graph that inlines it does (:func:`_inline`), unless a name is taken
+        if isinstance(m, nn.Sequential) and _is_graph(sub):
+            _walk_inner(sub, join(path, child), name, child, out)
+        else:
+            _walk(sub, join(path, child), join(name, child), out)
+
+
+def _walk_inner(g: nn.Module, path: str, name: str, child: str, out: "OrderedDict[str, str]") -> None:
+    for node in g.nodes:
+        key = node.name if node.name not in out else f"{child}_{node.name}"
+        _walk(g.ops[node.name], f"{path}.ops.{node.name}", f"{name}.{key}" if name else key, out)
 
 
 def _call_order(m: nn.Module, children: list[tuple[str, nn.Module]]) -> list[tuple[str, nn.Module]]:
@@ -185,7 +196,7 @@ def sequential_view(model: nn.Module, input_shape: tuple[int, ...] | None = None
     if isinstance(model, nn.Sequential) and not any(_has_graph(m) or list(m.children()) for m in model):
         return model
     try:
-        g = from_module(model, input_shape)
+        g = _inline(model) if isinstance(model, nn.Sequential) and _has_graph(model) else from_module(model, input_shape)
     except (RuntimeError, TypeError) as exc:   # a probe of the guessed input shape that the network cannot take
         raise ModelError(f"cannot trace {type(model).__name__} into a graph ({str(exc).splitlines()[0][:160]}); "
                          "pass input_shape=(…) or set net.nnmend_input_shape") from None
@@ -225,6 +236,44 @@ def splittable(model: nn.Module, *names: str | None, input_shape: tuple[int, ...
         if all(not isinstance(n, str) or n in top for n in names) and not _has_graph(model):
             return model
     return sequential_view(model, input_shape if getattr(model, "nnmend_input_shape", None) is None else None)
+
+
+def _inline(seq: nn.Sequential):
+    """A chain of layers and graphs as one graph (node names as :func:`module_paths` gives them)."""
+    from .graph import GraphNetwork
+
+    nodes: list[tuple[str, nn.Module, list[str]]] = []
+    used: set[str] = set()
+    prev = GraphNetwork.INPUT
+    for child, sub in seq.named_children():
+        if isinstance(sub, nn.Sequential) and _has_graph(sub):
+            sub = _inline(sub)
+        if not _is_graph(sub):
+            key = child if child not in used else f"{child}_{len(used)}"
+            nodes.append((key, sub, [prev]))
+            used.add(key)
+            prev = key
+            continue
+        rename = {GraphNetwork.INPUT: prev}
+        for node in sub.nodes:
+            key = node.name if node.name not in used else f"{child}_{node.name}"
+            nodes.append((key, sub.ops[node.name], [rename[i] for i in node.inputs]))
+            used.add(key)
+            rename[node.name] = key
+        prev = rename[sub.output]
+    return GraphNetwork(nodes, prev, getattr(seq, "nnmend_input_shape", None) or _leading_shape(seq))
+
+
+def _leading_shape(seq: nn.Sequential) -> tuple[int, ...] | None:
+    """The input shape a graph in ``seq`` records, when only shape-keeping affine layers come before it."""
+    from .layers import ElementwiseAffine
+
+    for sub in seq.children():
+        if _is_graph(sub):
+            return getattr(sub, "nnmend_input_shape", None)
+        if not isinstance(sub, ElementwiseAffine):
+            return None
+    return None
 
 
 def _has_graph(m: nn.Module) -> bool:
