@@ -81,3 +81,16 @@ def test_report_html_of_a_command_json():
     text = "".join(_parse(page).text)
     for needle in ("guard", "1.5000", "evaluation", "before", "0.5000", "boxes", "True", "False"):
         assert needle in text, needle
+
+
+def test_repair_command_writes_its_report_page(tmp_path, monkeypatch, capsys):
+    from nnmend.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["examples", "--out", ".", "acasxu_2_1.nnet", "prop_2.vnnlib"]) == 0
+    assert main(["repair", "acasxu_2_1.nnet", "--method", "guard", "--property", "prop_2.vnnlib",
+                 "--out", "guarded.pt"]) == 0
+    assert "guarded.html" in capsys.readouterr().out
+    page = (tmp_path / "guarded.html").read_text()
+    text = "".join(_parse(page).text)
+    assert "nnmend repair --method guard: guarded.pt" in text and "guard" in text

@@ -23,6 +23,7 @@ from typing import Callable
 from ..errors import DataError, ModelError, NnmendError
 from ..io import save_network
 from ..io.atomic import atomic_write, staged_outputs
+from ..report import report_html
 from ._common import NETWORK_SUFFIXES, add_force_arg, add_option_once, check_outputs, check_suffix, load_model, reading
 
 METHODS = ("patch_layer", "nnrepair", "patchpro", "prorepair", "nca", "guard")
@@ -336,7 +337,8 @@ def _inputs(args: argparse.Namespace) -> dict[str, object]:
 def _outputs(args: argparse.Namespace) -> dict[Path, str]:
     """Every file the repair may write, with its role."""
     out = Path(args.out)
-    outputs = {out: "--out", out.with_suffix(".json"): "the report beside --out"}
+    outputs = {out: "--out", out.with_suffix(".json"): "the report beside --out",
+               out.with_suffix(".html"): "the report page beside --out"}
     outputs.update({out.with_suffix(s): "written beside --out" for s in _SIBLINGS.get(args.method, ())})
     return outputs
 
@@ -404,6 +406,8 @@ def run(args: argparse.Namespace) -> int:
                 fh.write(content)
         with atomic_write(out.with_suffix(".json"), "w") as fh:
             fh.write(text)
+        with atomic_write(out.with_suffix(".html"), "w") as fh:     # the same report as one self-contained page
+            fh.write(report_html(report, f"nnmend repair --method {args.method}: {args.out.name}"))
         names = sorted(p.name for p in stage.iterdir() if p.name != args.out.name)
     print("\n".join(summary(report)))
     print(f"wrote {args.out}, " + ", ".join(str(args.out.parent / n) for n in names)
