@@ -198,3 +198,20 @@ def test_acasxu_benchmark_quick(tmp_path):
     assert rec["network"] == "acasxu_2_9" and rec["method"] == "guard" and rec["status"] == "ok"
     assert rec["success"] is True and rec["certificate"] == "verified" and rec["drawdown"] == 0.0
     assert "| acasxu_2_9 | phi8 | guard | 1 | 0 | 1/1 | 1/1 |" in (tmp_path / "campaign_acasxu_quick.md").read_text()
+
+
+def _die(job: dict) -> dict:
+    """A job whose worker process dies (module level, so a spawned pool worker can import it)."""
+    import os
+
+    os._exit(3)
+
+
+@pytest.mark.slow          # one spawned worker: 10-30 s on a busy 2-core machine
+def test_pool_worker_death_is_a_failed_record(tmp_path):
+    summary = run_campaign([{"seed": 0, "evaluation": {}}], tmp_path / "s.sqlite", executor="pool", workers=1, fn=_die,
+                           progress_bar=False)
+    assert (summary.ran, summary.failed) == (1, 1)
+    with Store(tmp_path / "s.sqlite") as s:
+        (rec,) = s.records()
+    assert rec["status"] == "failed" and "worker process failed" in rec["error"]
