@@ -5,7 +5,8 @@ Each case is a small ONNX network, a VNN-LIB 2.0 query and the expected verdict.
 with the suite's own case registry (into a temporary folder), then for each case reads the query with
 :func:`nnmend.io.vnnlib.read_vnnlib` (does it parse?) and runs the ordinary verify path
 (:func:`nnmend.cli.verify.run_isolated`: load the network, :func:`nnmend.properties.check`, hard deadline,
-one forked worker per case). Outcomes: right, wrong (a definite verdict against the expected one),
+one forked worker per case; a query declaring several networks reads each as the case's one model, the file
+the suite builds for it). Outcomes: right, wrong (a definite verdict against the expected one),
 refused (a clean one-line error, grouped by reason: a VNN-LIB construct, an ONNX operator, ...),
 undecided (unknown / timeout) and error (a crash). Writes ``results/vnnlib_satisfactory.{json,md}``.
 
@@ -141,8 +142,9 @@ def markdown(records: list[dict], summary: dict, timeout: float) -> str:
 
 
 def solver_main(argv: list[str]) -> int:
-    """The suite's calling convention: ``verify QUERY --network N=MODEL [--timeout T]``; ``supports ...`` is not
-    implemented (exit 1: the suite then runs every case)."""
+    """The suite's calling convention: ``verify QUERY --network N=MODEL [--timeout T]`` (several ``--network``
+    naming one file: every declared network is that model); ``supports ...`` is not implemented (exit 1: the
+    suite then runs every case)."""
     if not argv or argv[0] != "verify":
         return 1
     ap = argparse.ArgumentParser(prog="vnnlib_satisfactory.py verify")
@@ -152,12 +154,13 @@ def solver_main(argv: list[str]) -> int:
     args = ap.parse_args(argv[1:])
     from nnmend.cli.verify import run_isolated
 
-    if len(args.network) != 1:
+    files = {n.split("=", 1)[-1] for n in args.network}
+    if len(files) != 1:                           # every declared network is read as the one model file
         print("unknown")
-        print(f"{args.query}: nnmend reads a property over one network", file=sys.stderr)
+        print(f"{args.query}: nnmend reads every declared network as one model file, got {len(files)}", file=sys.stderr)
         return 0
     try:
-        word, text, _ = run_isolated(args.network[0].split("=", 1)[-1], args.query, args.timeout)
+        word, text, _ = run_isolated(files.pop(), args.query, args.timeout)
     except NnmendError as exc:
         print("unknown")
         print(exc, file=sys.stderr)

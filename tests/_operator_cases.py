@@ -11,8 +11,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from nnmend.layers import Add, Concat, ConstMatMul, Gather, Pad, Reshape, Slice, Sub, Transpose
+from nnmend.layers import Add, Concat, ConstMatMul, ElementwiseAffine, Gather, Pad, Reshape, Slice, Sub, Transpose
 from nnmend.graph import GraphNetwork
+from nnmend.layers_math import ConstantOutput, ConstConcat, Expand, Power, Product, Reduce, Rounding, Step
 
 
 def _seq(*layers: nn.Module) -> nn.Module:
@@ -143,6 +144,27 @@ CASES: dict[str, Callable[[], tuple[nn.Module, tuple]]] = {
     "concat": _graph(lambda: [("fc1", nn.Linear(5, 4), ["input"]), ("r1", nn.ReLU(), ["fc1"]),
                               ("fc2", nn.Linear(5, 3), ["input"]), ("cat", Concat(0), ["r1", "fc2", "r1"]),
                               ("r2", nn.ReLU(), ["cat"]), ("out", nn.Linear(11, 3), ["r2"])], (5,)),
+    "reduce_sum_mean": _graph(lambda: [("fc1", nn.Linear(4, 6), ["input"]), ("r1", nn.ReLU(), ["fc1"]),
+                                       ("re", Reshape((2, 3)), ["r1"]), ("sum", Reduce((1,), keepdims=False), ["re"]),
+                                       ("mean", Reduce((0,), True, mean=True), ["re"]), ("f", nn.Flatten(), ["mean"]),
+                                       ("cat", Concat(0), ["sum", "f"]), ("out", nn.Linear(5, 3), ["cat"])], (4,)),
+    "expand_const_concat": lambda: (_seq(nn.Linear(4, 3), nn.ReLU(), Reshape((3, 1)), Expand((3, 4)), nn.Flatten(),
+                                         ConstConcat(0, torch.randn(2), torch.randn(1)), nn.Linear(15, 2)), (4,)),
+    "constant_output": _graph(lambda: [("fc1", nn.Linear(4, 3), ["input"]), ("c", ConstantOutput(torch.randn(3)), ["input"]),
+                                       ("add", Add(), ["fc1", "c"]), ("out", nn.Linear(3, 2), ["add"])], (4,)),
+    "power_integer_and_base": lambda: (_seq(nn.Linear(4, 5), Power(torch.tensor([2.0, 3.0, 1.0, 0.0, 4.0])), nn.Linear(5, 4),
+                                            Power(torch.tensor(1.7), base=True), nn.Linear(4, 3)), (4,)),
+    "power_fractional_and_negative": lambda: (_seq(nn.Linear(4, 5), nn.Sigmoid(), Power(torch.tensor([0.5, -1.0, -0.5, 1.5, -2.0])),
+                                                   nn.Linear(5, 5), nn.ReLU(), ElementwiseAffine(torch.tensor(-1.0), torch.tensor(-0.5)),
+                                                   Power(torch.tensor([-1.0, -2.0, -3.0, 3.0, 2.0])), nn.Linear(5, 3)), (4,)),
+    "step_rounding": lambda: (_seq(nn.Linear(4, 6), Step("gt", torch.tensor(0.1)), nn.Linear(6, 5), nn.ReLU(),
+                                   Step("eq", torch.tensor(0.0)), nn.Linear(5, 5), Step("ne", torch.zeros(5)),
+                                   nn.Linear(5, 4), ElementwiseAffine(torch.tensor(3.0), torch.tensor(0.0)),
+                                   Rounding("trunc"), Step("le", torch.zeros(4)), nn.Linear(4, 2)), (4,)),
+    "product_mccormick": _graph(lambda: [("fc1", nn.Linear(4, 3), ["input"]), ("r1", Reshape((1, 3)), ["fc1"]),
+                                         ("fc2", nn.Linear(4, 3), ["input"]), ("t2", nn.Tanh(), ["fc2"]),
+                                         ("r2", Reshape((1, 3)), ["t2"]), ("pair", Concat(0), ["r1", "r2"]),
+                                         ("prod", Product(), ["pair"]), ("out", nn.Linear(3, 2), ["prod"])], (4,)),
     "user_resnet_traced": lambda: (_UserResNet().eval(), (6,)),
     "user_cnn_traced": lambda: (_UserCNN().eval(), (1, 6, 6)),
 }

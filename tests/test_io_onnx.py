@@ -117,11 +117,21 @@ def test_skip_connection_becomes_a_graph(tmp_path):
     assert diff <= 1e-5 * max(1, scale)
 
 
-def test_product_of_two_data_tensors_is_rejected_with_node_name(tmp_path):
+def test_product_of_two_data_tensors_loads_as_a_product(tmp_path):
     nodes = [helper.make_node("Relu", ["x"], ["a"], name="left"),
              helper.make_node("Mul", ["x", "a"], ["y"], name="gate_mul")]
     path = _graph_file(tmp_path, nodes, {}, [1, 4], [1, 4])
-    with pytest.raises(ModelError, match=r"'gate_mul' \(Mul\): Mul of two data tensors is not linear"):
+    net = load_onnx(path)
+    assert "Product" in {type(m).__name__ for m in net.modules()}
+    diff, scale = onnx_max_abs_diff(net, path, (4,), n=16)
+    assert diff <= 1e-5 * max(1, scale)
+
+
+def test_power_of_a_data_base_by_a_data_exponent_is_refused_with_node_name(tmp_path):
+    nodes = [helper.make_node("Relu", ["x"], ["a"], name="left"),
+             helper.make_node("Pow", ["x", "a"], ["y"], name="pw")]
+    path = _graph_file(tmp_path, nodes, {}, [1, 4], [1, 4])
+    with pytest.raises(ModelError, match=r"'pw' \(Pow\): a power with a data exponent"):
         load_onnx(path)
 
 

@@ -69,20 +69,8 @@ def test_v2_size_must_match_the_network():
 
 
 @pytest.mark.parametrize("text, words", [
-    (HEAD + "(declare-network A (declare-input X float32 [1]) (declare-output Y float32 [1]))\n"
-     "(declare-network B (equal-to A) (declare-input X2 float32 [1]) (declare-output Y2 float32 [1]))\n"
-     "(assert (<= X[0] 1.0))\n(assert (>= X[0] 0.0))\n(assert (<= X2[0] 1.0))\n(assert (>= X2[0] 0.0))\n"
-     "(assert (<= Y[0] Y2[0]))\n", "2 networks"),
-    (HEAD + "(declare-network N (declare-input X float32 [1]) (declare-hidden H float32 [1] \"h\")"
-     " (declare-output Y float32 [1]))\n(assert (<= X[0] 1.0))\n(assert (>= X[0] 0.0))\n(assert (<= H[0] 1.0))\n",
-     "hidden-node variable H"),
-    (HEAD + "(declare-network N (declare-input X1 float32 [1]) (declare-input X2 float32 [1])"
-     " (declare-output Y float32 [1]))\n(assert (<= X1[0] 1.0))\n(assert (>= X1[0] 0.0))\n"
-     "(assert (<= X2[0] 1.0))\n(assert (>= X2[0] 0.0))\n(assert (<= Y[0] 1.0))\n", "2 input tensors"),
     (net() + "(assert (<= X[0] 1.0))\n(assert (>= X[0] 0.0))\n(assert (<= X[1] 1.0))\n(assert (>= X[1] 0.0))\n"
-     "(assert (<= (+ X[0] X[1]) 1.5))\n(assert (<= Y[0] 1.0))\n", "a box"),
-    (net() + "(assert (<= X[0] 1.0))\n(assert (>= X[0] 0.0))\n(assert (<= X[1] 1.0))\n(assert (>= X[1] 0.0))\n"
-     "(assert (<= (* Y[0] Y[1]) 1.0))\n", "not linear"),
+     "(assert (<= (* Y[0] Y[1] Y[2]) 1.0))\n", "more than two variables"),
     (net() + "(assert (<= X[0] 1.0))\n(assert (>= X[0] 0.0))\n(assert (<= X[1] 1.0))\n(assert (>= X[1] 0.0))\n"
      "(assert (!= Y[0] 1.0))\n", "!="),
     (net(dtype="int8") + "(assert (<= Y[0] 1))\n", "type I8"),
@@ -97,10 +85,22 @@ def test_v2_refusals_are_one_line_naming_the_file(text, words):
     assert msg.startswith("q.vnnlib") and words in msg and "\n" not in msg
 
 
+def test_v2_several_tensors_are_read_concatenated_in_declaration_order():
+    text = (HEAD + "(declare-network N (declare-input X1 float32 [1]) (declare-input X2 float32 [2])"
+            " (declare-output Y1 float32 [1]) (declare-output Y2 float32 [1]))\n(assert (<= X1[0] 1.0))\n"
+            "(assert (>= X1[0] 0.0))\n(assert (<= X2[1] 3.0))\n(assert (>= X2[1] 2.0))\n(assert (<= X2[0] 5.0))\n"
+            "(assert (>= X2[0] 4.0))\n(assert (<= Y2[0] Y1[0]))\n")
+    spec = parse_vnnlib(text, "q.vnnlib", n_inputs=3, n_outputs=2)
+    lo, hi = spec.boxes()
+    assert lo.flatten().tolist() == [0.0, 4.0, 2.0] and hi.flatten().tolist() == [1.0, 5.0, 3.0]
+    A, b = spec.regions[0].unsafe[0]
+    assert A.tolist() == [[-1.0, 1.0]] and b.tolist() == [0.0]
+
+
 def test_v2_refusal_names_the_line():
     text = net() + "(assert (<= X[0] 1.0))\n(assert (>= X[0] 0.0))\n(assert (<= X[1] 1.0))\n(assert (>= X[1] 0.0))\n" \
-                   "(assert (<= (+ X[0] X[1]) 1.5))\n"
-    with pytest.raises(PropertyError, match=r"^q\.vnnlib:10: input constraints must bound one variable"):
+                   "(assert (<= (* Y[0] (+ Y[1] (* Y[2] Y[0]))) 1.5))\n"
+    with pytest.raises(PropertyError, match=r"^q\.vnnlib:10: a product of more than two variables"):
         parse_vnnlib(text, "q.vnnlib")
 
 

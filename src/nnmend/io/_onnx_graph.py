@@ -10,6 +10,11 @@ The batch axis is taken as ONNX declares it: an input of shape ``[1, …]`` (or 
 one, ``[12, 8]`` has none; each tensor carries that flag through reshapes that add or drop it, and ONNX
 axes are translated to per-sample axes accordingly. Operations on the batch axis are refused.
 
+Arithmetic beyond affine maps (ReduceSum/Mean, Expand, Pow, comparisons, Cast to bool or integers, Where,
+Mul/Div of two data tensors) is read by :mod:`nnmend.io._onnx_math`. Several data inputs are read as one
+flat input (their concatenation), several outputs written as one, and an output computed from shapes and
+constants alone is a constant.
+
 Peephole folds keep networks small and their layers familiar: ``MatMul`` + ``Add`` is one ``nn.Linear``,
 a bias ``Add`` after a ``Conv`` folds into it, element-wise arithmetic with constants is one
 :class:`nnmend.layers.ElementwiseAffine` (dropped when it is the identity). A graph that ends up a chain
@@ -298,14 +303,16 @@ def _op_arith(b: _Builder, ins: list) -> _Tensor:
     a, c = ins
     if isinstance(a, _Tensor) and isinstance(c, _Tensor):
         if op in ("Add", "Sub"):
-            if a.probe.shape[1:] != c.probe.shape[1:]:
-                raise b.fail(f"{op} of data tensors of shapes {list(a.onnx_shape)} and {list(c.onnx_shape)} "
-                             "(broadcasting between data tensors is not supported)")
-            return b.emit(Add() if op == "Add" else Sub(), [a, c], batch=a.batch or c.batch)
-        raise b.fail(f"{op} of two data tensors is not linear")
+            if a.probe.shape[1:] != c.probe.shape[1:] or a.batch != c.batch:
+                a, c, batch = _math.broadcast_pair(b, a, c)
+            else:
+                batch = a.batch or c.batch
+            return b.emit(Add() if op == "Add" else Sub(), [a, c], batch=batch)
+        return _math.op_mul_div(b, a, c)
     data_first = isinstance(a, _Tensor)
-    t = a if data_first else c
-    k = _affine_consts(b, t, c if data_first else a)
+    if op == "Div" and not data_first:
+        return _math.op_mul_div(b, a, c)
+    t, k = _math._const_for(b, a if data_first else c, c if data_first else a)
     one, zero = np.ones(()), np.zeros(())
     if op == "Add":
         return _append_affine(b, t, one, k)
@@ -313,8 +320,6 @@ def _op_arith(b: _Builder, ins: list) -> _Tensor:
         return _append_affine(b, t, one, -k) if data_first else _append_affine(b, t, -one, k)
     if op == "Mul":
         return _append_affine(b, t, k, zero)
-    if not data_first:
-        raise b.fail("dividing a constant by the data is not linear")
     if (k == 0).any():
         raise b.fail("division by a constant that contains zero")
     return _append_affine(b, t, 1.0 / k, zero)
@@ -352,9 +357,9 @@ def _op_passthrough(b: _Builder, ins: list) -> _Tensor:
     if b.node.op_type == "Cast":
         import onnx
 
-        to = int(b.attr("to", 1))
-        if onnx.helper.tensor_dtype_to_np_dtype(to).kind != "f":
-            raise b.fail("casting data to a non-float type is not supported")
+        kind = onnx.helper.tensor_dtype_to_np_dtype(int(b.attr("to", 1))).kind
+        if kind != "f":
+            return _math.cast(b, ins[0], kind)
     return ins[0]
 
 
@@ -414,9 +419,9 @@ def _op_unsqueeze(b: _Builder, ins: list) -> _Tensor:
 def _op_transpose(b: _Builder, ins: list) -> _Tensor:
     x = ins[0]
     perm = [int(p) for p in (b.attr("perm") or reversed(range(x.rank)))]
+    if x.batch and perm[0] != 0:                 # the batch axis (size 1) moves: transpose whole samples
+        x = b.reshape_to(x, x.onnx_shape, batch=False)
     if x.batch:
-        if perm[0] != 0:
-            raise b.fail(f"perm {perm} moves the batch axis")
         per = [p - 1 for p in perm[1:]]
     else:
         per = perm
@@ -427,7 +432,7 @@ def _op_transpose(b: _Builder, ins: list) -> _Tensor:
 
 def _op_concat(b: _Builder, ins: list) -> _Tensor:
     if not all(isinstance(t, _Tensor) for t in ins):
-        raise b.fail("concatenating data with a constant is not supported")
+        return _math.op_concat_const(b, ins, int(b.attr("axis")))
     axis = b.per_axis(ins[0], int(b.attr("axis")))
     if len({t.probe.dim() for t in ins}) != 1:
         raise b.fail("inputs of different ranks")
@@ -452,8 +457,12 @@ def _op_slice(b: _Builder, ins: list) -> _Tensor:
     out = x
     for st, en, ax, sp in zip(starts, ends, axes, steps):
         a = ax % len(shape)
-        if sp <= 0:
-            raise b.fail(f"step {sp} (only positive steps are supported)")
+        if sp == 0:
+            raise b.fail("step 0")
+        if sp < 0:                                   # a reversed selection: constant indices
+            idx = np.arange(shape[a])[slice(st, en, sp)]
+            out = b.emit(Gather(b.per_axis(x, ax), torch.from_numpy(idx.astype(np.int64))), [out])
+            continue
         start, stop, _ = slice(st, en, sp).indices(shape[a])
         if (start, stop, sp) == (0, shape[a], 1) or (x.batch and a == 0 and (start, stop) == (0, 1)):
             continue
@@ -489,7 +498,7 @@ def _op_gather(b: _Builder, ins: list) -> _Tensor:
     size = x.onnx_shape[axis % x.rank]
     if ((idx < -size) | (idx >= size)).any():
         raise b.fail(f"index out of range for an axis of size {size}")
-    return b.emit(Gather(b.per_axis(x, axis), torch.from_numpy((idx % size).astype(np.int64)), scalar=idx.ndim == 0),
+    return b.emit(Gather(b.per_axis(x, axis), torch.from_numpy(np.asarray(idx % size, dtype=np.int64)), scalar=idx.ndim == 0),
                   [x])
 
 
@@ -652,6 +661,9 @@ HANDLERS: dict[str, Callable[[_Builder, list], object]] = {
     "ConvTranspose": _op_conv_transpose, "MaxPool": _op_pool, "AveragePool": _op_pool,
     "GlobalAveragePool": _op_pool, "Pad": _op_pad,
 }
+from . import _onnx_math as _math  # noqa: E402  (it builds on the helpers above)
+
+HANDLERS.update(_math.MATH_HANDLERS)
 SUPPORTED_OPS = tuple(sorted([*HANDLERS, "Constant", "Shape", "(constant sub-graphs)"]))
 
 
@@ -666,24 +678,43 @@ def batch_layout(dims: list[int | None], override: tuple[int, ...] | None) -> tu
     return tuple(dims), False
 
 
-def build_network(model, path: Path, input_name: str, sample_shape: tuple[int, ...],
-                  consts: dict[str, np.ndarray], has_batch: bool = True) -> nn.Module:
-    """Turn ``model.graph`` into an ``nn.Sequential`` (a chain) or a ``GraphNetwork`` (see the module docstring)."""
+def build_network(model, path: Path, input_name: str | list[tuple[str, tuple[int, ...], bool]],
+                  sample_shape: tuple[int, ...], consts: dict[str, np.ndarray], has_batch: bool = True,
+                  extra_outputs: tuple[str, ...] = ()) -> nn.Module:
+    """Turn ``model.graph`` into an ``nn.Sequential`` (a chain) or a ``GraphNetwork`` (see the module docstring).
+
+    ``input_name`` may list several data inputs ``(name, per-sample shape, has batch axis)``: the network
+    then reads their flat concatenation (in that order; ``sample_shape`` is its length). Several graph
+    outputs are flattened and concatenated in order; an output that does not depend on the input is a
+    constant (:class:`nnmend.layers_math.ConstantOutput`). ``extra_outputs``: names of further tensors (hidden
+    nodes) appended to the outputs, in order, each kept as the file computes it (never folded into a later node).
+    """
     from ..graph import GraphNetwork
 
     g = model.graph
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=13)
     b = _Builder(path, consts, list(model.opset_import), opset)
-    tensors: dict[str, _Tensor] = {input_name: _Tensor(GraphNetwork.INPUT, torch.zeros(1, *sample_shape), has_batch)}
-    b.probes[GraphNetwork.INPUT] = tensors[input_name].probe
+    root = _Tensor(GraphNetwork.INPUT, torch.zeros(1, *sample_shape), has_batch)
+    b.probes[GraphNetwork.INPUT] = root.probe
     uses: dict[str, int] = {}
     for node in g.node:
         if node.op_type != "Shape":  # Shape reads only the (known) shape, not the values
             for name in node.input:
                 uses[name] = uses.get(name, 0) + 1
-    for o in g.output:
-        uses[o.name] = uses.get(o.name, 0) + 1
-    b.node_uses[GraphNetwork.INPUT] = uses.get(input_name, 0)
+    for name in [o.name for o in g.output] + list(extra_outputs):
+        uses[name] = uses.get(name, 0) + 1
+    if isinstance(input_name, str):
+        tensors: dict[str, _Tensor] = {input_name: root}
+        b.node_uses[GraphNetwork.INPUT] = uses.get(input_name, 0)
+    else:
+        tensors, start = {}, 0
+        b.node_uses[GraphNetwork.INPUT] = len(input_name)
+        for name, per, batch in input_name:
+            n = int(np.prod(per))
+            t = b.reshape_to(b.emit(Slice(0, start, start + n), [root], batch=False), ((1,) if batch else ()) + tuple(per),
+                             batch=batch)
+            b.node_uses[t.node] = uses.get(name, 0)
+            tensors[name], start = t, start + n
 
     def fail(msg: str) -> ModelError:
         return b.fail(msg)
@@ -699,7 +730,7 @@ def build_network(model, path: Path, input_name: str, sample_shape: tuple[int, .
             raise b.fail(f"reads tensor {unknown[0]!r}, which no earlier node produces (graphs must be in "
                          "topological order; cycles are refused)")
         if node.op_type == "Shape":
-            shape = np.array(tensors[data[0]].onnx_shape, dtype=np.int64)
+            shape = np.array(tensors[data[0]].onnx_shape if data else np.shape(consts[node.input[0]]), dtype=np.int64)
             start, end = int(b.attr("start", 0)), b.attr("end", None)
             consts[node.output[0]] = shape[start:None if end is None else int(end)]
             continue
@@ -721,11 +752,22 @@ def build_network(model, path: Path, input_name: str, sample_shape: tuple[int, .
                 b.node_uses[t.node] = b.node_uses.get(t.node, 0) + uses.get(name, 0) - (t.node in read)
 
     b.node = None
-    out = g.output[0].name
-    if out not in tensors:
-        raise ModelError(f"{path}: the graph output {out!r} does not depend on the input")
-    final = tensors[out]
-    net = _assemble(b, final.node, GraphNetwork)
+    outs = []
+    for name in [o.name for o in g.output] + list(extra_outputs):
+        if name in tensors:
+            outs.append(tensors[name])
+        elif name in consts:             # computed from shapes and constants only
+            from ..layers_math import ConstantOutput
+
+            value = np.asarray(consts[name], dtype=np.float64)
+            outs.append(b.emit(ConstantOutput(torch.as_tensor(value.reshape(value.shape or (1,)), dtype=torch.float32)),
+                               [root], batch=False))
+        else:
+            raise ModelError(f"{path}: tensor {name!r} is not computed by any node of the graph")
+    if len(outs) > 1:
+        flat = [t if t.probe.dim() == 2 else b.emit(nn.Flatten(), [t], batch=False) for t in outs]
+        outs = [b.emit(Concat(0), flat, batch=False)]
+    net = _assemble(b, outs[0].node, GraphNetwork)
     net.nnmend_onnx_names = b.onnx_names
     return net
 
@@ -747,3 +789,18 @@ def _assemble(b: _Builder, output: str, GraphNetwork) -> nn.Module:
     if chain and (not nodes or nodes[-1][0] == output):
         return nn.Sequential(OrderedDict((name, m) for name, m, _ in nodes))
     return GraphNetwork(nodes, output)
+
+
+def several_inputs(path: Path, data_inputs) -> tuple[list[tuple[str, tuple[int, ...], bool]], int]:
+    """``[(name, per-sample shape, has batch axis)]`` of several declared data inputs and their total size."""
+    layout, total = [], 0
+    for vi in data_inputs:
+        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                for d in vi.type.tensor_type.shape.dim]
+        per, batch = batch_layout(dims, None)
+        if any(d is None for d in per):
+            raise ModelError(f"{path}: input {vi.name!r} has shape {dims} with unknown dimensions")
+        per = tuple(per) or (1,)
+        layout.append((vi.name, per, batch))
+        total += int(np.prod(per))
+    return layout, total

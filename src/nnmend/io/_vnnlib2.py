@@ -3,11 +3,11 @@
 The ``vnnlib`` package (the standard's parser, C++) checks the text: syntax, types, declared tensors,
 index bounds. Its syntax tree is then translated, with an explicit stack, into the S-expressions of the
 1.0 reader (``X[i,j]`` becomes ``X_k`` with ``k`` the row-major flat index), so both versions share one
-evaluation of formulas, one disjunctive normal form and one set of size caps. What nnmend's properties
-cannot express is refused with one line naming the file and the construct: several networks
-(``equal-to`` / ``isomorphic-to`` included), several input or output tensors, hidden-node variables,
-``!=``, non-floating-point tensors, and (from the shared evaluation) non-box input constraints and
-constraints that mix inputs and outputs.
+evaluation of formulas, one disjunctive normal form and one set of size caps. Several networks (each the
+given model: ``equal-to``, ``isomorphic-to`` or unrelated), hidden-node variables and constraints over
+inputs that are not a box are read as output constraints of an augmented network (see
+:class:`nnmend.io.vnnlib.NetworkQuery`). What nnmend's properties cannot express is refused with one line
+naming the file and the construct: ``!=``, products of more than two variables, non-floating-point inputs.
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import math
 import re
 
 from ..errors import PropertyError
-from .vnnlib import (DEFAULT_LIMITS, VnnlibLimits, VnnlibSpec, _Reader, _regions, _Sexpr, _Term,
-                     check_nesting)
+from .vnnlib import (DEFAULT_LIMITS, NetworkQuery, Region, VnnlibLimits, VnnlibSpec, _Reader, _regions, _Sexpr,
+                     _Term, check_nesting)
 
 _OPS = {"And": "and", "Or": "or", "LessEqual": "<=", "LessThan": "<", "GreaterEqual": ">=",
         "GreaterThan": ">", "Equal": "=", "Plus": "+", "Minus": "-", "Negate": "-", "Multiply": "*"}
@@ -59,24 +59,33 @@ def _size(decl, where: str, what: str, limit: int) -> int:
     return n
 
 
-def _the_network(query, text: str, where: str):
-    """The single network of ``query`` with one input and one output tensor and no hidden node, or a refusal."""
+def _networks(query, text: str, where: str) -> list:
+    """The declared networks; several must agree in their input and output sizes (each is the given model)."""
     nets = list(query.networks)
-    if len(nets) != 1:
-        names = ", ".join(n.name for n in nets)
-        line = _line_of(text, r"\((?:equal-to|isomorphic-to)\b") if len(nets) > 1 else 1
-        raise PropertyError(f"{where}:{line}: declares {len(nets)} networks ({names}); nnmend reads a property "
-                            "over one network (declare-network with equal-to / isomorphic-to is not supported)")
-    net = nets[0]
-    if net.hidden:
-        raise PropertyError(f"{where}:{_line_of(text, r'declare-hidden')}: hidden-node variable "
-                            f"{net.hidden[0].name} (declare-hidden) is not supported")
-    for kind, decls in (("input", net.inputs), ("output", net.outputs)):
-        if len(decls) != 1:
-            raise PropertyError(f"{where}:{_line_of(text, 'declare-' + kind)}: network {net.name} declares "
-                                f"{len(decls)} {kind} tensors ({', '.join(d.name for d in decls)}); nnmend reads "
-                                f"exactly one {kind} tensor")
-    return net
+    if not nets:
+        raise PropertyError(f"{where}:1: declares no network (declare-network)")
+    for net in nets:
+        for kind, decls in (("input", net.inputs), ("output", net.outputs)):
+            if not decls:
+                raise PropertyError(f"{where}:{_line_of(text, 'declare-network')}: network {net.name} declares no "
+                                    f"{kind} tensor")
+    return nets
+
+
+def _offsets(decls, where: str, what: str, limit: int, start: int = 0) -> tuple[dict[str, int], int]:
+    """Flat offset (from ``start``) of each declared tensor in the concatenation of all of them (declaration
+    order: the order of the ONNX graph's inputs / outputs, which the network reads / writes concatenated)."""
+    offsets, total = {}, start
+    for d in decls:
+        offsets[d.name] = total
+        total += _size(d, where, what, limit)
+    if total - start > limit:
+        raise PropertyError(f"{where}: the {what} tensors declare {total - start} values, more than the limit of {limit}")
+    return offsets, total - start
+
+
+def _hidden_name(decl) -> str:
+    return str(getattr(decl, "onnx_name", "") or decl.name).strip('"')
 
 
 def _flat(indices: list[int], shape: list[int]) -> int:
@@ -86,14 +95,14 @@ def _flat(indices: list[int], shape: list[int]) -> int:
     return k
 
 
-def _leaf(node, line: int, where: str) -> str:
-    """A variable or number of the 2.0 tree as a 1.0 token."""
+def _leaf(node, line: int, where: str, offsets: dict[str, int]) -> str:
+    """A variable or number of the 2.0 tree as a 1.0 token (``offsets``: each tensor's flat offset)."""
     kind = type(node).__name__
     if kind == "Var":
-        prefix = {"Input": "X", "Output": "Y"}.get(str(node.kind).split(".")[-1])
-        if prefix is None:
-            raise PropertyError(f"{where}:{line}: variable {node.name} is neither the input nor the output tensor")
-        return f"{prefix}_{_flat(list(node.indices), list(node.shape))}"
+        prefix = {"Input": "X", "Output": "Y", "Hidden": "Y"}.get(str(node.kind).split(".")[-1])
+        if prefix is None or node.name not in offsets:
+            raise PropertyError(f"{where}:{line}: variable {node.name} is neither an input nor an output tensor")
+        return f"{prefix}_{offsets[node.name] + _flat(list(node.indices), list(node.shape))}"
     if kind in ("Float", "Literal"):
         return node.lexeme
     if kind == "Int":
@@ -101,7 +110,7 @@ def _leaf(node, line: int, where: str) -> str:
     raise PropertyError(f"{where}:{line}: unsupported term {str(node)[:60]!r}")
 
 
-def _translate(expr, where: str) -> _Term:
+def _translate(expr, where: str, offsets: dict[str, int]) -> _Term:
     """The 2.0 syntax tree of one assertion as 1.0 S-expressions (explicit stack; lines from the variables)."""
     def opened(node) -> list:
         name = type(node).__name__
@@ -114,7 +123,7 @@ def _translate(expr, where: str) -> _Term:
 
     root = opened(expr)
     if root[1] is None:
-        return _leaf(expr, getattr(expr, "line", 0), where)
+        return _leaf(expr, getattr(expr, "line", 0), where, offsets)
     stack = [root]
     while True:
         frame = stack[-1]
@@ -124,7 +133,7 @@ def _translate(expr, where: str) -> _Term:
             child = opened(children[i])
             if child[1] is None:
                 line = getattr(children[i], "line", 0) or out.line
-                out.append(_leaf(children[i], line, where))
+                out.append(_leaf(children[i], line, where, offsets))
                 out.line = out.line or line
             else:
                 stack.append(child)
@@ -150,26 +159,54 @@ def _first_line(node) -> int:
 
 def parse_v2(text: str, where: str, n_inputs: int | None, n_outputs: int | None,
              limits: VnnlibLimits = DEFAULT_LIMITS) -> VnnlibSpec:
-    """Parse VNN-LIB 2.0 text into a :class:`VnnlibSpec` (one network, one input and one output tensor)."""
+    """Parse VNN-LIB 2.0 text into a :class:`VnnlibSpec`. Several input (output) tensors are one flat input
+    (output) in declaration order. Hidden-node variables, several networks (each the given model) and input
+    constraints that are not a box are read over an augmented network described by the spec's ``query``
+    (:class:`nnmend.io.vnnlib.NetworkQuery`); ``n_inputs`` / ``n_outputs`` are then one network's sizes."""
     check_nesting(text, where, limits)          # the C++ parser recurses: refuse deep nesting before it runs
     try:
         import vnnlib
     except ImportError:
-        raise PropertyError(f"{where}: reading VNN-LIB 2.0 needs vnnlib: pip install 'nnmend[verify]'") from None
+        raise PropertyError(f"{where}: reading VNN-LIB 2.0 needs the 'vnnlib' package (pip install vnnlib)") from None
     try:
         query = vnnlib.parse_query_string(text)
     except vnnlib.VNNLibException as exc:
         raise PropertyError(f"{where}:{_library_message(exc)}") from None
-    net = _the_network(query, text, where)
-    n_in = _size(net.inputs[0], where, "input", limits.max_variables)
-    n_out = _size(net.outputs[0], where, "output", limits.max_variables)
+    nets = _networks(query, text, where)
+    cap = limits.max_variables
+    offsets: dict[str, int] = {}
+    n_in = n_out = z = 0
+    hidden: list[tuple[tuple[str, int], ...]] = []
+    for net in nets:
+        ins, k_in = _offsets(net.inputs, where, "input", cap, n_in * len(hidden))
+        outs, k_out = _offsets(net.outputs, where, "output", cap, z)
+        hid, k_hid = _offsets(net.hidden, where, "hidden", cap, z + k_out)
+        if hidden and (k_in, k_out) != (n_in, n_out):
+            raise PropertyError(f"{where}: network {net.name} has {k_in} inputs and {k_out} outputs but "
+                                f"{nets[0].name} has {n_in} and {n_out}; every network is the given model")
+        n_in, n_out = k_in, k_out
+        offsets.update({**ins, **outs, **hid})
+        hidden.append(tuple((_hidden_name(d), _size(d, where, "hidden", cap)) for d in net.hidden))
+        z += k_out + k_hid
     for n, expected, what in ((n_in, n_inputs, "inputs"), (n_out, n_outputs, "outputs")):
         if expected is not None and n != expected:
             raise PropertyError(f"{where}: declares {n} {what} but the network has {expected}")
-    reader = _Reader(where, limits, {"X": n_in, "Y": n_out}, declare_sizes=True)
+    total_in = n_in * len(nets)
+    reader = _Reader(where, limits, {"X": total_in, "Y": z}, declare_sizes=True, products=True)
     dnf: list = [[]]
     for assertion in query.assertions:
-        tree = _translate(assertion.expr, where)
+        tree = _translate(assertion.expr, where, offsets)
         line = tree.line if isinstance(tree, _Sexpr) else 0
         dnf = reader.conjoin(dnf, reader.formula(tree, line), line)
-    return VnnlibSpec(_regions(dnf, n_in, n_out, where, limits), n_in, n_out, where)
+    # columns: the outputs and hidden values (z), the input again, then the products of two variables
+    column = {"Y": lambda j: j, "X": lambda j: z + j}
+    pairs = tuple(tuple(column[k](j) for k, j in pair) for pair in reader.monomials)
+    monomials = {pair: z + total_in + i for pair, i in reader.monomials.items()}
+    regions = _regions(dnf, total_in, z + total_in + len(pairs), where, limits, x_as_y=z, monomials=monomials)
+    with_x = bool(pairs) or any(bool((A[:, z:] != 0).any()) for r in regions for A, _ in r.unsafe)
+    if not with_x:
+        regions = [Region(r.lo, r.hi, [(A[:, :z], b) for A, b in r.unsafe], r.strict) for r in regions]
+    if len(nets) == 1 and not any(hidden) and not with_x:
+        return VnnlibSpec(regions, n_in, n_out, where)
+    q = NetworkQuery(len(nets), n_in, n_out, tuple(hidden), with_x, pairs)
+    return VnnlibSpec(regions, total_in, z + (total_in + len(pairs) if with_x else 0), where, q)

@@ -17,7 +17,8 @@ inequalities. Numbers are kept in float64.
 
 VNN-LIB 2.0 (``(vnnlib-version <2.0>)``, tensors ``X[i,j]`` declared inside ``declare-network``) is parsed
 by the ``vnnlib`` package and read into the same objects, inputs and outputs flattened in row-major
-order; what they cannot hold (several networks, several input or output tensors, hidden-node variables,
+order (several input or output tensors concatenated in declaration order, as the ONNX reader concatenates
+a network's inputs and outputs); what they cannot hold (several networks, hidden-node variables,
 non-box input constraints) is refused with one line naming the file and the construct. Every size is
 checked against :class:`VnnlibLimits` before it is allocated, and parsing never recurses.
 
@@ -46,7 +47,7 @@ from ..errors import PropertyError
 from ._vnnlib_text import format_vnnlib, pairs_equal
 from .atomic import atomic_write
 
-__all__ = ["Region", "VnnlibSpec", "VnnlibLimits", "read_vnnlib", "read_text", "write_vnnlib", "parse_vnnlib",
+__all__ = ["Region", "VnnlibSpec", "NetworkQuery", "VnnlibLimits", "read_vnnlib", "read_text", "write_vnnlib", "parse_vnnlib",
            "format_vnnlib", "vnnlib_version", "check_nesting"]
 
 # Caps the disjunctive normal form so a malicious or degenerate file fails clearly instead of exhausting memory.
@@ -87,14 +88,37 @@ class Region:
     __hash__ = None  # type: ignore[assignment]
 
 
+@dataclass(frozen=True)
+class NetworkQuery:
+    """How a VNN-LIB 2.0 query reads its network(s) beyond one input box and linear output constraints.
+
+    The property's variables are over an *augmented* network (:func:`nnmend.io.query.augment`): ``copies``
+    instances of the network (``equal-to`` / ``isomorphic-to`` / further declared networks, all the given
+    model), copy ``c`` reading inputs ``c * n_in …`` of the flat input; its outputs are, per copy, the
+    network's ``n_out`` outputs then the hidden tensors ``hidden[c]`` (ONNX names and sizes), and finally,
+    when ``inputs_as_outputs``, the whole input again (constraints over inputs that are not a box, or that
+    mix inputs with outputs, are then output constraints, checked exactly like them), and after it the
+    ``products`` of pairs of those values (columns), for constraints with products of two variables.
+    """
+
+    copies: int
+    n_in: int
+    n_out: int
+    hidden: tuple[tuple[tuple[str, int], ...], ...]
+    inputs_as_outputs: bool
+    products: tuple[tuple[int, int], ...] = ()
+
+
 @dataclass(frozen=True, eq=False)
 class VnnlibSpec:
-    """A parsed VNN-LIB property: violated iff some region holds a counterexample (see module docstring)."""
+    """A parsed VNN-LIB property: violated iff some region holds a counterexample (see module docstring).
+    ``query``: how the variables map onto the network where that is not one input and one output (2.0)."""
 
     regions: list[Region]
     n_inputs: int
     n_outputs: int
     source: str = ""
+    query: NetworkQuery | None = None
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, VnnlibSpec):
@@ -244,8 +268,10 @@ class _Reader:
     """Evaluates S-expressions into linear forms and DNF formulas, bottom-up with an explicit stack."""
 
     def __init__(self, where: str, limits: VnnlibLimits = DEFAULT_LIMITS,
-                 sizes: dict[str, int | None] | None = None, declare_sizes: bool = False):
+                 sizes: dict[str, int | None] | None = None, declare_sizes: bool = False, products: bool = False):
         self.where, self.limits = where, limits
+        self.products = products            # True: a product of two variables is a monomial ("M", (u, v))
+        self.monomials: dict[tuple, int] = {}
         self.declared: set[tuple[str, int]] = set()
         self.sizes = sizes or {}           # known sizes per kind (the network's, or a 2.0 declaration's)
         self.declare_sizes = declare_sizes  # True: every index below the size counts as declared (2.0)
@@ -350,6 +376,9 @@ class _Reader:
         if op == "*" and len(args) >= 2:
             coeffs, const = args[0]
             for c2, k2 in args[1:]:
+                if coeffs and c2 and self.products:
+                    coeffs, const = self.product((coeffs, const), (c2, k2), expr.line)
+                    continue
                 if coeffs and c2:
                     raise self.fail(expr.line, "product of two variables is not linear")
                 coeffs, const, factor = (c2, k2, const) if not coeffs else (coeffs, const, k2)
@@ -357,6 +386,22 @@ class _Reader:
             return coeffs, const
         raise self.fail(expr.line, f"unsupported term ({op} ...) with {len(args)} argument(s); "
                                    "expected +, -, * by a constant, a number or a variable")
+
+    def product(self, a: _Linear, b: _Linear, line: int) -> _Linear:
+        """``a * b`` of two linear forms as a form over variables and monomials (degree two at most)."""
+        (ca, ka), (cb, kb) = a, b
+        if any(v[0] == "M" for v in (*ca, *cb)):
+            raise self.fail(line, "a product of more than two variables is not supported")
+        out = _combine([(ca, 0.0), (cb, 0.0)], [kb, ka])[0]
+        for u, x in ca.items():
+            for v, y in cb.items():
+                key = ("M", tuple(sorted((u, v))))
+                if key[1] not in self.monomials:
+                    if len(self.monomials) >= self.limits.max_variables:
+                        raise self.fail(line, f"more than {self.limits.max_variables} products of variables")
+                    self.monomials[key[1]] = len(self.monomials)
+                out[key] = out.get(key, 0.0) + x * y
+        return out, ka * kb
 
     def formula_node(self, node: _Sexpr, args: list) -> _Dnf:
         op = node[0]
@@ -429,9 +474,11 @@ _Rows = tuple[tuple[tuple[tuple[int, float], ...], float, bool], ...]
 _Summary = Union[tuple[dict[int, list[float]], _Box, list], None]
 
 
-def _summarise(chunk: _Chunk, where: str) -> _Summary:
+def _summarise(chunk: _Chunk, where: str, x_as_y: int | None = None, monomials: dict | None = None) -> _Summary:
     """The input bounds and output rows a conjunction of atoms states; None if it is contradictory (a false
-    constant atom or an empty interval)."""
+    constant atom or an empty interval). ``x_as_y``: where the inputs are copied among the outputs, if they
+    are (then a constraint over several inputs, or mixing inputs and outputs, is an output row);
+    ``monomials``: the output column of each product of two variables, where products are outputs too."""
     bounds: dict[int, list[float]] = {}
     rows = []
     for coeffs, const, line, strict in chunk:
@@ -441,7 +488,10 @@ def _summarise(chunk: _Chunk, where: str) -> _Summary:
             if const > 0 or (strict and const == 0):  # the atom reads `const <= 0` (`< 0`) and is false
                 return None
             continue
-        if kinds == {"X"}:
+        if x_as_y is not None and ("M" in kinds or ("X" in kinds and (len(coeffs) > 1 or kinds != {"X"}))):
+            col = {"X": lambda j: j + x_as_y, "Y": lambda j: j, "M": lambda j: monomials[j]}
+            rows.append((tuple(sorted((col[k](j), c) for (k, j), c in coeffs.items())), -const + 0.0, strict))
+        elif kinds == {"X"}:
             if len(coeffs) != 1:
                 raise PropertyError(f"{where}:{line}: input constraints must bound one variable each (a box); "
                                     f"found a linear combination of {len(coeffs)} inputs")
@@ -466,7 +516,8 @@ def _box_of(bounds: dict[int, list[float]]) -> _Box | None:
     return None if any(l > h for l, h in zip(lo, hi)) else (idx, lo, hi)
 
 
-def _to_case(case: list[_Chunk], where: str, memo: dict[int, _Summary]) -> tuple[_Box, _Rows] | None:
+def _to_case(case: list[_Chunk], where: str, memo: dict[int, _Summary], x_as_y: int | None = None,
+             monomials: dict | None = None) -> tuple[_Box, _Rows] | None:
     """One DNF case as a sparse box and output rows; None if it is contradictory. Chunk summaries are
     memoised by identity (``memo``), so a chunk shared by many cases is read once."""
     merged: dict[int, list[float]] | None = None
@@ -474,7 +525,7 @@ def _to_case(case: list[_Chunk], where: str, memo: dict[int, _Summary]) -> tuple
     rows: list = []
     for chunk in case:
         if id(chunk) not in memo:
-            memo[id(chunk)] = _summarise(chunk, where)
+            memo[id(chunk)] = _summarise(chunk, where, x_as_y, monomials)
         summary = memo[id(chunk)]
         if summary is None or summary[1] is None:
             return None
@@ -506,14 +557,15 @@ def _unbounded(box: _Box, n_in: int) -> str:
     return "an input has no finite bound"
 
 
-def _regions(dnf: _Dnf, n_in: int, n_out: int, where: str, limits: VnnlibLimits) -> list[Region]:
+def _regions(dnf: _Dnf, n_in: int, n_out: int, where: str, limits: VnnlibLimits, x_as_y: int | None = None,
+             monomials: dict | None = None) -> list[Region]:
     """Group the DNF cases by input box, counting the numbers the regions will hold as they are grouped (refused
     past ``limits.max_elements``); the dense tensors are built only at the end."""
     grouped: dict[_Box, list[_Rows]] = {}
     memo: dict[int, _Summary] = {}
     size = 0
     for term in dnf:
-        case = _to_case(term, where, memo)
+        case = _to_case(term, where, memo, x_as_y, monomials)
         if case is None:
             continue  # a contradictory case contributes no counterexample
         box, rows = case
@@ -642,7 +694,7 @@ def read_vnnlib(path: str | os.PathLike, n_inputs: int | None = None, n_outputs:
     Raises:
         PropertyError naming the file and line (or construct) for text that does not parse, undeclared
         variables, non-box input constraints, inputs without finite bounds, size mismatches, files over a
-        limit, and VNN-LIB 2.0 constructs beyond one network with one input and one output tensor.
+        limit, and VNN-LIB 2.0 constructs beyond one network without hidden-node variables.
     """
     return parse_vnnlib(read_text(path, limits.max_bytes), str(path), n_inputs, n_outputs, limits)
 

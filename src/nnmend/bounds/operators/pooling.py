@@ -80,7 +80,8 @@ class BoundMaxPool(BoundOp):
 
 class BoundSoftmax(BoundOp):
     """Softmax: its interval only (``exp`` is increasing, so ``y_i`` is smallest at ``x_i = l_i`` and every
-    other ``x_j = u_j``); back-substitution uses that interval as a constant. Sound, and loose."""
+    other ``x_j = u_j``); back-substitution uses that interval as a constant, and that every group sums to 1.
+    Sound, and loose."""
 
     types = (nn.Softmax,)
     nonlinear = True
@@ -107,6 +108,18 @@ class BoundSoftmax(BoundOp):
         return low.nan_to_num(0.0).clamp(0, 1), up.nan_to_num(1.0).clamp(0, 1)
 
     def backward_relaxed(self, A, lo, hi, alpha=None):
-        ylo, yhi = self.interval((lo, hi))
-        const = (A.clamp(min=0) * ylo.unsqueeze(1) + A.clamp(max=0) * yhi.unsqueeze(1)).flatten(2).sum(-1)
-        return torch.zeros((*A.shape[:2], *lo.shape[1:]), dtype=A.dtype, device=A.device), const
+        """The interval as constants, with each group's outputs summing to 1: ``A · y = (A - c) · y + c`` for
+        any ``c`` per group, ``c`` chosen among 0 and the group's coefficients (a row summing a group is then
+        exact)."""
+        ylo, yhi = (t.unsqueeze(1) for t in self.interval((lo, hi)))
+        ax = self._axis(lo.dim()) + 1                           # the softmax axis in A (B, m, *s)
+        k = A.shape[ax]
+        cands = [torch.zeros_like(A.select(ax, 0)).unsqueeze(ax)]
+        if k <= 32:
+            cands += [A.narrow(ax, j, 1) for j in range(k)]
+        best = None
+        for c in cands:
+            d = A - c
+            v = (d.clamp(min=0) * ylo + d.clamp(max=0) * yhi).sum(ax, keepdim=True) + c
+            best = v if best is None else torch.max(best, v)
+        return torch.zeros((*A.shape[:2], *lo.shape[1:]), dtype=A.dtype, device=A.device), best.flatten(2).sum(-1)
