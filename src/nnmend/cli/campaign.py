@@ -7,6 +7,9 @@ GRID may also name a shipped grid (``acasxu``, ``mnist_robustness``, ``shnn_dama
 checked before any job runs (bad key: one line naming it, exit 2). Records go to the store as each job
 finishes; a rerun skips the finished jobs. Exit 1 when any job of the grid failed (its message is in
 the store and the report).
+
+On a Ray cluster (``--address``) the driver keeps the store; workers need nnmend installed, and a network
+given as a file must be readable at the same absolute path on every node (catalog names need nothing).
 """
 from __future__ import annotations
 
