@@ -98,3 +98,23 @@ def test_readme_python_runs_as_written(tmp_path, monkeypatch):
     out = ns["model"](x).detach()
     assert (ns["lb"] <= out + 1e-5).all() and (out <= ns["ub"] + 1e-5).all()
     assert ns["result"].status == "verified"
+
+
+def test_examples_lists_and_copies_the_bundled_files(tmp_path, capsys):
+    assert main(["examples", "--list"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    for name in ("acasxu_2_1.onnx", "acasxu_2_1.nnet", "prop_2.vnnlib", "mnist_poisoned.pt", "acasxu_instances.csv"):
+        assert name in listed, name
+    assert len([n for n in listed if n.endswith(".onnx")]) == 45
+    assert main(["examples", "--out", str(tmp_path), "acasxu_1_*", "prop_1.vnnlib", "acasxu_instances.csv"]) == 0
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == sorted(["acasxu_1_1.nnet", *(f"acasxu_1_{j}.onnx" for j in range(1, 10)), "prop_1.vnnlib",
+                            "acasxu_instances.csv"])
+    rows = (tmp_path / "acasxu_instances.csv").read_text().splitlines()
+    assert len(rows) == 186 and rows[0] == "acasxu_1_1.onnx,prop_1.vnnlib,116"
+    capsys.readouterr()
+    assert main(["examples", "--out", str(tmp_path), "prop_1.vnnlib"]) == 2          # never replaced silently
+    assert main(["examples", "--out", str(tmp_path), "nothing_like_this"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "already exists" in err[0] and "nothing_like_this" in err[1]
+    assert main(["examples", "--out", str(tmp_path), "--force", "prop_1.vnnlib"]) == 0
