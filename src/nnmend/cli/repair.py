@@ -26,7 +26,8 @@ from ..io.atomic import atomic_write, staged_outputs
 from ..report import report_html
 from ._common import NETWORK_SUFFIXES, add_force_arg, add_option_once, check_outputs, check_suffix, load_model, reading
 
-METHODS = ("patch_layer", "nnrepair", "patchpro", "prorepair", "nca", "guard")
+# every registered method (nnmend.repair.methods(); the parser does not import them) and the old SHNN alias
+METHODS = ("patch_layer", "shnn", "shnn_adversarial", "nnrepair", "patchpro", "prorepair", "nca", "guard")
 
 
 def _load_model(spec: str):
@@ -75,7 +76,7 @@ def _nnrepair_run(args: argparse.Namespace, network) -> tuple[object, dict]:
                             non_interference=args.non_interference, decision_rows=args.decision_rows,
                             extra_clean=args.extra_clean, last_failing=args.last_failing,
                             last_edges=args.last_edges, edge_fraction=args.edge_fraction, seed=args.seed)
-    result = harness("nnrepair", network, scenario.problem, config, test=test, seed=args.seed)
+    result = harness("nnrepair", network, scenario.problem, config, test=test, seed=args.seed, **overrides(args, "nnrepair"))
     report = {"method": "nnrepair", "scenario": args.scenario, "seconds": round(result.seconds, 3),
               "evaluation": evaluate(network, result.network, scenario), "details": result.details}
     return result, report
@@ -191,7 +192,7 @@ def _prorepair_run(args: argparse.Namespace, network) -> tuple[object, dict]:
         problem = RegionProblem(read_property(args.property))
     else:
         problem = PointProblem(*_prorepair_points(args.points, network))
-    result = harness("prorepair", network, problem, cfg, seed=args.seed)
+    result = harness("prorepair", network, problem, cfg, seed=args.seed, **overrides(args, "prorepair"))
     d = result.details
     report = {"method": "prorepair", "mode": "region" if args.property is not None else "point",
               "seconds": round(result.seconds, 3),
@@ -269,7 +270,7 @@ def _guard_run(args: argparse.Namespace, network) -> tuple[object, dict]:
             raise NnmendError(f"guard: --domain-lo/--domain-hi must be comma-separated numbers, got "
                               f"{args.domain_lo!r} / {args.domain_hi!r}") from None
     problem = GuardProblem(read_property(args.property), target=args.target, domain=domain)
-    result = harness("guard", network, problem, GuardConfig(**tuned), seed=args.seed)
+    result = harness("guard", network, problem, GuardConfig(**tuned), seed=args.seed, **overrides(args, "guard"))
     report = {"method": "guard", "seconds": round(result.seconds, 3), "details": result.details}
     return result, report
 
@@ -314,6 +315,10 @@ def register(subparsers) -> None:
     p.add_argument("--keep-failed", action="store_true",
                    help="write the repaired network even when the harness says it failed its target (exit code 1 stays)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="set any field of the method's config dataclass (repeatable; e.g. --option lr=0.01 "
+                        "--option edit_layers=fc1,fc2 --option fallback=none); the fields and their defaults are "
+                        "listed by `python -c 'from nnmend.repair import get; print(get(\"guard\").options())'`")
     p.add_argument("--layer", default=None, help="layer to repair (method-specific default: nnrepair "
                    "'intermediate'; nca the rule's layer); nnrepair also takes 'intermediate' or 'last'")
     for add, _, _ in _METHODS.values():
@@ -361,7 +366,7 @@ def _preflight_nca(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.method == "patch_layer":
+    if args.method in ("patch_layer", "shnn", "shnn_adversarial"):
         raise NnmendError("SHNN patch layers have their own command: `nnmend heal MODEL --reference CLEAN "
                           "--layer auto --out OUT` (structural) or `nnmend heal MODEL --adversarial pgd --out OUT`")
     if args.method not in _METHODS:
@@ -415,10 +420,58 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _as(kind: str, text: str):
+    """``text`` as one annotated type; ValueError when it does not parse (or the type is not a plain one)."""
+    if kind.startswith("tuple["):
+        inner = kind[len("tuple["):].split(",")[0].strip().rstrip("]")
+        return tuple(_as(inner, part.strip()) for part in text.split(",") if part.strip())
+    if kind == "bool":
+        if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValueError(text)
+        return text.lower() in ("true", "1", "yes")
+    if kind in ("int", "float", "str"):
+        return {"int": int, "float": float, "str": str}[kind](text)
+    raise ValueError(kind)
+
+
+def _parse_value(method: str, key: str, text: str, kind: str):
+    """``text`` as the config field's annotated type ``kind`` (``"float | None"``, ``"int | str | None"``,
+    ``"tuple[str, ...]"``): the first alternative that parses; ``none`` for an optional field."""
+    kinds = [k.strip() for k in kind.split("|")]
+    if text.lower() == "none" and "None" in kinds:
+        return None
+    for k in kinds:
+        try:
+            return _as(k, text)
+        except ValueError:
+            continue
+    raise NnmendError(f"--option {key}={text}: {method}'s {key} takes {kind}")
+
+
+def overrides(args: argparse.Namespace, method: str) -> dict:
+    """``--option KEY=VALUE`` pairs as fields of ``method``'s registered config dataclass (typed by its annotations)."""
+    from ..repair import get
+
+    fields = get(method).options()
+    out = {}
+    for pair in getattr(args, "option", None) or []:
+        key, sep, text = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in fields:
+            raise NnmendError(f"--option {pair!r}: {method} takes KEY=VALUE with KEY one of {', '.join(fields)}")
+        kind = fields[key].type if isinstance(fields[key].type, str) else getattr(fields[key].type, "__name__", "str")
+        out[key] = _parse_value(method, key, text.strip(), kind)
+    return out
+
+
 def _harness_record(result) -> dict:
     """What the harness decided, for the report beside --out (metric names and units: nnmend.metrics.METRICS)."""
     from ..metrics import METRICS
 
+    import dataclasses
+
+    config = dataclasses.asdict(result.config) if dataclasses.is_dataclass(result.config) else None
     return {"verdict": result.verdict, "success": result.success, "verified": result.verified, "target": result.target,
+            "config": config,
             "before": result.before, "after": result.after, "certificate": result.certificate,
             "metrics": result.metrics, "units": {k: METRICS[k][0] for k in result.metrics if k in METRICS}}

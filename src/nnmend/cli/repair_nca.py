@@ -68,7 +68,9 @@ def run_repair(args: Any):
         raise RepairError(f"{rule_path}: the rule does not name its layer; pass --layer")
     mask = load_mask(args.mask) if getattr(args, "mask", None) else None
     cfg = NCARepairConfig(steps=getattr(args, "steps", None), seed=getattr(args, "seed", None) or 0)
-    result = harness("nca", network, NCAProblem(layer, rule, mask), cfg)
+    from .repair import overrides
+
+    result = harness("nca", network, NCAProblem(layer, rule, mask), cfg, **overrides(args, "nca"))
     d = result.details
     report = {"method": "nca", "mode": d["mode"], "layer": layer, "steps": d["steps"],
               "seconds": round(result.seconds, 3), "nonfinite_cells": d["nonfinite_cells"],

@@ -89,7 +89,9 @@ def run(args: argparse.Namespace, network):
         layer = args.feature_layer
         overrides.update(feature_layer=int(layer) if layer.lstrip("-").isdigit() else layer, feature_box=args.feature_box)
     config = (PatchProConfig.acasxu if preset == "acasxu" else PatchProConfig.mnist)(**overrides)
-    result = harness("patchpro", network, problem, config, seed=args.seed)
+    from .repair import overrides
+
+    result = harness("patchpro", network, problem, config, seed=args.seed, **overrides(args, "patchpro"))
     d = result.details
     cert = {"verified": result.verified, "regions": d["n_regions"], "boxes": d.get("boxes"), "open_boxes": d.get("n_open"),
             "recheck_on_saved_network": result.certificate, "feature_box": d.get("feature_box"),
