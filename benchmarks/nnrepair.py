@@ -112,11 +112,14 @@ def _score_all(ens, original, evals: dict, active_sets: dict) -> dict:
     return out
 
 
-def run_job(job: dict, *, train, test, quick: bool, seed: int = 0) -> dict:
-    net = pretrained(job["model"])
+def run_job(job: dict, *, train, test, quick: bool, seed: int = 0, net=None, attack_n: int | None = None,
+            cfg: NNRepairConfig | None = None) -> dict:
+    """One Table 2 cell; ``net`` (default: the shipped ``job["model"]``), ``attack_n``: white-box attack images,
+    ``cfg`` (default: :func:`settings`)."""
+    net = pretrained(job["model"]) if net is None else net
     sc = build_scenario(job["scenario"], net, train=train, test=test, adv_pool=min(10_000, len(train)),
                         eps=job.get("eps", EPS))
-    cfg = settings(job["setting"], job["scenario"], job["layer"])
+    cfg = settings(job["setting"], job["scenario"], job["layer"]) if cfg is None else cfg
     t0 = time.perf_counter()
     res = repair(net, sc.problem, cfg)
     repair_s = time.perf_counter() - t0
@@ -132,6 +135,7 @@ def run_job(job: dict, *, train, test, quick: bool, seed: int = 0) -> dict:
     strat, f1_name = best.split(" / ")
     best_net = ens.with_strategy(strat, active[f1_name])
     n_att = len(test) if (job["scenario"] == "adversarial" or quick) else min(len(test), 2000)
+    n_att = n_att if attack_n is None else min(n_att, attack_n)
     xa, ya = test.x[:n_att], test.y[:n_att]
     attacks = {}
     for who, model in (("original", net), ("repaired", best_net)):
@@ -155,7 +159,7 @@ def run_job(job: dict, *, train, test, quick: bool, seed: int = 0) -> dict:
     }
 
 
-def markdown(records: list[dict], meta: dict) -> str:
+def markdown(records: list[dict], meta: dict, paper: dict = PAPER) -> str:
     lines = [f"# NNrepair (paper 004) — Table 2 beside nnmend ({'quick' if meta['quick'] else 'full'} run)", "",
              f"Machine: {meta['machine']}; torch {meta['versions']['torch']}, scipy {meta['versions']['scipy']} "
              f"(HiGHS), scikit-learn {meta['versions']['sklearn']}; seed {meta['seed']}; "
@@ -169,10 +173,10 @@ def markdown(records: list[dict], meta: dict) -> str:
              "|" + "---|" * 16]
     for r in records:
         key = (r["scenario"], r["model"], r["layer"])
-        paper = PAPER.get(key, {})
+        paper_row = paper.get(key, {})
         s, o, b = r["scores"], r["scores"]["original"], r["scores"][r["best"]]
         h = r["headline"]
-        pd = paper.get("delta", {})
+        pd = paper_row.get("delta", {})
         hd = f"{b[h] - o[h]:+.2f}" if h != "test" else "—"
         scen = r["scenario"] + (f" (ε {r['eps']})" if "eps" in r else "")
         lines.append(
