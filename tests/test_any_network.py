@@ -313,3 +313,18 @@ def test_a_graph_behind_a_normalisation_layer_keeps_its_names():
     with torch.no_grad():
         assert torch.allclose(view(x), net(x), atol=1e-6)
         assert torch.allclose(split.head(split.trunk(x).flatten(1)), g((x - 0.5) / 0.25), atol=1e-5)
+
+
+def test_cli_damages_a_graph_node_and_names_a_bad_one(tmp_path, capsys):
+    from nnmend.cli import main
+
+    save_network(_residual(), tmp_path / "res.pt")
+    assert main(["damage", str(tmp_path / "res.pt"), "--layer", "conv1", "--kind", "zero",
+                 "--out", str(tmp_path / "hurt.pt")]) == 0
+    hurt = load_network(tmp_path / "hurt.pt")
+    assert (get_layer(hurt, "conv1").weight == 0).all() and (get_layer(hurt, "conv2").weight != 0).any()
+    capsys.readouterr()
+    assert main(["damage", str(tmp_path / "res.pt"), "--layer", "add", "--out", str(tmp_path / "bad.pt")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'add'" in err[0] and "not a Linear or Conv" in err[0]
+    assert not (tmp_path / "bad.pt").exists()
