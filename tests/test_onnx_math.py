@@ -93,3 +93,17 @@ def test_a_negative_exponent_on_an_interval_holding_zero_is_refused(tmp_path):
     net = load_onnx(path)
     with pytest.raises(ModelError, match="negative exponent"):
         bound(net, -torch.ones(1, 2), torch.ones(1, 2), method="ibp")
+
+
+def test_bounds_of_a_network_whose_only_buffer_is_integer_stay_real(tmp_path):
+    """A reversed Slice alone is a Gather with integer indices: the boxes keep their dtype (they once took the
+    indices' int64 and were truncated, giving bounds that missed the outputs)."""
+    path = _model(tmp_path, [helper.make_node("Slice", ["x", "st", "en", "ax", "sp"], ["y"])],
+                  {"st": i64([4]), "en": i64([0]), "ax": i64([0]), "sp": i64([-2])}, [("x", [5])], [("y", [2], F)])
+    net = load_onnx(path)
+    lo = torch.tensor([[-1.0, -2.0, 0.3, 1.0, 2.5]], dtype=torch.float64)
+    for method in ("ibp", "crown"):
+        lb, ub = bound(net, lo, lo + 0.5, method=method)
+        assert lb.dtype == torch.float64
+        torch.testing.assert_close(lb, torch.tensor([[2.5, 0.3]], dtype=torch.float64))
+        torch.testing.assert_close(ub, torch.tensor([[3.0, 0.8]], dtype=torch.float64))
