@@ -52,6 +52,8 @@ METRICS: dict[str, tuple[str, str]] = {
     "rgr": ("%", "RGR: held-out adversarial inputs classified as their labels"),
     "dsr_before": ("%", "origins whose ball the strongest attack cannot break on the original"),
     "dsr": ("%", "DSR: the same on the repaired network (strongest of white-box, transfer, Square)"),
+    "dgsr_before": ("%", "DGSR of the original: clean test inputs it gets right, correct under the strongest attack"),
+    "dgsr": ("%", "DGSR: the same inputs on the repaired network (strongest of white-box, transfer, Square)"),
     "robust_accuracy_before": ("%", "test inputs correct under the strongest attack, original network"),
     "robust_accuracy": ("%", "the same, repaired network"),
     "proved": ("%", "properties (regions, balls) proved on the saved network by sound bounds"),
@@ -154,7 +156,7 @@ def strongest_attack(network: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: 
     and transferred (an indicator or a guard can mask gradients, so the white-box figure alone flatters a
     patched network); Square (gradient-free; ``square_queries=0`` skips it). Returns ``(robust (n,) bool,
     record)`` with each attack's robust accuracy (%), the joint figure (``robust_accuracy``: correct under
-    all of them) and ``strongest``, the attack with the lowest figure on its own.
+    all of them) and ``strongest``, the attack with the lowest figure on its own (``"a = b (tie)"`` when several).
     """
     from .attacks import pgd
     from .attacks.autoattack import square
@@ -174,7 +176,8 @@ def strongest_attack(network: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: 
         rec[name] = 100.0 * hit.double().mean().item()
         robust &= hit
     named = {k: v for k, v in rec.items() if k in candidates}
-    rec["strongest"] = min(named, key=named.get)
+    low = min(named.values())
+    rec["strongest"] = " = ".join(k for k, v in named.items() if v == low) + (" (tie)" if list(named.values()).count(low) > 1 else "")
     rec["robust_accuracy"] = 100.0 * robust.double().mean().item()
     rec.update(eps=eps, n=len(y))
     return robust, rec

@@ -73,6 +73,14 @@ def _robust(network: nn.Module, x, y, eps: float, opts, original: nn.Module | No
     return rec
 
 
+def _dgsr(network: nn.Module, original: nn.Module, clean, eps: float, opts, source: nn.Module | None) -> dict:
+    """DGSR's protocol (paper 002, Table III): the first ``opts.attack_n`` clean inputs the *original* gets right,
+    attacked with the strongest attack (transfer from ``source`` when given)."""
+    x, y = clean[0][:opts.attack_n], clean[1][:opts.attack_n]
+    keep = M.decisions(original, x) == y
+    return _robust(network, x[keep], y[keep], eps, opts, source)
+
+
 def before(kind: str, network: nn.Module, problem: Any, config: Any, opts) -> dict:
     """The original network's figures: the target and (when there are labels) clean accuracy."""
     out: dict[str, Any] = {}
@@ -88,6 +96,8 @@ def before(kind: str, network: nn.Module, problem: Any, config: Any, opts) -> di
             out["dsr"] = _robust(network, x, y, _eps(kind, problem, config), opts, None)["robust_accuracy"]
         if isinstance(problem, RepairSet):
             out["rsr"] = M.repair_success_rate(network, problem.repair_x, problem.labels)
+        if opts.attack and clean is not None:
+            out["dgsr"] = _dgsr(network, network, clean, _eps(kind, problem, config), opts, None)["robust_accuracy"]
     elif kind == "points":
         out["rsr"] = M.repair_success_rate(network, *_points(problem))
     elif kind == "adversarial":
@@ -151,6 +161,9 @@ def after(kind: str, spec: Method, original: nn.Module, loaded: nn.Module, probl
         if isinstance(problem, RepairSet):
             out["rsr"] = M.repair_success_rate(loaded, problem.repair_x, problem.labels)
             out["rgr"] = M.repair_generalization_rate(loaded, problem.test_x, problem.test_y)
+        if opts.attack and clean is not None:
+            out["dgsr_attack"] = _dgsr(loaded, original, clean, _eps(kind, problem, config), opts, original)
+            out["dgsr"] = out["dgsr_attack"]["robust_accuracy"]
     elif kind == "points":
         out["rsr"] = M.repair_success_rate(loaded, *_points(problem))
     elif kind == "adversarial":
@@ -180,10 +193,10 @@ def figures(kind: str, before: dict, after: dict, original: nn.Module, loaded: n
         clean = _clean(problem, opts.test)
         if clean is not None:
             out["fdd"] = M.fidelity_drawdown(original, loaded, clean[0], decision=opts.decision or "argmax")
-    for key in ("rsr", "dsr", "robust_accuracy"):
+    for key in ("rsr", "dsr", "dgsr", "robust_accuracy"):
         if key in before:
             out[f"{key}_before"] = before[key]
-    for key in ("rsr", "rgr", "dsr", "robust_accuracy", "proved"):
+    for key in ("rsr", "rgr", "dsr", "dgsr", "robust_accuracy", "proved"):
         if key in after:
             out[key] = after[key]
     unknown = set(out) - set(M.METRICS)
