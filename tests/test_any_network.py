@@ -185,6 +185,10 @@ def test_attacks_and_adversarial_patches(arch, tmp_path):
         res = heal_adversarial(net, layer, TRAIN, PatchAdvConfig(attack=spec, n_samples=300, epochs=2, lr=1e-2))
         acc = clean_accuracy(res.network, x, y)
         assert acc > 70, (name, layer, acc)
+        healed = dict(res.network.named_modules())              # frozen batch norms keep their statistics
+        for path, m in net.named_modules():
+            if isinstance(m, nn.BatchNorm2d):
+                assert torch.equal(healed[path].running_mean, m.running_mean), (name, layer, path)
         _roundtrip(res.network, tmp_path, x, f"adv_{name}_{layer}")
 
 
