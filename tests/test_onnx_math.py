@@ -11,6 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 from nnmend.bounds import bound
 from nnmend.errors import ModelError
 from nnmend.io.onnx import load_onnx, onnx_max_abs_diff
+from nnmend.layers_math import Power, Rounding, Step
 
 
 def _model(tmp_path, nodes, inits, inputs, outputs, name="m.onnx"):
@@ -107,3 +108,21 @@ def test_bounds_of_a_network_whose_only_buffer_is_integer_stay_real(tmp_path):
         assert lb.dtype == torch.float64
         torch.testing.assert_close(lb, torch.tensor([[2.5, 0.3]], dtype=torch.float64))
         torch.testing.assert_close(ub, torch.tensor([[3.0, 0.8]], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("module", [
+    lambda: Step("eq", torch.tensor([0.0, 1.0, 2.0])), lambda: Step("ne", torch.tensor([0.0, 1.0, 2.0])),
+    lambda: Step("ge", torch.tensor(1.0)), lambda: Step("lt", torch.tensor(1.0)), lambda: Rounding("trunc"),
+    lambda: Power(torch.tensor([2.0, 3.0, 0.5])),
+], ids=["eq", "ne", "ge", "lt", "trunc", "power"])
+def test_point_boxes_are_bounded_exactly(module):
+    """On a box of one point (a threshold itself included) every relaxation gives the value there."""
+    net = torch.nn.Sequential(module()).eval().double()
+    for point in ([0.0, 1.0, 2.0], [1.0, -2.5, 4.0], [-0.0, 1.0, 0.25]):
+        x = torch.tensor([point], dtype=torch.float64)
+        if isinstance(net[0], Power) and x.min() < 0:      # x ** 0.5 is not real there
+            continue
+        for method in ("ibp", "crown"):
+            lb, ub = bound(net, x, x, method=method)
+            torch.testing.assert_close(lb, net(x), rtol=0, atol=1e-12)
+            torch.testing.assert_close(ub, net(x), rtol=0, atol=1e-12)
