@@ -61,7 +61,8 @@ def refusal_reason(exc: NnmendError) -> str:
     """A short class for a refusal: the VNN-LIB construct or the ONNX operator it names."""
     msg = str(exc)
     if isinstance(exc, PropertyError):
-        for key, label in (("networks", "several networks"), ("hidden-node", "hidden-node variable"),
+        for key, label in (("Type mismatch", "tensor types of isomorphic networks differ (the vnnlib parser)"),
+                           ("networks", "several networks"), ("hidden-node", "hidden-node variable"),
                            ("input tensors", "several input tensors"), ("output tensors", "several output tensors"),
                            ("a box", "non-box input constraint"), ("not linear", "non-linear constraint"),
                            ("no lower bound", "unbounded input"), ("no upper bound", "unbounded input"),
