@@ -78,3 +78,16 @@ def test_networks_of_different_sizes_are_refused():
 
     with pytest.raises(PropertyError, match="every network is the given model"):
         parse_vnnlib(text, "q.vnnlib")
+
+
+def test_an_augmented_query_is_not_written_as_vnnlib_1(tmp_path):
+    from nnmend.errors import PropertyError
+    from nnmend.io.vnnlib import write_vnnlib
+
+    text = HEAD + HIDDEN + "(assert (>= X[0] 0.0))\n(assert (<= X[0] 1.0))\n(assert (>= X[1] 0.0))\n" \
+                          "(assert (<= X[1] 1.0))\n(assert (<= H[0] 0.0))\n"
+    spec = parse_vnnlib(text, "q.vnnlib", n_inputs=2, n_outputs=2)
+    assert spec.query is not None and spec.n_outputs == 4
+    with pytest.raises(PropertyError, match="VNN-LIB 1.0 cannot hold"):
+        write_vnnlib(spec, tmp_path / "out.vnnlib")
+    assert not (tmp_path / "out.vnnlib").exists()

@@ -707,6 +707,9 @@ def write_vnnlib(spec: VnnlibSpec, path: str | os.PathLike, comment: str = "") -
     path = Path(path)
     if not spec.regions:
         raise PropertyError(f"{path}: cannot write a property with no input region")
+    if spec.query is not None:      # its outputs are an augmented network's: 1.0 would read them as the model's
+        raise PropertyError(f"{path}: {spec.source or 'the property'} reads hidden nodes, several networks or "
+                            "non-box inputs, which VNN-LIB 1.0 cannot hold")
     text = format_vnnlib(spec, comment)
     with atomic_write(path, "w") as fh:
         fh.write(text)
