@@ -159,7 +159,7 @@ needs_fork = pytest.mark.skipif(not V._can_fork(), reason="needs the fork start 
 def test_a_worker_stuck_past_its_deadline_is_killed_and_answers_timeout(monkeypatch, tmp_path):
     marker = tmp_path / "pid"
 
-    def stuck(model, prop, timeout, started):
+    def stuck(model, prop, timeout, started, config=None):
         marker.write_text(str(os.getpid()))
         while True:                       # ignores every deadline, like a long torch operation
             time.sleep(0.05)
@@ -182,10 +182,10 @@ def test_a_worker_stuck_past_its_deadline_is_killed_and_answers_timeout(monkeypa
 def test_a_crashing_worker_becomes_an_error_row_and_the_list_goes_on(monkeypatch, competition):
     real = V.verify_one
 
-    def crash_on_unsat(model, prop, timeout, started):
+    def crash_on_unsat(model, prop, timeout, started, config=None):
         if "unsat" in str(prop):
             os.kill(os.getpid(), signal.SIGKILL)   # as the kernel kills a process out of memory
-        return real(model, prop, timeout, started)
+        return real(model, prop, timeout, started, config)
 
     monkeypatch.setattr(V, "verify_one", crash_on_unsat)
     out = competition / "results.csv"

@@ -111,7 +111,7 @@ def _worker(conn, job) -> None:
     except NnmendError as exc:
         conn.send(("error", type(exc).__name__, str(exc)))
     except MemoryError:
-        conn.send(("error", "NnmendError", f"{prop}: out of memory while verifying"))
+        conn.send(("error", "NnmendError", "out of memory while verifying (try a smaller --memory-gb)"))
     except Exception as exc:  # noqa: BLE001  (reported as one line; the parent decides what to do)
         conn.send(("crash", type(exc).__name__, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"))
     finally:
