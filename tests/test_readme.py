@@ -13,7 +13,18 @@ ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 # commands the block shows but this test does not run, each covered elsewhere
 NOT_RUN = {"demo": "the main job, ~140 CPU s: tests/test_demo.py runs it",
-           "app": "a server that runs until stopped: tests/test_app.py and the Playwright test drive it"}
+           "app": "a server that runs until stopped: tests/test_app.py and the Playwright test drive it",
+           # minutes of CPU at settings whose result passes the harness's fidelity check (with a 60 s budget or
+           # 1000 boxes the property is proved but FDD exceeds max_drawdown: exit 1); run by their own tests and
+           # benchmarks (tests/test_patchpro_cli.py, tests/test_prorepair_cli.py, benchmarks/*_acasxu.py)
+           "patchpro": "PatchPro on ACAS Xu N2,1: minutes; tests/test_patchpro_cli.py",
+           "prorepair": "ProRepair on ACAS Xu N2,1: minutes; tests/test_prorepair_cli.py"}
+
+
+def not_run(argv: list[str]) -> str | None:
+    """Why this README line is not run here (None: it is run)."""
+    method = argv[argv.index("--method") + 1] if "--method" in argv else None
+    return NOT_RUN.get(argv[1]) or NOT_RUN.get(method or "")
 
 
 def _section(title: str) -> str:
@@ -63,7 +74,7 @@ def test_readme_commands_run_as_written(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     ran = []
     for argv in command_lines():
-        if argv[1] in NOT_RUN:
+        if not_run(argv):
             continue
         if argv[1:] == ["--help"]:
             with pytest.raises(SystemExit) as stop:
@@ -78,7 +89,7 @@ def test_readme_commands_run_as_written(tmp_path, monkeypatch, capsys):
     outputs += [a[3] for a in ran if a[1] == "convert"]
     missing = [o for o in outputs if not (tmp_path / o).is_file()]
     assert not missing, missing
-    assert len(ran) >= 15
+    assert len(ran) >= 14
 
 
 def test_readme_python_runs_as_written(tmp_path, monkeypatch):
