@@ -175,6 +175,8 @@ def main(argv: list[str] | None = None) -> None:
     for job in jobs:   # results rewritten after every cell: an interrupted run leaves a labelled partial table
         records += run_jobs(one_cell, [job], desc=f"patchpro cifar {job['box']}", keep_going=True)
         md = markdown(records, args, time.perf_counter() - t0)
+        if len(records) < len(jobs):
+            md = md.replace(" cells,", f" of {len(jobs)} planned cells (run interrupted or in progress),", 1)
         jp, mp = write_results(name, records, md, args.out, started=t0,
                                extra={"quick": args.quick, "seed": args.seed, "network": str(NET_PATH),
                                       "feature_layer": FEATURE_LAYER, "paper": PAPER, "planned": len(jobs)})

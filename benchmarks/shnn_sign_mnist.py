@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--out", default=str(ROOT / "results"))
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    ap.add_argument("--skip-adversarial", action="store_true", help="structural rows only")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -72,12 +73,15 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [0] if a.quick else list(range(a.seeds))
     jobs_s, jobs_a = shnn.grid([DATASET], seeds, a.quick)
     recs_s = run_jobs(shnn.structural_job, jobs_s, desc="structural")
-    recs_a = run_jobs(shnn.adversarial_job, jobs_a, desc="adversarial")
+    recs_a = [] if a.skip_adversarial else run_jobs(shnn.adversarial_job, jobs_a, desc="adversarial")
     md = markdown(recs_s, recs_a, seeds, a.quick)
+    if a.skip_adversarial:
+        md += "- Adversarial rows (FGSM, PGD) not run in this file (`--skip-adversarial`).\n"
     name = "shnn_sign_mnist_quick" if a.quick else "shnn_sign_mnist"
     paper = {f"{k[0]}/{k[1]}": list(v) for k, v in shnn.PAPER_XIII.items() if k[0] == DATASET}
     jp, mp = write_results(name, recs_s + recs_a, md, a.out, started=t0,
-                           extra={"quick": a.quick, "seeds": seeds, "datasets": [DATASET], "paper_table_xiii": paper})
+                           extra={"quick": a.quick, "seeds": seeds, "datasets": [DATASET], "paper_table_xiii": paper,
+                                  "skip_adversarial": a.skip_adversarial})
     print(md)
     print(f"wrote {jp} and {mp}")
     return 0
