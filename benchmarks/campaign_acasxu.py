@@ -77,7 +77,9 @@ def markdown(cells: list[dict], methods: list[dict], anchor: dict, args, summary
     lines = ["# ACAS Xu campaign slice: guard, PatchPro, ProRepair through one harness", "",
              f"`benchmarks/campaign_acasxu.py`: instances {', '.join(args.instances)} of the shipped grid "
              f"(`src/nnmend/campaign/grids/acasxu.yaml`, its settings), executor {args.executor} × {args.workers}, "
-             + (f"{summary.jobs} jobs ({summary.failed} failed) in {seconds:.0f} s on 2 CPU cores shared with other work "
+             + (f"{summary.jobs} jobs ({summary.ran} run now, {summary.failed} of them failed, in {seconds:.0f} s"
+                + (f"; {summary.skipped} read back from the store of an earlier run of the same instances" if summary.skipped else "")
+                + ") on 2 CPU cores shared with other work "
                 f"(1-minute load average {load[0]} when the run began, {load[1]} when it ended; the own_* runs had the "
                 "machine nearly to themselves)." if summary.ran else
                 f"{summary.jobs} jobs read back from the store of an earlier run (`--store`; its `wall_seconds` per job "
