@@ -5,7 +5,9 @@ non-zero instead of showing a traceback from deep inside torch.
 """
 from __future__ import annotations
 
+import contextlib
 import re
+from typing import Iterator
 
 
 class NnmendError(ValueError):
@@ -40,3 +42,21 @@ def describe(exc: BaseException, limit: int = 160) -> str:
         return type(exc).__name__
     text = lines[0].strip()
     return f"{type(exc).__name__}: {text if len(text) <= limit else text[:limit - 1] + '…'}"
+
+
+@contextlib.contextmanager
+def reading(path: object, error: type[NnmendError] = ModelError) -> Iterator[None]:
+    """Turn an unexpected exception of a loader reading ``path`` into ``error`` naming the file.
+
+    Loaders should raise :class:`NnmendError` themselves; this is the guard (used by the command line and
+    the instance readers) for the ones that do not yet (an empty ``.pt`` raising IndexError, a corrupt
+    ``.npz`` BadZipFile).
+    """
+    try:
+        yield
+    except NnmendError:
+        raise
+    except MemoryError:
+        raise error(f"{path}: too large to load on this machine (out of memory)") from None
+    except Exception as exc:              # noqa: BLE001 - any other failure while reading means a bad file
+        raise error(f"{path}: cannot read ({describe(exc)})") from None

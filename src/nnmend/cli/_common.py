@@ -8,16 +8,15 @@ before any work starts and print one line naming both paths (exit 2).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Mapping
 
 from torch import nn
 
 from ..data import Dataset, load_dataset
-from ..errors import DataError, ModelError, NnmendError, PropertyError, describe
+from ..errors import DataError, ModelError, NnmendError, PropertyError, describe, reading  # noqa: F401 (re-export)
 from ..io import load_network
 
 NETWORK_SUFFIXES = (".pt", ".pth", ".safetensors", ".onnx", ".nnet")
@@ -44,23 +43,6 @@ def add_data_args(p: argparse.ArgumentParser, default_n: int | None = None) -> N
 
 
 # --- reading inputs: every failure is one line naming the file ---------------------------------------------
-@contextlib.contextmanager
-def reading(path: object, error: type[NnmendError] = ModelError) -> Iterator[None]:
-    """Turn an unexpected exception of a loader reading ``path`` into ``error`` naming the file.
-
-    Loaders should raise :class:`NnmendError` themselves; this is the command line's guard for the
-    ones that do not yet (an empty ``.pt`` raising IndexError, a corrupt ``.npz`` BadZipFile).
-    """
-    try:
-        yield
-    except NnmendError:
-        raise
-    except MemoryError:
-        raise error(f"{path}: too large to load on this machine (out of memory)") from None
-    except Exception as exc:              # noqa: BLE001 - any other failure while reading means a bad file
-        raise error(f"{path}: cannot read ({describe(exc)})") from None
-
-
 def load_data(args: argparse.Namespace, split: str) -> Dataset:
     with reading(args.data, DataError):
         return load_dataset(args.data, split, limit=args.n if split == "test" else None)

@@ -71,12 +71,41 @@ def counterexample_text(x: torch.Tensor, y: torch.Tensor) -> str:
 
 
 def load_instance(model_path: str | Path, property_path: str | Path):
-    """``(network, property)`` of one instance; bad files raise one-line :class:`~nnmend.errors.NnmendError`.
+    """``(network, SafetyProperty)`` of one instance; bad files raise one-line :class:`~nnmend.errors.NnmendError`.
     A VNN-LIB 2.0 query over hidden nodes, several networks or non-box inputs gets the augmented network
-    its variables are over (:mod:`nnmend.io.query`)."""
-    from ..io.query import load_query
+    its variables are over (:func:`nnmend.io.query.augment`)."""
+    from ..errors import ModelError, PropertyError, reading
+    from ..io import load_network
+    from ..io.query import augment
+    from ..io.vnnlib import read_vnnlib
+    from ..properties import SafetyProperty
 
-    return load_query(model_path, property_path)
+    with reading(model_path, ModelError):
+        net = load_network(model_path)
+    shape = getattr(net, "nnmend_input_shape", None)
+    with reading(property_path, PropertyError):     # the network's input size caps the declarations
+        spec = read_vnnlib(property_path, n_inputs=math.prod(shape) if shape else None)
+    prop = SafetyProperty(list(spec.regions), str(property_path))
+    q = spec.query
+    if q is None:
+        return net, prop
+    copies = None
+    if any(q.hidden):
+        if not str(model_path).endswith((".onnx", ".onnx.gz")):
+            raise PropertyError(f"{property_path}: hidden-node variables name ONNX tensors; {model_path} is not an "
+                                "ONNX file")
+        from ..io.onnx import load_onnx
+
+        with reading(model_path, ModelError):
+            copies = [load_onnx(model_path, extra_outputs=tuple(name for name, _ in h)) if h else net
+                      for h in q.hidden]
+        for module, h in zip(copies, q.hidden):
+            with torch.no_grad():
+                got = module(torch.zeros(1, *tuple(shape or (q.n_in,)))).numel()
+            if got != q.n_out + sum(n for _, n in h):
+                raise PropertyError(f"{property_path}: the hidden tensors {[n for n, _ in h]} hold "
+                                    f"{got - q.n_out} values, not the {sum(n for _, n in h)} declared")
+    return augment(net, q, copies), prop
 
 
 def decide(net, prop, timeout: float | None, started: float, config: BabConfig | None = None) -> tuple[str, str, float]:

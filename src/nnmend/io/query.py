@@ -9,13 +9,9 @@ Everything is an ordinary graph of boundable operators, so the ordinary check de
 """
 from __future__ import annotations
 
-import math
-from pathlib import Path
-
 import torch
 from torch import nn
 
-from ..errors import ModelError, PropertyError
 from .vnnlib import NetworkQuery
 
 
@@ -60,37 +56,3 @@ def augment(net: nn.Module, query: NetworkQuery, copies: list[nn.Module] | None 
     out.nnmend_meta = {**getattr(net, "nnmend_meta", {}), "query": {"copies": query.copies,
                        "hidden": [list(h) for h in query.hidden], "inputs_as_outputs": query.inputs_as_outputs}}
     return out
-
-
-def load_query(model_path: str | Path, property_path: str | Path):
-    """``(network, SafetyProperty)`` of one instance; bad files raise one-line :class:`~nnmend.errors.NnmendError`."""
-    from .. import errors
-    from ..cli._common import load_model, reading
-    from ..properties import SafetyProperty
-    from .vnnlib import read_vnnlib
-
-    net = load_model(model_path)
-    shape = getattr(net, "nnmend_input_shape", None)
-    with reading(property_path, errors.PropertyError):     # the network's input size caps the declarations
-        spec = read_vnnlib(property_path, n_inputs=math.prod(shape) if shape else None)
-    prop = SafetyProperty(list(spec.regions), str(property_path))
-    q = spec.query
-    if q is None:
-        return net, prop
-    copies = None
-    if any(q.hidden):
-        if not str(model_path).endswith((".onnx", ".onnx.gz")):
-            raise PropertyError(f"{property_path}: hidden-node variables name ONNX tensors; {model_path} is not an "
-                                "ONNX file")
-        from .onnx import load_onnx
-
-        with reading(model_path, ModelError):
-            copies = [load_onnx(model_path, extra_outputs=tuple(name for name, _ in h)) if h else net
-                      for h in q.hidden]
-        for module, h in zip(copies, q.hidden):
-            with torch.no_grad():
-                got = module(torch.zeros(1, *tuple(shape or (q.n_in,)))).numel()
-            if got != q.n_out + sum(n for _, n in h):
-                raise PropertyError(f"{property_path}: the hidden tensors {[n for n, _ in h]} hold "
-                                    f"{got - q.n_out} values, not the {sum(n for _, n in h)} declared")
-    return augment(net, q, copies), prop
