@@ -78,7 +78,12 @@ def markdown(records: list[dict], meta: dict) -> str:
     body = body.replace("# NNrepair (paper 004) — Table 2 beside nnmend", "# NNrepair (paper 004) — Table 2, CIFAR-10 rows, beside nnmend", 1)
     m = meta["models"]
     solve = [s for r in records for s in r["solver_seconds_per_expert"]]
+    done = {(r["scenario"], r["layer"]) for r in records}
+    missing = [f"{j['scenario']}/{j['layer']}" for j in jobs(meta["quick"]) if (j["scenario"], j["layer"]) not in done]
     lines = ["", "## Networks and deviations", "",
+             *([f"- Cells run as {meta['merged_from']} separate processes in parallel and joined with `--merge`; the "
+                "seconds above are their sum."] if meta.get("merged_from") else []),
+             *([f"- Not run (CPU budget): {', '.join(missing)}."] if missing else []),
              f"- Paper's CIFAR CNN (890,410 parameters), trained **here** on a shared 2-core CPU under heavy load, so far "
              f"less than the paper's (all 50,000 images, accuracy 81.04 %): the clean model on the first "
              f"{m['clean']['recipe']['train_images']} CIFAR-10 training images (of the 20,000 shipped) for {EPOCHS} epoch of "
