@@ -1,6 +1,7 @@
 """The batched first pass over all regions of a property (nnmend.bounds.screen) and its use in check()."""
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -69,3 +70,16 @@ def test_a_violated_region_among_many_is_found_and_confirmed() -> None:
     y_true = net.double()(x.reshape(1, 2))[0]
     A, b = bad.unsafe[0]
     assert bool((A @ y_true <= b).all())
+
+
+@pytest.mark.parametrize("split", ["input", "relu"])
+def test_the_tight_alpha_preset_decides_like_the_fast_one(split: str) -> None:
+    from nnmend.bounds.bab import BabConfig
+
+    net = _net()
+    safe = SafetyProperty(_regions(net, 1, 0.05))
+    unsafe = SafetyProperty(_regions(net, 1, -0.05))
+    for preset in ("fast", "tight"):
+        cfg = BabConfig(alpha_preset=preset, split=split)
+        assert check(net, safe, None, config=cfg).status == "verified"
+        assert check(net, unsafe, None, config=cfg).status == "falsified"

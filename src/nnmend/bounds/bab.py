@@ -54,6 +54,8 @@ class BabConfig:
     row; the violation value is unchanged, the mean never exceeding the largest row). Off by default: it did not
     pay on the original ACAS Xu networks (session-6 measurement), but the output guard's φ2 construction is
     safe exactly because of a mean (:mod:`nnmend.repair.guard`).
+    alpha_preset: the alpha-CROWN preset (``"fast"``: output slopes only; ``"tight"``: intermediate slopes too,
+    slower per step; see :class:`nnmend.bounds.optimized.AlphaConfig`); ``alpha_iters`` / ``alpha_lr`` override it.
     threads: torch intra-op threads during the search (restored afterwards); 1 by default because the
     many small tensor operations of a search run faster single-threaded, above all on a busy machine
     (measured: 20x on a shared 2-core host). ``None`` leaves torch's setting alone.
@@ -80,6 +82,7 @@ class BabConfig:
     memory_gb: float | None = None
     split: str = "auto"
     input_split_max_dims: int = 16
+    alpha_preset: str = "fast"
 
 
 def memory_budget(config: "BabConfig") -> int:
@@ -345,7 +348,7 @@ def _search(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor,
             idx = torch.nonzero(todo).squeeze(1)
             sub_pre = {n: (p[0][idx], p[1][idx]) for n, p in pre.items()}
             lb2, _ = alpha_crown_lower(nodes, blo[idx], bhi[idx], A[idx], sub_pre, iters=cfg.alpha_iters,
-                                       lr=cfg.alpha_lr, deadline=deadline)
+                                       lr=cfg.alpha_lr, deadline=deadline, config=cfg.alpha_preset)
             # the tighter bounds decide proofs; the branching keeps CROWN's slopes (with alpha-CROWN's input
             # slopes N2,7 phi1 was not proved in 60 s, against 1.5k boxes with CROWN's)
             lb2 = lb2.detach() - spec[1]

@@ -176,7 +176,7 @@ def _search(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor,
         A = spec[0].reshape(1, R, -1).expand(take, -1, -1).reshape(take, R, *graph.nodes[-1].out_shape)
         if first or cfg.alpha_iters:
             lb, _ = alpha_crown_lower(graph, blo, bhi, A, pre, iters=max(cfg.alpha_iters, 20 if first else 0),
-                                      lr=cfg.alpha_lr, deadline=deadline)
+                                      lr=cfg.alpha_lr, deadline=deadline, config=cfg.alpha_preset)
             lb = lb.detach()
         else:
             with torch.no_grad():
