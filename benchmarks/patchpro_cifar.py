@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT.parent / "src"))
 
 import _cifar  # noqa: E402
-from patchpro_mnist import _pgd, adaptive, dgsr_paper_protocol  # noqa: E402  (shared DGSR protocols)
+from patchpro_mnist import _f, _pgd, adaptive, dgsr_paper_protocol  # noqa: E402  (shared DGSR protocols, cells)
 from nnmend.benchmarking import run_jobs, write_results  # noqa: E402
 from nnmend.data import CIFAR10_MEAN, CIFAR10_STD  # noqa: E402
 from nnmend.graph import GraphNetwork  # noqa: E402
@@ -101,10 +101,6 @@ def one_cell(r255: int, n: int, box: str, steps: int, dsr_n: int, dgsr_n: int, s
     rec["DGSR_original"] = defense_generalization_rate(original, original, xt, yt, radius, attack=_pgd)
     rec.update(dsr_n=m, dgsr_n=dgsr_n, attack_seconds=round(time.perf_counter() - t1, 1))
     return rec
-
-
-def _f(v, d=1) -> str:
-    return "–" if v is None or v != v else f"{v:.{d}f}"
 
 
 def markdown(records: list[dict], args, total: float) -> str:
