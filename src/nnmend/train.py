@@ -2,7 +2,8 @@
 
 ``fit`` trains whichever parameters have ``requires_grad`` (freeze with ``requires_grad_(False)`` on
 modules, by name), with a seeded shuffle, Adam by default, and an optional custom loss so repair
-methods (patch layers, adversarial healing, experts) reuse the same loop.
+methods (patch layers, adversarial healing, experts) reuse the same loop. An optional ``augment`` hook
+transforms each input batch (seeded; :func:`crop_flip` is the CIFAR-style random crop + horizontal flip).
 
 Example::
 
@@ -26,6 +27,8 @@ from .data import Dataset, loader
 from .errors import DataError, NnmendError
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
@@ -50,6 +53,7 @@ def fit(
     optimizer: str = "adam",
     weight_decay: float = 0.0,
     schedule: str = "constant",
+    augment: Augment | None = None,
     progress_bar: bool | None = None,
     desc: str = "train",
 ) -> FitHistory:
@@ -60,6 +64,8 @@ def fit(
         loss_fn: ``loss_fn(model, x, y) -> scalar``; cross-entropy by default.
         optimizer: ``"adam"`` or ``"sgd"`` (momentum 0.9).
         schedule: ``"constant"`` or ``"cosine"`` (learning rate annealed to 0 over all steps).
+        augment: ``augment(x_batch, generator) -> x_batch`` applied to every training batch (labels kept);
+            the generator is seeded from ``seed``, so augmented runs are reproducible.
     """
     if isinstance(data, tuple):
         data = Dataset(data[0], data[1], "tensors", "train")
@@ -73,12 +79,13 @@ def fit(
         opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
     else:
         raise NnmendError(f"optimizer={optimizer!r} is not one of 'adam', 'sgd'")
-    if schedule not in ("constant", "cosine"):
-        raise NnmendError(f"schedule={schedule!r} is not one of 'constant', 'cosine'")
+    if schedule not in SCHEDULES:
+        raise NnmendError(f"schedule={schedule!r} is not one of {', '.join(map(repr, SCHEDULES))}")
     n = len(data.y)
     steps = epochs * ((n + batch_size - 1) // batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1)) if schedule == "cosine" else None
     torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed) if augment is not None else None
     hist = FitHistory()
     t0 = time.perf_counter()
     _train_mode(model)
@@ -86,6 +93,8 @@ def fit(
     for epoch in bar:
         total, count = 0.0, 0
         for xb, yb in loader(data, batch_size, shuffle=True, seed=seed * 1000 + epoch):
+            if augment is not None:
+                xb = augment(xb, gen)
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(model, xb, yb)
             loss.backward()
@@ -100,6 +109,28 @@ def fit(
     model.eval()
     hist.seconds = time.perf_counter() - t0
     return hist
+
+
+def crop_flip(pad: int = 4) -> Augment:
+    """Random ``pad``-pixel-shift crop (zero padding) and random horizontal flip of (N, C, H, W) batches,
+    each image drawn independently; pure tensor ops, for :func:`fit`'s ``augment``."""
+    if pad < 0:
+        raise NnmendError(f"crop_flip: pad={pad} must be >= 0")
+
+    def apply(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        if x.dim() != 4:
+            raise DataError(f"crop_flip: expects (N, C, H, W) images, got shape {tuple(x.shape)}")
+        b, _, h, w = x.shape
+        dy, dx, flip = (torch.randint(0, 2 * pad + 1, (b,), generator=gen),
+                        torch.randint(0, 2 * pad + 1, (b,), generator=gen),
+                        torch.rand(b, generator=gen) < 0.5)
+        padded = F.pad(x, (pad, pad, pad, pad))
+        rows = (dy[:, None] + torch.arange(h))[:, :, None]            # (B, H, 1)
+        cols = dx[:, None] + torch.arange(w)                          # (B, W)
+        cols = torch.where(flip[:, None], cols.flip(1), cols)[:, None, :]  # (B, 1, W)
+        return padded[torch.arange(b)[:, None, None], :, rows, cols].permute(0, 3, 1, 2).contiguous()
+
+    return apply
 
 
 def _train_mode(model: nn.Module) -> None:
