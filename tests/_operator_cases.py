@@ -13,7 +13,7 @@ from torch import nn
 
 from nnmend.layers import Add, Concat, ConstMatMul, ElementwiseAffine, Gather, Pad, Reshape, Slice, Sub, Transpose
 from nnmend.graph import GraphNetwork
-from nnmend.layers_math import ConstantOutput, ConstConcat, Expand, Power, Product, Reduce, Rounding, Step
+from nnmend.layers_math import ConstantOutput, ConstConcat, Expand, Power, Product, Reduce, Rounding, Sign, Step
 
 
 def _seq(*layers: nn.Module) -> nn.Module:
@@ -161,6 +161,10 @@ CASES: dict[str, Callable[[], tuple[nn.Module, tuple]]] = {
                                    Step("eq", torch.tensor(0.0)), nn.Linear(5, 5), Step("ne", torch.zeros(5)),
                                    nn.Linear(5, 4), ElementwiseAffine(torch.tensor(3.0), torch.tensor(0.0)),
                                    Rounding("trunc"), Step("le", torch.zeros(4)), nn.Linear(4, 2)), (4,)),
+    # a binarised network's sign(sign(x) + 0.1) and sign of a ReLU's output (exact zeros: sign(0) = 0)
+    "sign_binarised": lambda: (_seq(nn.Linear(4, 6), nn.ReLU(), Sign(), nn.Linear(6, 5), Sign(),
+                                    ElementwiseAffine(torch.tensor(1.0), torch.tensor(0.1)), Sign(), nn.Linear(5, 4),
+                                    Sign(), nn.Linear(4, 2)), (4,)),
     "product_mccormick": _graph(lambda: [("fc1", nn.Linear(4, 3), ["input"]), ("r1", Reshape((1, 3)), ["fc1"]),
                                          ("fc2", nn.Linear(4, 3), ["input"]), ("t2", nn.Tanh(), ["fc2"]),
                                          ("r2", Reshape((1, 3)), ["t2"]), ("pair", Concat(0), ["r1", "r2"]),

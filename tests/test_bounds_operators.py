@@ -123,3 +123,29 @@ def test_products_of_two_data_tensors_are_refused_when_traced() -> None:
 
     with pytest.raises(ModelError, match="not linear"):
         interval_bounds(Square().eval(), torch.zeros(1, 3), torch.ones(1, 3))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_sign_lines_hold_on_their_interval(dtype: torch.dtype) -> None:
+    """``Sign``'s two lines enclose it on every interval (ends at and around 0, the point 0 itself included),
+    and its interval is the signs of the ends (CROWN above takes the tighter of IBP and CROWN, so the lines
+    are checked here directly)."""
+    from nnmend.bounds.operators.nonlinear import BoundSign
+    from nnmend.layers_math import Sign
+
+    g = torch.Generator().manual_seed(0)
+    ends = torch.cat([torch.randn(400, 2, generator=g, dtype=dtype), torch.tensor([[0.0, 1.0], [-2.0, 0.0], [0.0, 0.0],
+                                                                                   [-1e-6, 3.0], [-3.0, 1e-6]], dtype=dtype)])
+    lo, hi = ends.min(1).values, ends.max(1).values
+    op = BoundSign(Sign(), "sign")
+    a_l, b_l, a_u, b_u = op.lines(lo, hi)
+    t = torch.cat([torch.rand(len(lo), 2000, generator=g, dtype=dtype), torch.tensor([[0.0, 1.0]], dtype=dtype).expand(len(lo), 2)], 1)
+    x = torch.min(torch.max(lo[:, None] + t * (hi - lo)[:, None], lo[:, None]), hi[:, None])
+    x = torch.cat([x, torch.zeros_like(lo)[:, None].where(((lo <= 0) & (hi >= 0))[:, None], lo[:, None])], 1)
+    f = torch.sign(x)
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    assert (a_l[:, None] * x + b_l[:, None] <= f + tol).all()
+    assert (a_u[:, None] * x + b_u[:, None] >= f - tol).all()
+    ilo, ihi = op.interval((lo, hi))
+    assert (ilo[:, None] <= f).all() and (f <= ihi[:, None]).all()
+    assert ((a_l > 0) | (a_u > 0)).any()                          # the lines are not all constants

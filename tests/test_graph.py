@@ -140,9 +140,9 @@ VNNCOMP_OPERATORS = ["Add", "AveragePool", "BatchNormalization", "Concat", "Cons
                      "ConvTranspose", "Div", "Dropout", "Flatten", "Gather", "Gemm", "MatMul", "MaxPool", "Mul",
                      "Pad", "ReduceMean", "Relu", "Reshape", "Shape", "Sigmoid", "Sign", "Slice", "Softmax", "Sub",
                      "Transpose", "Unsqueeze"]
-# read only inside constant sub-graphs, or refused with a reason (Sign: a binarised network's step; ReduceMean:
-# the ViT's layer norm, which multiplies data tensors)
-NOT_ON_DATA = {"ConstantOfShape", "Sign", "ReduceMean"}
+# read only inside constant sub-graphs, or refused with a reason (ReduceMean: the ViT's layer norm, which
+# multiplies data tensors)
+NOT_ON_DATA = {"ConstantOfShape", "ReduceMean"}
 
 
 def test_every_vnncomp_operator_is_read() -> None:

@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 from nnmend.bounds import bound
 from nnmend.errors import ModelError
 from nnmend.io.onnx import load_onnx, onnx_max_abs_diff
-from nnmend.layers_math import Power, Rounding, Step
+from nnmend.layers_math import Power, Rounding, Sign, Step
 
 
 def _model(tmp_path, nodes, inits, inputs, outputs, name="m.onnx"):
@@ -52,6 +52,10 @@ CASES = {
     "mul_div_data": ([helper.make_node("Sigmoid", ["x"], ["s"]), helper.make_node("Add", ["s", "one"], ["d"]),
                       helper.make_node("Mul", ["x", "s"], ["m"]), helper.make_node("Div", ["m", "d"], ["y"])],
                      {"one": f32(1.0)}, [4], [4]),
+    "sign_binarised": ([helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Sign", ["r"], ["s"]),
+                        helper.make_node("Sub", ["s", "h"], ["t"]), helper.make_node("Sign", ["t"], ["u"]),
+                        helper.make_node("Add", ["u", "c"], ["v"]), helper.make_node("Sign", ["v"], ["y"])],
+                       {"h": f32([0.0, 0.5, 1.0, 2.0]), "c": f32(0.1)}, [4], [4]),
     "transpose_batch_axis": ([helper.make_node("Transpose", ["x"], ["y"], perm=[1, 0])], {}, [1, 3], [3, 1]),
     "slice_negative_step": ([helper.make_node("Mul", ["x", "k"], ["s"]), helper.make_node("Slice", ["s", "st", "en", "ax", "sp"], ["y"])],
                             {"k": f32(2.0), "st": i64([4]), "en": i64([0]), "ax": i64([0]), "sp": i64([-2])}, [5], [2]),
@@ -113,8 +117,8 @@ def test_bounds_of_a_network_whose_only_buffer_is_integer_stay_real(tmp_path):
 @pytest.mark.parametrize("module", [
     lambda: Step("eq", torch.tensor([0.0, 1.0, 2.0])), lambda: Step("ne", torch.tensor([0.0, 1.0, 2.0])),
     lambda: Step("ge", torch.tensor(1.0)), lambda: Step("lt", torch.tensor(1.0)), lambda: Rounding("trunc"),
-    lambda: Power(torch.tensor([2.0, 3.0, 0.5])),
-], ids=["eq", "ne", "ge", "lt", "trunc", "power"])
+    lambda: Power(torch.tensor([2.0, 3.0, 0.5])), lambda: Sign(),
+], ids=["eq", "ne", "ge", "lt", "trunc", "power", "sign"])
 def test_point_boxes_are_bounded_exactly(module):
     """On a box of one point (a threshold itself included) every relaxation gives the value there."""
     net = torch.nn.Sequential(module()).eval().double()
@@ -126,3 +130,12 @@ def test_point_boxes_are_bounded_exactly(module):
             lb, ub = bound(net, x, x, method=method)
             torch.testing.assert_close(lb, net(x), rtol=0, atol=1e-12)
             torch.testing.assert_close(ub, net(x), rtol=0, atol=1e-12)
+
+
+def test_sign_has_exact_values_and_a_straight_through_gradient():
+    """Sign's values are exact (0 at 0) and its gradient is 1, so gradient attacks move on binarised networks."""
+    x = torch.tensor([-2.0, -1e-30, 0.0, 1e-30, 3.0], dtype=torch.float64, requires_grad=True)
+    y = Sign()(x[None])[0]
+    assert y.tolist() == [-1.0, -1.0, 0.0, 1.0, 1.0]
+    g, = torch.autograd.grad(y.sum(), x)
+    assert g.tolist() == [1.0] * 5

@@ -6,7 +6,8 @@ saves in checkpoints and has a sound relaxation in :mod:`nnmend.bounds.operators
 * linear: :class:`Reduce` (ReduceSum / ReduceMean), :class:`Expand` (broadcast), :class:`ConstConcat`
   (concatenation with constants), :class:`ConstantOutput` (an output that does not depend on the input);
 * non-linear, element-wise: :class:`Power` (``x ** p`` or ``c ** x`` with constants), :class:`Step`
-  (comparisons with a constant as 0/1, ``Cast`` to bool), :class:`Rounding` (``Cast`` to an integer type);
+  (comparisons with a constant as 0/1, ``Cast`` to bool), :class:`Rounding` (``Cast`` to an integer type),
+  :class:`Sign` (ONNX ``Sign``: -1 / 0 / 1, the activation of binarised networks);
 * non-linear, bilinear: :class:`Product` (``x[:, 0] * x[:, 1]`` of a stacked pair: ``Mul`` of two data
   tensors; one input, so the bound algorithms' single-input relaxation interface serves it).
 """
@@ -177,6 +178,27 @@ class Rounding(nn.Module):
     @classmethod
     def from_spec(cls, args: dict, children: dict) -> "Rounding":
         return cls(args["mode"])
+
+
+@serializable
+class Sign(nn.Module):
+    """ONNX ``Sign``: ``-1``, ``0`` or ``1`` by the sign of ``x``. The values are exact; the gradient is the
+    straight-through estimator's (identity), as binarised networks are trained: a step's true gradient is zero
+    everywhere, which would leave every gradient attack on them standing still (its points are still judged by
+    the exact values)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = torch.sign(x)
+        if not x.requires_grad or torch.onnx.is_in_onnx_export():
+            return s
+        return s + (x - x.detach())                # + exactly 0 for finite x; gradient 1
+
+    def spec_args(self) -> dict:
+        return {}
+
+    @classmethod
+    def from_spec(cls, args: dict, children: dict) -> "Sign":
+        return cls()
 
 
 @serializable

@@ -1,7 +1,7 @@
 """ONNX arithmetic beyond affine maps, for :mod:`nnmend.io._onnx_graph`'s walk (the VNN-LIB conformance set).
 
 ReduceSum / ReduceMean, Expand, Pow with a constant exponent or base, comparisons (Greater, Less, Equal,
-…) and Cast to bool or to an integer type as 0/1 steps and rounding, Where, Not, and the products of two
+…) and Cast to bool or to an integer type as 0/1 steps and rounding, Sign, Where, Not, and the products of two
 data tensors (Mul; Div as a product with ``x ** -1``), each as one module of :mod:`nnmend.layers_math`
 (bounded soundly by :mod:`nnmend.bounds.operators`). Data tensors of different shapes are broadcast with
 an explicit ``Expand``.
@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..layers import Concat, Reshape
-from ..layers_math import ConstConcat, Expand, Power, Product, Reduce, Rounding, Step
+from ..layers_math import ConstConcat, Expand, Power, Product, Reduce, Rounding, Sign, Step
 from ._onnx_graph import _affine_consts, _append_affine, _Builder, _Tensor
 
 
@@ -176,6 +176,10 @@ def op_rounding(b: _Builder, ins: list) -> _Tensor:
     return b.emit(Rounding(b.node.op_type.lower()), [ins[0]])
 
 
+def op_sign(b: _Builder, ins: list) -> _Tensor:
+    return b.emit(Sign(), [ins[0]])
+
+
 def product(b: _Builder, x: _Tensor, y: _Tensor) -> _Tensor:
     """``x * y`` of two data tensors: ``x ** 2`` when they are one tensor, else a stacked pair's product."""
     if x.node == y.node and x.onnx_shape == y.onnx_shape:
@@ -241,4 +245,4 @@ def op_where(b: _Builder, ins: list) -> _Tensor:
 MATH_HANDLERS = {"ReduceSum": op_reduce, "ReduceMean": op_reduce, "Expand": op_expand, "Pow": op_pow,
                  "Greater": op_compare, "GreaterOrEqual": op_compare, "Less": op_compare,
                  "LessOrEqual": op_compare, "Equal": op_compare, "Not": op_not, "Where": op_where,
-                 "Floor": op_rounding, "Ceil": op_rounding, "Round": op_rounding}
+                 "Floor": op_rounding, "Ceil": op_rounding, "Round": op_rounding, "Sign": op_sign}

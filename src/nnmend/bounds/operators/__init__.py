@@ -6,7 +6,7 @@ refuses (``BoundOp.check``) every attribute it does not model exactly.
 from .base import BoundOp, VjpLinear
 from .convolution import BoundConv, BoundConvTranspose2d
 from .linear import BoundConstMatMul, BoundLinear
-from .nonlinear import BoundPower, BoundProduct, BoundRounding, BoundStep
+from .nonlinear import BoundPower, BoundProduct, BoundRounding, BoundSign, BoundStep
 from .normalization import BoundBatchNorm, BoundElementwiseAffine
 from .pooling import BoundMaxPool, BoundSoftmax
 from .reduce import BoundConstant, BoundExpand, BoundReduce
@@ -17,7 +17,7 @@ ALL_OPS: tuple[type[BoundOp], ...] = (
     BoundLinear, BoundConstMatMul, BoundConv, BoundConvTranspose2d, BoundBatchNorm, BoundElementwiseAffine,
     BoundReLU, BoundLeakyReLU, BoundSigmoid, BoundTanh, BoundMaxPool, BoundSoftmax, BoundFlatten,
     BoundIdentity, BoundTranspose, BoundSelect, BoundAdd, BoundSub, BoundConcat,
-    BoundReduce, BoundExpand, BoundConstant, BoundPower, BoundStep, BoundRounding, BoundProduct)
+    BoundReduce, BoundExpand, BoundConstant, BoundPower, BoundStep, BoundRounding, BoundSign, BoundProduct)
 
 OPERATORS: dict[type, type[BoundOp]] = {t: op for op in ALL_OPS for t in op.types}
 

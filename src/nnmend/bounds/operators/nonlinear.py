@@ -9,6 +9,10 @@
 * ``Step`` (0/1 comparisons) and ``Rounding``: interval only (the bounds of a step are its values at the
   interval's ends, or both values when the interval holds the jump); back-substitution uses the interval
   as a constant, like Softmax. Branch and bound on the input decides them box by box.
+* ``Sign`` (-1 / 0 / 1): its interval is the signs of the ends. Lines, where the interval holds 0: below, the
+  line from ``(0, v0)`` to ``(u, 1)`` (``v0`` = -1 when ``l < 0``, else 0) — under -1 left of 0, at most
+  ``f(0) = 0`` at 0, at most 1 right of it; above, its mirror from ``(l, -1)`` to ``(0, w0)``. An end at 0
+  keeps the constant line on that side.
 * ``Product`` of a stacked pair: McCormick's envelopes (McCormick, Math. Programming 1976), per element the
   one of the two lower (upper) planes that is higher (lower) at the box's centre.
 """
@@ -17,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from ...errors import ModelError
-from ...layers_math import Power, Product, Rounding, Step
+from ...layers_math import Power, Product, Rounding, Sign, Step
 from .base import BoundOp
 from .relu import BoundElementwise, Lines
 
@@ -142,6 +146,27 @@ class BoundRounding(_IntervalOnly):
     def interval(self, *bounds):
         (lo, hi), = bounds
         return self.module(lo), self.module(hi)                      # every mode is non-decreasing
+
+
+class BoundSign(BoundElementwise):
+    types = (Sign,)
+
+    def interval(self, *bounds):
+        (lo, hi), = bounds
+        return torch.sign(lo), torch.sign(hi)                       # non-decreasing
+
+    def lines(self, lo: torch.Tensor, hi: torch.Tensor, alpha=None) -> Lines:
+        zero, one = torch.zeros_like(lo), torch.ones_like(lo)
+        s_lo, s_hi = torch.sign(lo), torch.sign(hi)
+        v0 = torch.where(lo < 0, -one, zero)                        # lowest value on [lo, min(hi, 0)]
+        w0 = torch.where(hi > 0, one, zero)                         # highest value on [max(lo, 0), hi]
+        lower = (lo <= 0) & (hi > 0)
+        upper = (lo < 0) & (hi >= 0)
+        a_l = torch.where(lower, (1 - v0) / torch.where(lower, hi, one), zero)
+        b_l = torch.where(lower, v0, s_lo)
+        a_u = torch.where(upper, (w0 + 1) / torch.where(upper, -lo, one), zero)
+        b_u = torch.where(upper, w0, s_hi)
+        return a_l, b_l, a_u, b_u
 
 
 class BoundProduct(BoundOp):
