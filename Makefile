@@ -24,8 +24,11 @@ setup: $(STAMP)
 demo: setup
 	$(VENV)/bin/nnmend demo --out runs/demo
 
+# Two pytest-xdist workers share the cores (tests/conftest.py gives each its share of threads); a file's
+# tests stay on one worker, so module fixtures are built once. `$(PY) -m pytest -q` runs it serially.
+TEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 clean:
 	rm -rf runs .pytest_cache

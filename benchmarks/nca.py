@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.models, args.layers, args.seeds = ["small_mlp_mnist"], ["fc2"], [0]
         args.fractions, args.patterns, args.kinds = [0.3, 0.9], ["scatter"], ["zero"]
     cfg = NCATrainConfig(iterations=args.iterations or (15 if args.quick else 1200), **RULE_CONFIG)
-    cache = None if args.quick else args.out_dir / "nca_rules"
+    cache = args.out_dir / "nca_rules"         # quick runs too: a --resume reuses the rule instead of retraining it
     args.out_dir.mkdir(parents=True, exist_ok=True)
     if cache:
         cache.mkdir(exist_ok=True)

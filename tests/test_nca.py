@@ -32,6 +32,12 @@ def tiny_rule() -> NCARule:
     return rule
 
 
+def test_rule_training_is_deterministic(tiny_rule):
+    again, _ = train_rule_for_weight(smooth_matrix(), TINY, layer="fc1")
+    for (k, a), b in zip(tiny_rule.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
 def test_layouts_are_bijections():
     w = torch.randn(12, 36)
     for kind, kw in (("matrix", {}), ("receptive_field", {"image_shape": (6, 6)}), ("correlation", {})):

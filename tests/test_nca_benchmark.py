@@ -29,7 +29,7 @@ def test_nca_benchmark_quick(tmp_path):
     md = (tmp_path / "nca_quick.md").read_text()
     assert "| small_mlp_mnist/fc2 | 2 of 162 | [0] | scatter×zero | 0.3, 0.9 |" in md
     assert "Where NCA beats every no-data baseline" in md
-    # --resume with the same (deterministically retrained) rule keeps the records and reruns nothing
+    # --resume with the same (cached) rule keeps the records and reruns nothing
     again = bench.main(["--quick", "--out-dir", str(tmp_path), "--resume"])
     assert len(again["records"]) == 2 and again["records"][0]["rule_id"] == rec["rule_id"]
     assert again["layers"][0]["stability"] == saved["layers"][0]["stability"]
