@@ -90,7 +90,17 @@ def _stage_network(network: Any, folder: Path, input_shape: Sequence[int] | None
 
 
 def _stage_property(prop: Any, folder: Path) -> Path:
-    """Copy a ``.vnnlib`` (or ``.vnnlib.gz``, decompressed) file, or write a :class:`VnnlibSpec`, into ``folder``."""
+    """Copy a ``.vnnlib`` (or ``.vnnlib.gz``, decompressed) file, or write a :class:`VnnlibSpec`, into ``folder``.
+
+    A spec of one region is written as ``property.json`` (box and rows) and handed to Marabou as bounds and
+    (in)equations: Marabou 2.0's VNN-LIB reader refuses terms such as ``(* -1.0 Y_1)`` ("Caught an unknown
+    exception"), so a general output row ``A y <= b`` cannot go through a file."""
+    if not isinstance(prop, (str, Path)) and len(prop.regions) == 1 and prop.query is None:
+        r = prop.regions[0]
+        dst = folder / "property.json"
+        dst.write_text(json.dumps({"lo": r.lo.double().flatten().tolist(), "hi": r.hi.double().flatten().tolist(),
+                                   "unsafe": [[A.double().tolist(), b.double().reshape(-1).tolist()] for A, b in r.unsafe]}))
+        return dst
     dst = folder / "property.vnnlib"
     if isinstance(prop, (str, Path)):
         src = Path(prop)
@@ -125,8 +135,53 @@ def _marabou_timeout(timeout: float | None) -> int:
     return 0 if timeout is None else max(1, math.ceil(timeout))
 
 
-def solve_staged(network_path: str | Path, property_path: str | Path, timeout: float | None) -> dict:
+def _constrain(net: Any, spec: dict) -> None:
+    """Input box as bounds; the unsafe set (rows ``A y <= b``, a disjunction of conjunctions) as inequalities,
+    or one disjunction constraint when it has several disjuncts (strict rows are taken as non-strict: a larger
+    unsafe set, so ``unsat`` still proves the property)."""
+    from maraboupy import MarabouCore, MarabouUtils
+
+    xs, ys = net.inputVars[0].flatten(), net.outputVars[0].flatten()
+    for v, lo, hi in zip(xs, spec["lo"], spec["hi"]):
+        net.setLowerBound(int(v), lo)
+        net.setUpperBound(int(v), hi)
+    disjuncts = []
+    for A, b in spec["unsafe"]:
+        rows = []
+        for a, bi in zip(A, b) if A else [([0.0] * len(ys), 0.0)]:      # no row: every point is unsafe
+            eq = MarabouUtils.Equation(MarabouCore.Equation.LE)
+            for j, c in enumerate(a):
+                if c or j == 0:
+                    eq.addAddend(float(c), int(ys[j]))
+            eq.setScalar(float(bi))
+            rows.append(eq)
+        disjuncts.append(rows)
+    if len(disjuncts) == 1:
+        for eq in disjuncts[0]:
+            net.addEquation(eq, isProperty=True)
+    else:
+        net.addDisjunctionConstraint(disjuncts)
+
+
+def _misread(net: Any, probe: Sequence, folder: Path) -> str:
+    """Why Marabou's reading of the network differs from ``probe`` (``[(x, y), ...]`` flat lists: the network's
+    outputs by another engine), or "" when it agrees at every point (|diff| <= 1e-4 · max(1, |y|))."""
+    import numpy as np
+
+    for x, y in probe:
+        got = net.evaluateWithMarabou([np.asarray(x, dtype=np.float64)], filename=str(folder / "probe.log"))
+        want = np.asarray(y, dtype=np.float64)
+        out = None if got is None else np.asarray(got[0], dtype=np.float64).reshape(-1)
+        if out is None or out.shape != want.shape or not np.abs(out - want).max() <= 1e-4 * max(1.0, np.abs(want).max()):
+            diff = "no solution" if out is None or out.shape != want.shape else f"|diff| {np.abs(out - want).max():.3g}"
+            return f"Marabou reads the network differently from the probe outputs ({diff} at one probe input)"
+    return ""
+
+
+def solve_staged(network_path: str | Path, property_path: str | Path, timeout: float | None,
+                 probe: Sequence | None = None) -> dict:
     """Run Marabou in this process on files that are already private copies; a :meth:`MarabouResult.as_dict`.
+    ``probe``: ``[(x, y)]`` the network's outputs at some inputs; Marabou must read the same network first.
 
     Callers use :func:`solve`; this is the part a child process runs."""
     import warnings
@@ -138,8 +193,15 @@ def solve_staged(network_path: str | Path, property_path: str | Path, timeout: f
             from maraboupy import Marabou
         path = Path(network_path)
         net = Marabou.read_nnet(str(path), normalize=False) if path.suffix == ".nnet" else Marabou.read_onnx(str(path))
+        why = _misread(net, probe, path.parent) if probe else ""
+        if why:
+            return MarabouResult("unknown", time.perf_counter() - t0, why).as_dict()
         options = Marabou.createOptions(timeoutInSeconds=_marabou_timeout(timeout), verbosity=0)
-        code, values, _ = net.solve(propertyFilename=str(property_path), options=options, verbose=False)
+        if Path(property_path).suffix == ".json":
+            _constrain(net, json.loads(Path(property_path).read_text()))
+            code, values, _ = net.solve(options=options, verbose=False)
+        else:
+            code, values, _ = net.solve(propertyFilename=str(property_path), options=options, verbose=False)
     except Exception as exc:  # an operator Marabou cannot parse, a property it rejects: undecided, not a crash
         return MarabouResult("unknown", time.perf_counter() - t0, f"{type(exc).__name__}: {exc}"[:300]).as_dict()
     seconds = time.perf_counter() - t0
@@ -157,11 +219,14 @@ def _cpu_seconds() -> float:
 
 
 def _solve_in_child(network_path: Path, property_path: Path, timeout: float | None, clock: str,
-                    wall_limit: float | None) -> dict:
+                    wall_limit: float | None, probe: Sequence | None = None) -> dict:
     """:func:`solve_staged` in a fresh interpreter that loads only this file and maraboupy (not torch)."""
     out = network_path.parent / "result.json"
+    probe_file = network_path.parent / "probe.json"
+    probe_file.write_text(json.dumps([[list(map(float, x)), list(map(float, y))] for x, y in probe or ()]))
     code = "import runpy, sys; runpy.run_path(sys.argv[1], run_name=%r)" % _WORKER_RUN_NAME
-    cmd = [sys.executable, "-c", code, __file__, str(network_path), str(property_path), str(timeout), clock, str(out)]
+    cmd = [sys.executable, "-c", code, __file__, str(network_path), str(property_path), str(timeout), clock, str(out),
+           str(probe_file)]
     if wall_limit is None and clock == "wall" and timeout is not None:
         wall_limit = timeout + GRACE_SECONDS
     t0 = time.perf_counter()
@@ -183,19 +248,24 @@ def _solve_in_child(network_path: Path, property_path: Path, timeout: float | No
 
 
 def solve(network: Any, prop: Any, timeout: float | None = 60.0, *, clock: str = "wall", isolate: bool = True,
-          wall_limit: float | None = None, input_shape: Sequence[int] | None = None) -> MarabouResult:
+          wall_limit: float | None = None, input_shape: Sequence[int] | None = None,
+          probe: Sequence | None = None) -> MarabouResult:
     """Decide ``prop`` on ``network`` with Marabou, on private copies of both (see the module docstring).
 
     Args:
         network: an ``nn.Module`` of layers nnmend exports to ONNX, or a ``.onnx`` / ``.nnet`` path (a
             ``.nnet`` is read in its normalised space, as VNN-LIB properties and nnmend's loader use it).
-        prop: a ``.vnnlib`` (or ``.vnnlib.gz``) path or a :class:`nnmend.io.vnnlib.VnnlibSpec`.
+        prop: a ``.vnnlib`` (or ``.vnnlib.gz``) path or a :class:`nnmend.io.vnnlib.VnnlibSpec` (one region: handed
+            over as bounds and inequations, see :func:`_stage_property`).
         timeout: the budget in seconds (``None``: no limit); whole seconds of Marabou's timer, or of CPU.
         clock: ``"wall"`` (Marabou's timer) or ``"cpu"`` (the child's processor time; needs ``isolate``).
         isolate: run Marabou in a child process (default) or in this one.
         wall_limit: kill the child after this many wall seconds (default: ``timeout`` + ``GRACE_SECONDS``
             with the wall clock, none with the CPU clock).
         input_shape: per-sample input shape for exporting a module that records none (see :func:`staged`).
+        probe: ``[(x, y), ...]`` flat inputs and the network's outputs there (e.g. from onnxruntime): Marabou's
+            reading of the network must give the same outputs before it searches, else the answer is
+            ``unknown`` with a ``detail`` saying so (its ONNX parser has misread valid graphs).
     Returns:
         :class:`MarabouResult`; ``unknown`` with a ``detail`` when maraboupy is missing.
     """
@@ -205,23 +275,23 @@ def solve(network: Any, prop: Any, timeout: float | None = 60.0, *, clock: str =
         return MarabouResult("unknown", 0.0, "maraboupy is not installed: pip install 'nnmend[verify]'")
     with staged(network, prop, input_shape) as (net_path, prop_path):
         if isolate:
-            rec = _solve_in_child(net_path, prop_path, timeout, clock, wall_limit)
+            rec = _solve_in_child(net_path, prop_path, timeout, clock, wall_limit, probe)
         else:
-            rec = solve_staged(net_path, prop_path, timeout)
+            rec = solve_staged(net_path, prop_path, timeout, probe)
     cex = rec.get("counterexample")
     return MarabouResult(rec["result"], rec["seconds"], rec.get("detail", ""), tuple(cex) if cex is not None else None,
                          rec.get("cpu_seconds"))
 
 
 def _worker_main(argv: list[str]) -> None:
-    """Child entry: ``NETWORK PROPERTY TIMEOUT CLOCK OUT_JSON``; writes the record to ``OUT_JSON``.
+    """Child entry: ``NETWORK PROPERTY TIMEOUT CLOCK OUT_JSON PROBE_JSON``; writes the record to ``OUT_JSON``.
 
     With the CPU clock, the process may use ``TIMEOUT`` more processor seconds once maraboupy is imported;
     the kernel stops it (SIGXCPU) beyond that and Marabou's own timer is off."""
     import resource
     import warnings
 
-    net_path, prop_path, timeout, clock, out = argv
+    net_path, prop_path, timeout, clock, out, probe_path = argv
     budget = None if timeout == "None" else float(timeout)
     if clock == "cpu" and budget is not None:
         with warnings.catch_warnings():
@@ -230,7 +300,7 @@ def _worker_main(argv: list[str]) -> None:
         soft = math.ceil(_cpu_seconds() + budget)
         resource.setrlimit(resource.RLIMIT_CPU, (soft, soft + 5))
         budget = None
-    rec = solve_staged(net_path, prop_path, budget)
+    rec = solve_staged(net_path, prop_path, budget, json.loads(Path(probe_path).read_text()))
     rec["cpu_seconds"] = round(_cpu_seconds(), 3)
     Path(out).write_text(json.dumps(rec))
 
@@ -238,4 +308,4 @@ def _worker_main(argv: list[str]) -> None:
 __all__ = ["MarabouResult", "STATUSES", "available", "solve", "staged", "solve_staged"]
 
 if __name__ == _WORKER_RUN_NAME:
-    _worker_main(sys.argv[2:])      # argv: -c, this file, then the four arguments
+    _worker_main(sys.argv[2:])      # argv: -c, this file, then the six arguments

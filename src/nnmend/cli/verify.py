@@ -86,6 +86,9 @@ def load_instance(model_path: str | Path, property_path: str | Path):
     with reading(property_path, PropertyError):     # the network's input size caps the declarations
         spec = read_vnnlib(property_path, n_inputs=math.prod(shape) if shape else None)
     prop = SafetyProperty(list(spec.regions), str(property_path))
+    from ..repair.export_pwl import for_verifier     # a repaired network with a box indicator: its exact PWL form
+
+    net = for_verifier(net, [(r.lo, r.hi) for r in spec.regions], str(model_path))
     q = spec.query
     if q is None:
         return net, prop

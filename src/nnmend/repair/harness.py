@@ -10,7 +10,9 @@ weights-only checkpoint and loads it back, and then measures the *loaded* networ
 * ``robustness`` targets: every ball is re-proved (the method's registered certifier where the ordinary
   verifier cannot read the network whole), and the origins are attacked with the strongest of white-box
   PGD, transfer from the original network and Square (:func:`nnmend.metrics.strongest_attack`);
-* ``points`` / ``accuracy`` / ``adversarial`` targets: RSR, clean accuracy or robust accuracy before and after.
+* ``points`` / ``accuracy`` / ``adversarial`` targets: RSR, clean accuracy or robust accuracy before and after;
+* with ``external="marabou"``, every proved region / ball again by Marabou on the network's piecewise-linear
+  ONNX export (:mod:`nnmend.repair.external`): ``certificate["external"]``; a counterexample fails the run.
 
 Before and after are compared on the target and on clean accuracy (or, without labels, on the decisions:
 FDD); the verdict line comes first. Metric names and units are those of :data:`nnmend.metrics.METRICS`.
@@ -56,6 +58,10 @@ class RunOptions:
         fidelity_samples: uniform points of the input domain on which FDD is measured (property targets).
         decision: ``"argmax"`` / ``"argmin"`` for FDD (None: the network's recorded advisory, else argmax).
         seed: every random choice of the measurements.
+        external: ``"marabou"``: after the proof, re-prove every claimed region / ball with Marabou on the
+            piecewise-linear ONNX export of the reloaded network (:func:`nnmend.repair.external.external_proof`),
+            recorded in ``certificate["external"]``; a counterexample there is a DISAGREEMENT and fails the run.
+            None: off. external_timeout: seconds for all of Marabou's calls together (None: no limit).
     """
 
     test: Any = None
@@ -69,6 +75,11 @@ class RunOptions:
     fidelity_samples: int = 10_000
     decision: str | None = None
     seed: int = 0
+    external: str | None = None
+    external_timeout: float | None = 120.0
+
+
+EXTERNAL = (None, "marabou")
 
 
 def _split_options(spec: Method, options: dict) -> tuple[RunOptions, dict]:
@@ -79,6 +90,8 @@ def _split_options(spec: Method, options: dict) -> tuple[RunOptions, dict]:
         raise RepairError(f"{spec.name}: unknown option(s) {', '.join(unknown)}; the harness takes "
                           f"{', '.join(sorted(harness))} and {spec.config.__name__} takes {', '.join(fields)}")
     opts = RunOptions(**{k: v for k, v in options.items() if k in harness})
+    if opts.external not in EXTERNAL:
+        raise RepairError(f"external={opts.external!r}: use 'marabou' or None")
     # a name both take (``seed``, ``certify_timeout``) is the harness's; set the method's through ``config``
     return opts, {k: v for k, v in options.items() if k in fields and k not in harness}
 
@@ -97,6 +110,16 @@ def _fingerprint(network: nn.Module) -> str:
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
+
+
+def _external(loaded: nn.Module, problem: Any, cert: dict, opts: RunOptions) -> dict:
+    """Marabou's re-proof of what the certificate claims (nothing when it claims nothing)."""
+    from .external import external_proof
+
+    if cert.get("status") != "verified":
+        return {"solver": opts.external, "status": "skipped",
+                "detail": f"nothing claimed: the certificate is {cert.get('status')}"}
+    return external_proof(loaded, problem, opts.external_timeout)
 
 
 def run(method: str, network: nn.Module, problem: Any, config: Any = None, **options: Any) -> RepairResult:
@@ -140,6 +163,9 @@ def run(method: str, network: nn.Module, problem: Any, config: Any = None, **opt
     loaded = roundtrip(raw.network, f"{method} result")
     before = measure.before(kind, network, problem, cfg, opts)     # the unchanged original
     after, cert = measure.after(kind, spec, network, loaded, problem, cfg, opts, raw)
+    if opts.external and cert is not None:
+        cert["external"] = _external(loaded, problem, cert, opts)
+        after["external"] = cert["external"]["status"]
     figures = measure.figures(kind, before, after, network, loaded, problem, opts)
     success, verdict = measure.verdict(method, kind, before, after, figures, opts)
     n0 = sum(p.numel() for p in network.parameters())

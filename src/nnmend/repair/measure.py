@@ -238,5 +238,12 @@ def verdict(method: str, kind: str, before: dict, after: dict, figures: dict, op
     reason = "" if met else " (target not met)"
     if harmed:
         reason += f" (costs {harm:.2f} pp, more than max_drawdown={opts.max_drawdown})"
-    ok = met and not harmed
+    external = after.get("external")
+    disagree = external == "sat"
+    if disagree:
+        reason += (" (DISAGREEMENT: Marabou finds a counterexample to a property nnmend's bounds proved; "
+                   "see certificate['external'])")
+    elif external is not None:
+        what += f"; Marabou re-proof on the piecewise-linear export: {external}"
+    ok = met and not harmed and not disagree
     return ok, f"{'OK' if ok else 'FAILED'}{reason}: {method}: {what}{clean}"
