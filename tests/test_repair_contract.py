@@ -81,6 +81,24 @@ def test_result_runs_saves_reloads_and_exports_to_onnx(method, tmp_path):
 
 
 @pytest.mark.parametrize("method", METHODS)
+def test_result_exports_to_piecewise_linear_onnx_or_says_why_not(method, tmp_path):
+    """What external verifiers read (nnmend.repair.export_pwl): only piecewise-linear operators, equal to the
+    network where the export says so; a construction with no continuous form is refused by name."""
+    from nnmend.repair.export_pwl import PWL_OPS, NotExpressible, equivalence, onnx_ops, save_pwl_onnx, to_pwl
+
+    res = _run(method)[-1]
+    try:
+        exp = to_pwl(res.network)
+    except NotExpressible as exc:
+        assert "ExpertEnsemble" in str(exc) and "argmax" in str(exc), exc     # the one known discontinuous rule
+        return
+    path = save_pwl_onnx(exp, tmp_path / "r.onnx", (2,))
+    assert set(onnx_ops(path)) <= PWL_OPS
+    eq = equivalence(res.network, exp, path, (2,), n=64, boxes=[(torch.zeros(2), torch.ones(2))])
+    assert eq["points"] >= 64 and eq["max_abs_diff"] <= 1e-5 * max(1.0, eq["scale"]), eq
+
+
+@pytest.mark.parametrize("method", METHODS)
 def test_harness_fills_one_record_with_named_metrics(method):
     res = _run(method)[-1]
     assert res.verdict.startswith(("OK", "FAILED")) and method in res.verdict
