@@ -1,4 +1,5 @@
-"""The workbench's PatchPro page repairs the session's network and shows the certificate."""
+"""PatchPro on the workbench's generic repair page: the session's network, PGD neighbourhoods, the
+harness's certificate (PatchPro has no page of its own: the registry-driven page covers it)."""
 from __future__ import annotations
 
 import pytest
@@ -19,13 +20,17 @@ def test_patchpro_page_proves_the_repaired_neighbourhoods():
         at = AppTest.from_file(str(SCRIPT), default_timeout=RUN_TIMEOUT).run()
         at.number_input(key="model_n_eval").set_value(500).run()
         at.button(key="model_load").click().run()
-        at.switch_page("pages/repair_patchpro.py").run()
+        at.switch_page("pages/repair.py").run()
         assert not at.exception, at.exception
-        at.number_input(key="patchpro_n").set_value(3)
-        at.button(key="patchpro_run").click().run()
-        wait_for(at, lambda a: "Result: PatchPro" in texts(a.subheader) or bool(a.error))
+        at.selectbox(key="repair_method").set_value("patchpro").run()
+        assert at.selectbox(key="repair_network_patchpro").value == "original"
+        assert at.radio(key="repair_problem_patchpro").value == "adversarial neighbourhoods (local robustness)"
+        at.number_input(key="repair_patchpro_problem_n").set_value(3)
+        at.checkbox(key="repair_patchpro_harness_attack").set_value(False)     # proofs only: the attacks take minutes
+        at.button(key="repair_run").click().run()
+        wait_for(at, lambda a: "Result: patchpro" in texts(a.subheader) or bool(a.error))
         assert not at.error, texts(at.error)
-        rec = at.session_state["nnmend_workbench"].repairs["PatchPro"]
+        rec = at.session_state["nnmend_workbench"].repairs["patchpro"]
         assert rec.result.verified is True and rec.result.metrics["rsr"] == 100.0
         assert "certificate: verified" in texts(at.success)
     finally:

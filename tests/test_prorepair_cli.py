@@ -146,11 +146,12 @@ def test_workbench_page_repairs_misclassified_training_inputs():
     from test_app import page, start, texts, wait_for
 
     at = start()
-    page(at, "repair_prorepair")
-    at.number_input(key="prorepair_n").set_value(500)
-    at.number_input(key="prorepair_max_rounds").set_value(3)
-    at.button(key="prorepair_run").click().run()
-    wait_for(at, lambda a: "Result: ProRepair" in texts(a.subheader) or bool(a.error))
+    page(at, "repair")                                   # the generic repair page (registry-driven)
+    at.selectbox(key="repair_method").set_value("prorepair").run()
+    at.number_input(key="repair_prorepair_problem_pool").set_value(500)
+    at.number_input(key="repair_prorepair_max_rounds").set_value(3)
+    at.button(key="repair_run").click().run()
+    wait_for(at, lambda a: "Result: prorepair" in texts(a.subheader) or bool(a.error))
     assert not at.error, texts(at.error)
-    rec = at.session_state["nnmend_workbench"].repairs["ProRepair"]
+    rec = at.session_state["nnmend_workbench"].repairs["prorepair"]
     assert rec.result.method == "prorepair" and "misclassified" in rec.note

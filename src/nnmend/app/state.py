@@ -22,7 +22,7 @@ from ..data import Dataset, load_dataset
 from ..errors import DataError
 from ..train import accuracy
 
-DATASETS = ("mnist", "digits", "fashion-mnist")
+DATASETS = ("mnist", "digits", "fashion-mnist", "cifar10")
 KEY = "nnmend_workbench"
 
 
@@ -68,6 +68,7 @@ class Workbench:
     repairs: "OrderedDict[str, RepairRecord]" = field(default_factory=OrderedDict)
     attack: dict | None = None
     verify: dict | None = None
+    prop: dict | None = None            # {"kind": "region" | "robustness", "label", "property"}: set by the Verify page
     events: list[str] = field(default_factory=list)
     artefacts: dict[str, Any] = field(default_factory=dict)   # per-method things to keep (e.g. trained NCA rules)
 
@@ -89,7 +90,7 @@ class Workbench:
         self.damaged = self.fault = self.damaged_accuracy = self.diagnosis = self.probe_adv = None
         self.repairs.clear()
         self.artefacts.clear()
-        self.attack = self.verify = None
+        self.attack = self.verify = self.prop = None
 
     def set_model(self, net: nn.Module, label: str) -> None:
         """Check that ``net`` fits the data set, then make it the session's network (clears the rest)."""

@@ -4,10 +4,9 @@ Every page is built from these, so a method page is only its options and the one
 """
 from __future__ import annotations
 
-import dataclasses
 import traceback
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping
 
 import streamlit as st
 from torch import nn
@@ -16,6 +15,7 @@ from ..errors import NnmendError
 from ..nets import named_layers
 from ..train import accuracy
 from . import jobs
+from .forms import config_form  # noqa: F401  (pages use it through widgets)
 from .state import RepairRecord, Workbench
 
 JOBS_KEY = "nnmend_jobs"
@@ -61,11 +61,37 @@ def layer_select(net: nn.Module, label: str, key: str, default: str | None = Non
     return st.selectbox(label, names, index=index, key=key)
 
 
-def network_select(wb: Workbench, label: str, key: str, prefer_last: bool = True) -> tuple[str, nn.Module]:
+NETWORK_DEFAULTS = ("latest", "original", "damaged")
+
+
+def default_network(wb: Workbench, prefer: str = "latest") -> str:
+    """The label a user means by default: ``latest`` = the latest repaired network, else the original;
+    ``damaged`` = the damaged one, else the latest; ``original`` = the original."""
+    labels = list(wb.networks())
+    repaired = [n for n in labels if n.startswith("repaired: ")]
+    damaged = [n for n in labels if n.startswith("damaged")]
+    if prefer == "damaged" and damaged:
+        return damaged[0]
+    if prefer == "latest" and repaired:
+        return repaired[-1]
+    return labels[0]
+
+
+def network_select(wb: Workbench, label: str, key: str, prefer: str = "latest") -> tuple[str, nn.Module]:
+    """A selector over the session's networks (original / damaged / repaired), starting at what a user means
+    (:func:`default_network`); the page then names the network it acts on."""
+    if prefer not in NETWORK_DEFAULTS:
+        raise ValueError(f"prefer={prefer!r}: one of {', '.join(NETWORK_DEFAULTS)}")
     nets = wb.networks()
     labels = list(nets)
-    name = st.selectbox(label, labels, index=len(labels) - 1 if prefer_last else 0, key=key)
+    name = st.selectbox(label, labels, index=labels.index(default_network(wb, prefer)), key=key)
+    acts_on(name)
     return name, nets[name]
+
+
+def acts_on(label: str, what: str = "acts on") -> None:
+    """One line naming the network the page works on."""
+    st.caption(f"{what}: **{label}**")
 
 
 def attack_options(prefix: str, *, detailed: bool = True):
@@ -85,45 +111,6 @@ def attack_options(prefix: str, *, detailed: bool = True):
         random_start = c[4].checkbox("random start", base.random_start, key=f"{prefix}_random_start")
         spec = replace(spec, steps=int(steps), alpha=float(alpha), random_start=bool(random_start))
     return spec
-
-
-def config_form(config_cls: type, prefix: str, fields: Sequence[str], *, choices: Mapping[str, Sequence] | None = None,
-                tips: Mapping[str, str] | None = None, columns: int = 4, defaults: Mapping[str, Any] | None = None) -> Any:
-    """Widgets for the chosen ``fields`` of a method's frozen config dataclass; returns the config.
-
-    Each widget starts at the dataclass default (the paper's), or at ``defaults`` where the page knows
-    better (e.g. the localised layer); fields not listed keep their defaults. ``choices`` turns a field
-    into a select box; an optional number (default ``None``) is a text box where empty means ``None``.
-    """
-    choices, tips, defaults = dict(choices or {}), dict(tips or {}), dict(defaults or {})
-    base = config_cls()
-    known = {f.name for f in dataclasses.fields(config_cls)}
-    values: dict[str, Any] = {}
-    cols = st.columns(columns)
-    for i, name in enumerate(fields):
-        if name not in known:
-            raise KeyError(f"{config_cls.__name__} has no field {name!r}")
-        default = defaults.get(name, getattr(base, name))
-        col, label, key, tip = cols[i % columns], name.replace("_", " "), f"{prefix}_{name}", tips.get(name)
-        if name in choices:
-            opts = list(choices[name])
-            values[name] = col.selectbox(label, opts, index=opts.index(default) if default in opts else 0, key=key, help=tip)
-        elif isinstance(default, bool):
-            values[name] = col.checkbox(label, default, key=key, help=tip)
-        elif isinstance(default, int):
-            values[name] = int(col.number_input(label, value=default, step=1, key=key, help=tip))
-        elif isinstance(default, float):
-            values[name] = float(col.number_input(label, value=default, format="%.6g", key=key, help=tip))
-        elif default is None:
-            text = col.text_input(label, "", key=key, help=(tip or "") + " (empty: none)").strip()
-            try:
-                values[name] = None if not text else (float(text) if "." in text or "e" in text else int(text))
-            except ValueError:
-                col.error(f"{label}: {text!r} is not a number; using none")
-                values[name] = None
-        else:
-            values[name] = col.text_input(label, str(default), key=key, help=tip)
-    return dataclasses.replace(base, **values)
 
 
 def model_badge(wb: Workbench) -> None:
@@ -162,16 +149,25 @@ def _poll(key: str) -> None:
     job = _jobs().get(key)
     if job is None or job.done:
         st.rerun()  # the whole page, so it shows the result
-    st.progress(min(max(job.fraction or 0.0, 0.0), 1.0), text=job.text)
+    if job.fraction is not None:
+        st.progress(min(max(job.fraction, 0.0), 1.0), text=job.text)
+    else:   # no loop with a known length is open: say what runs and for how long, no bar that lies
+        st.caption(f"⏳ {job.text}")
+    if st.button("Cancel", key=f"{key}_cancel", help="stop this job now (its process is terminated)"):
+        job.cancel()
 
 
 def job_panel(key: str) -> jobs.Job | None:
-    """Progress while the job under ``key`` runs, an error box if it failed; the finished job once."""
+    """Progress and a cancel button while the job under ``key`` runs, an error box if it failed, a note if
+    it was cancelled; the finished job once."""
     job = _jobs().get(key)
     if job is None:
         return None
     if not job.done:
         _poll(key)
+        return None
+    if job.cancelled:
+        st.info(str(job.error))
         return None
     if job.error is not None:
         show_error(job.label, job.error, job.trace)
@@ -189,13 +185,16 @@ def _measure(net: nn.Module, test, evaluate: Callable[[nn.Module], Mapping[str, 
 
 def _repair_job(title: str, source: str, net: nn.Module, call: Callable[[], Any], test,
                 evaluate: Callable[[nn.Module], Mapping[str, float]] | None, note: str) -> RepairRecord:
+    jobs.stage("repair (the harness repairs, saves, reloads, certifies and measures)", 0, 2, level="repair")
     result = call()
+    jobs.stage("accuracy before and after", 1, 2, level="repair")
     return RepairRecord(title, source, result, _measure(net, test, evaluate), _measure(result.network, test, evaluate), note)
 
 
 def start_repair(wb: Workbench, key: str, title: str, source: str, net: nn.Module, call: Callable[[], Any],
                  evaluate: Callable[[nn.Module], Mapping[str, float]] | None = None, note: str = "") -> None:
-    """Run ``call() -> RepairResult`` in the background, then measure the network before and after.
+    """Run ``call() -> RepairResult`` (through :func:`nnmend.repair.run`) in the background, then measure the
+    network before and after.
 
     ``evaluate(network) -> {name: value in [0, 1]}`` adds figures beyond accuracy (e.g. robust accuracy).
     """
@@ -207,9 +206,11 @@ def collect_repair(wb: Workbench, key: str, title: str) -> RepairRecord | None:
     job = job_panel(key)
     if job is not None:
         rec: RepairRecord = job.value
+        wb.repairs.pop(rec.title, None)          # re-inserted last: the latest repair is the default elsewhere
         wb.repairs[rec.title] = rec
         wb.events.append(f"repair: {rec.title} on {rec.source} in {rec.result.seconds:.1f} s, accuracy "
-                         f"{100 * rec.before['accuracy']:.2f}% -> {100 * rec.after['accuracy']:.2f}%")
+                         f"{100 * rec.before['accuracy']:.2f}% -> {100 * rec.after['accuracy']:.2f}%"
+                         + (f"; {rec.result.verdict}" if rec.result.verdict else ""))
     return wb.repairs.get(title)
 
 
@@ -222,9 +223,50 @@ def certificate(verified: bool | None) -> None:
         st.info("certificate: none (this method makes no proof claim; figures below are measured)")
 
 
-def show_repair(rec: RepairRecord, n_eval: int) -> None:
-    """Before/after figures, certificate status and the method's details."""
+def verdict(result) -> None:
+    """The harness's verdict (nnmend.repair.run decides success, not the method)."""
+    if result.verdict:
+        (st.success if result.success else st.warning)(result.verdict)
+
+
+def metrics_table(result) -> list[dict]:
+    """The harness's figures, one row each, with their units and meaning (:data:`nnmend.metrics.METRICS`)."""
+    from ..metrics import METRICS
+
+    rows = []
+    for name, value in result.metrics.items():
+        if isinstance(value, (dict, list, tuple)):
+            continue
+        unit, meaning = METRICS.get(name, ("", ""))
+        rows.append({"metric": name, "value": value if not isinstance(value, float) else round(value, 4),
+                     "unit": unit, "meaning": meaning})
+    return rows
+
+
+def network_bytes(net: nn.Module, stem: str) -> dict[str, bytes]:
+    """The network as a weights-only checkpoint (``stem.pt``), in memory."""
+    import tempfile
+    from pathlib import Path
+
+    from ..io import save_network
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{stem}.pt"
+        save_network(net, path)
+        return {path.name: path.read_bytes()}
+
+
+def file_stem(label: str) -> str:
+    """A file name for a network label (``repaired: SHNN patch`` → ``repaired_shnn_patch``)."""
+    import re
+
+    return re.sub(r"[^a-z0-9]+", "_", label.replace("repaired: ", "repaired_").split(" (")[0].lower()).strip("_")
+
+
+def show_repair(rec: RepairRecord, n_eval: int, key: str = "") -> None:
+    """The verdict first, then before/after figures, the certificate, the harness's metrics and a download."""
     st.subheader(f"Result: {rec.title}")
+    verdict(rec.result)
     st.caption(f"on {rec.source}; measured on {n_eval} test samples; repair took {rec.result.seconds:.1f} s")
     cols = st.columns(len(rec.after))
     for col, (name, after) in zip(cols, rec.after.items()):
@@ -234,6 +276,14 @@ def show_repair(rec: RepairRecord, n_eval: int) -> None:
     if rec.note:
         st.caption(rec.note)
     certificate(rec.result.verified)
+    rows = metrics_table(rec.result)
+    if rows:
+        st.dataframe(rows, hide_index=True, key=f"{key or rec.title}_metrics")
+    if key:
+        with guard("Saving the repaired network"):
+            (name, data), = network_bytes(rec.result.network, file_stem(f"repaired: {rec.title}")).items()
+            st.download_button(f"download {name} (weights only)", data, file_name=name, mime="application/octet-stream",
+                               key=f"{key}_download", on_click="ignore")
     with st.expander("details"):
         st.json({"method": rec.result.method, "seconds": round(rec.result.seconds, 3), "metrics": rec.result.metrics,
-                 "details": rec.result.details}, expanded=False)
+                 "certificate": rec.result.certificate, "details": rec.result.details}, expanded=False)

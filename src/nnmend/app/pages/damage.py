@@ -19,6 +19,7 @@ def render() -> None:
     wb = workbench()
     st.title("Damage")
     w.need_model(wb)
+    w.acts_on(f"original ({wb.model_label}); the damaged copy becomes the session's damaged network", "damages")
     c = st.columns(3)
     with c[0]:
         layer = w.layer_select(wb.model, "layer", "damage_layer",

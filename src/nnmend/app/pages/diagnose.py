@@ -23,6 +23,8 @@ def render() -> None:
     if structural and wb.damaged is None:
         st.info("Nothing is damaged yet: damage a layer on the **Damage** page, or diagnose adversarial inputs.")
         st.stop()
+    w.acts_on(f"original ({wb.model_label}) vs damaged ({wb.fault.kind} {wb.fault.layer})" if structural
+              else f"original ({wb.model_label}), clean vs attacked inputs", "compares")
     c = st.columns(4)
     n = c[0].number_input("probe inputs (first N test images)", 1, 10000, 100, key="diag_n",
                           help="SHNN localises on the first 100 test images")

@@ -1,5 +1,9 @@
 """Repair · NCA: a neural cellular automaton trained on a layer's clean weights regenerates the
-tampered weight grid, blind or with a trusted mask (Paladini, Tuba, Mariot; paper 001)."""
+tampered weight grid, blind or with a trusted mask (Paladini, Tuba, Mariot; paper 001).
+
+Kept beside the generic Repair page because the method needs a step that page cannot take: training
+the rule on the clean layer (the rule then also serves the generic page), and it shows the layer's
+weights before and after. The repair itself runs through the harness (:func:`nnmend.repair.run`)."""
 from __future__ import annotations
 
 import streamlit as st
@@ -22,11 +26,12 @@ def render() -> None:
 
     wb = workbench()
     st.title("Repair · NCA")
-    st.caption(" ".join(__doc__.split(":", 1)[1].split()))
+    st.caption(" ".join(__doc__.split("\n\n")[0].split(":", 1)[1].split()))
     w.need_model(wb)
     rules = wb.artefacts.setdefault("nca_rules", {})
 
     st.subheader("1 · Train a rule on a clean layer")
+    w.acts_on(f"original ({wb.model_label})", "trains the rule on")
     dense = [n for n, m in named_layers(wb.model).items() if isinstance(m, nn.Linear)]
     default = wb.fault.layer if wb.fault is not None and wb.fault.layer in dense else dense[0]
     layer = st.selectbox("layer", dense, index=dense.index(default), key="nca_layer")
@@ -49,6 +54,7 @@ def render() -> None:
 
     st.subheader("2 · Repair the damaged network")
     w.need_damaged(wb)
+    w.acts_on(f"damaged ({wb.fault.kind} {wb.fault.layer})", "repairs")
     if layer not in rules:
         st.info(f"No rule for {layer} yet: train one above.")
         return
@@ -70,17 +76,10 @@ def render() -> None:
     rec = w.collect_repair(wb, "nca", TITLE)
     if rec is None:
         return
-    _verdict(rec.result)
-    w.show_repair(rec, wb.n_eval)
+    w.show_repair(rec, wb.n_eval, key="nca")
     st.altair_chart(charts.weight_histograms({"healthy": get_layer(wb.model, layer).weight,
                                               "damaged": get_layer(wb.damaged, layer).weight,
                                               "repaired": get_layer(rec.result.network, layer).weight}))
-
-
-def _verdict(result) -> None:
-    """The harness's verdict first (nnmend.repair.run decides success, not the method)."""
-    if result.verdict:
-        (st.success if result.success else st.warning)(result.verdict)
 
 
 if __name__ == "__main__":

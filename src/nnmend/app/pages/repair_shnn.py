@@ -1,5 +1,8 @@
 """Repair · SHNN patch: replace the damaged layer by a fresh patch trained to reproduce the healthy
-layer's activations (or the task labels), everything else frozen (paper 000, Sec. III-C)."""
+layer's activations (or the task labels), everything else frozen (paper 000, Sec. III-C).
+
+Kept beside the generic Repair page because it shows what that page cannot: the healed layer's weights
+next to the healthy and damaged ones. It runs through the same harness (:func:`nnmend.repair.run`)."""
 from __future__ import annotations
 
 import streamlit as st
@@ -22,8 +25,9 @@ def render() -> None:
 
     wb = workbench()
     st.title("Repair · SHNN patch")
-    st.caption(" ".join(__doc__.split(":", 1)[1].split()))
+    st.caption(" ".join(__doc__.split("\n\n")[0].split(":", 1)[1].split()))
     w.need_damaged(wb)
+    w.acts_on(f"damaged ({wb.fault.kind} {wb.fault.layer})", "repairs")
     default = wb.diagnosis.localized if wb.diagnosis_mode == "structural" and wb.diagnosis is not None else None
     base = PatchConfig()
     c = st.columns(3)
@@ -47,20 +51,13 @@ def render() -> None:
     rec = w.collect_repair(wb, "shnn", TITLE)
     if rec is None:
         return
-    _verdict(rec.result)
-    w.show_repair(rec, wb.n_eval)
+    w.show_repair(rec, wb.n_eval, key="shnn")
     healed_layer = rec.result.details.get("layer")
     st.caption(f"clean accuracy {100 * wb.clean_accuracy:.2f}% · patched layer **{healed_layer}**")
     if healed_layer:
         st.altair_chart(charts.weight_histograms({"healthy": get_layer(wb.model, healed_layer).weight,
                                                   "damaged": get_layer(wb.damaged, healed_layer).weight,
                                                   "healed": get_layer(rec.result.network, healed_layer).weight}))
-
-
-def _verdict(result) -> None:
-    """The harness's verdict first (nnmend.repair.run decides success, not the method)."""
-    if result.verdict:
-        (st.success if result.success else st.warning)(result.verdict)
 
 
 if __name__ == "__main__":

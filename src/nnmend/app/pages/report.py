@@ -1,4 +1,5 @@
-"""Report: download a network (checkpoint, ONNX) and the session's report (JSON, Markdown)."""
+"""Report: download a network (checkpoint, ONNX), the session's report (JSON, Markdown), or the whole session
+as one archive (networks weights-only, reports, figures: :mod:`nnmend.app.archive`)."""
 from __future__ import annotations
 
 import json
@@ -9,37 +10,12 @@ import streamlit as st
 
 from nnmend.app import widgets as w
 from nnmend.app.registry import PageSpec
-from nnmend.app.state import Workbench, workbench
+from nnmend.app.archive import session_archive, session_report
+from nnmend.app.state import workbench
 
 PAGE = PageSpec("Report", section="Evaluate", order=90, icon=":material/description:", summary="downloads: network and report")
 FILES_KEY = "nnmend_downloads"
-
-
-def session_report(wb: Workbench):
-    """The session as an :class:`nnmend.report.Report`: one row per network, the log as notes."""
-    from nnmend.report import Report
-
-    rep = Report(f"nnmend workbench: {wb.model_label} on {wb.dataset}",
-                 columns=["network", "step", "accuracy", "before", "seconds", "verified"])
-    rep.add_row({"network": "original", "step": "load", "accuracy": wb.clean_accuracy})
-    if wb.damaged is not None:
-        rep.add_row({"network": "damaged", "step": "damage", "accuracy": wb.damaged_accuracy, "before": wb.clean_accuracy,
-                     "fault": wb.fault.to_dict()})
-    for title, rec in wb.repairs.items():
-        rep.add_row({"network": f"repaired: {title}", "step": f"repair ({rec.result.method}) of {rec.source}",
-                     "accuracy": rec.after["accuracy"], "before": rec.before["accuracy"], "seconds": round(rec.result.seconds, 2),
-                     "verified": rec.result.verified, "figures_before": rec.before, "figures_after": rec.after,
-                     "details": rec.result.details, "note": rec.note})
-    if wb.diagnosis is not None:
-        rep.extra["diagnosis"] = {"mode": wb.diagnosis_mode, **wb.diagnosis.to_dict()}
-    if wb.attack is not None:
-        rep.extra["attack"] = {k: wb.attack[k] for k in ("network", "attack", "n", "clean", "adversarial", "linf")}
-    if wb.verify is not None:
-        r = wb.verify["result"]
-        rep.extra["verify"] = {"network": wb.verify["network"], "status": r.status, "seconds": r.seconds}
-    rep.extra["evaluation_samples"] = wb.n_eval
-    rep.notes = list(wb.events)
-    return rep
+ARCHIVE_KEY = "nnmend_archive"
 
 
 def network_files(net, stem: str, input_shape: tuple[int, ...]) -> dict[str, bytes]:
@@ -60,12 +36,12 @@ def render() -> None:
     wb = workbench()
     st.title("Report")
     w.need_model(wb)
-    label, net = w.network_select(wb, "network to download", "report_network")
+    label, net = w.network_select(wb, "network to download", "report_network", prefer="latest")
     rep = session_report(wb)
     st.dataframe([{k: r.get(k) for k in rep.columns} for r in rep.rows], hide_index=True, key="report_table")
     if st.button("Prepare downloads", key="report_prepare", type="primary"):
         files = {}
-        stem = label.replace("repaired: ", "repaired_").split(" (")[0].replace(" ", "_").lower()
+        stem = w.file_stem(label)
         with w.guard(f"Saving {label}"):
             files.update(network_files(net, stem, wb.input_shape()))
         files["report.json"] = json.dumps(rep.to_dict(), indent=2, default=str).encode()
@@ -81,6 +57,18 @@ def render() -> None:
                                 on_click="ignore")
         with st.expander("report.md"):
             st.markdown(files["report.md"].decode())
+
+    st.subheader("The whole session")
+    st.caption("one zip: every network (weights only), report.json / .md / .html, the figures")
+    if st.button("Prepare session archive", key="report_archive"):
+        with w.guard("Writing the session archive"):
+            st.session_state[ARCHIVE_KEY] = session_archive(wb)
+    archive = st.session_state.get(ARCHIVE_KEY)
+    if archive:
+        data, names = archive
+        st.download_button(f"download session (.zip, {len(names)} files, {len(data) / 1e6:.1f} MB)", data,
+                           file_name="nnmend_session.zip", mime="application/zip", key="download_session", on_click="ignore")
+        st.caption(", ".join(names))
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ def render() -> None:
     wb = workbench()
     st.title("Verify")
     src = st.radio("network", SOURCES, horizontal=True, key="verify_source")
-    prop = None
+    prop, prop_label = None, ""
     if src == SOURCES[0]:
         from nnmend.acasxu import acasxu, acasxu_properties
 
@@ -66,10 +66,11 @@ def render() -> None:
         label, net = f"ACAS Xu {i}_{j}", None
         with w.guard(f"Loading ACAS Xu {i}_{j}"):
             net = acasxu(int(i), int(j))
+        w.acts_on(label, "checks")
         n_in, n_out = 5, 5
     else:
         w.need_model(wb)
-        label, net = w.network_select(wb, "session network", "verify_network")
+        label, net = w.network_select(wb, "session network", "verify_network", prefer="latest")
         choice = st.selectbox("property", ["local robustness", "upload"], key="verify_prop_session")
         n_in, n_out = None, None
     if choice == "upload":
@@ -80,12 +81,14 @@ def render() -> None:
             spec = _read_upload(up.name, up.getvalue(), n_in, n_out)
             _summary(spec)
             prop = ("vnnlib", spec)
+            prop_label = up.name
     elif choice == "local robustness":
         c = st.columns(2)
         idx = c[0].number_input("test input #", 0, 9999, 0, key="verify_input")
         eps = c[1].number_input("ε (L∞)", 0.0, 1.0, 0.01, format="%.4f", key="verify_eps")
         x, y = probe(wb, int(idx) + 1)
         prop = ("robustness", (x[int(idx)], float(eps), int(y[int(idx)])))
+        prop_label = f"ε = {float(eps):g} around test input #{int(idx)} (label {int(y[int(idx)])})"
         st.caption(f"every input within ε = {float(eps):g} of test input #{int(idx)} must keep label {int(y[int(idx)])}")
     else:
         from nnmend.acasxu import acasxu_property_path
@@ -95,19 +98,22 @@ def render() -> None:
             spec = read_vnnlib(acasxu_property_path(int(choice.split("_")[1])), n_inputs=5, n_outputs=5)
             _summary(spec)
             prop = ("vnnlib", spec)
+            prop_label = choice
     if prop is None or net is None:
         return
     if not _checker_available():
         st.info("Property checking arrives with `nnmend.properties` (bounds); this build can only read properties.")
         return
+    from nnmend import properties
+
+    kind, data = prop
+    p = properties.SafetyProperty(list(data.regions), data.source) if kind == "vnnlib" else properties.LocalRobustness(*data)
+    if src == SOURCES[1]:     # the session's property: the generic repair page poses problems from it
+        wb.prop = {"kind": "region" if kind == "vnnlib" else "robustness", "label": prop_label, "property": p}
+        st.caption(f"session property: **{prop_label}** (the Repair page can repair towards it)")
     timeout = st.number_input("timeout (s)", 1.0, 600.0, 30.0, key="verify_timeout")
     if st.button("Check", key="verify_run", type="primary", disabled=w.busy("verify")):
         with w.guard("Property check"):
-            from nnmend import properties
-
-            kind, data = prop
-            p = (properties.SafetyProperty(list(data.regions), data.source) if kind == "vnnlib"
-                 else properties.LocalRobustness(*data))
             w.start_job("verify", f"check on {label}", properties.check, net, p, float(timeout))
     job = w.job_panel("verify")
     if job is not None:
