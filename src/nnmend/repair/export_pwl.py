@@ -125,21 +125,25 @@ def _patch_bound(body: nn.Module, lo: torch.Tensor, hi: torch.Tensor, shape) -> 
     return torch.max(lb.detach().abs(), ub.detach().abs())[0] * 1.01 + 1e-3
 
 
+def _relu_of(sign: float, shift: torch.Tensor) -> nn.Sequential:
+    """``ReLU(sign · x + shift)``, element-wise (a scalar ``Mul``: Marabou 2.0 reads no per-element one)."""
+    return nn.Sequential(ElementwiseAffine(torch.tensor(sign), shift), nn.ReLU())
+
+
 def _gated_branch(extractor: nn.Module, patch: nn.Module, lo: torch.Tensor, hi: torch.Tensor, shape, M: torch.Tensor,
                   band: float) -> nn.Sequential:
     """``gate(patch(ext(clamp(x))), min(1, dist₁(x, box)/δ))`` (module docstring), exact inside the box."""
     n, out = lo.numel(), M.numel()
-    eye = torch.eye(n)
-    # clamp(x) = x + ReLU(lo - x) - ReLU(x - hi): the identity as an exact Linear plus the two ReLU terms
-    clamp = SumOfNetworks(_lin(eye), nn.Sequential(_lin(torch.cat([-eye, eye]), torch.cat([lo, -hi])), nn.ReLU(),
-                                                   _lin(torch.cat([eye, -eye], 1))))
+    # clamp(x) = x + ReLU(lo - x) - ReLU(x - hi), element-wise (O(n) weights): the identity inside the box
+    clamp = SumOfNetworks(nn.Identity(), _relu_of(-1.0, lo),
+                          nn.Sequential(*_relu_of(1.0, -hi), ElementwiseAffine(torch.tensor(-1.0), torch.tensor(0.0))))
     to_ext = [] if isinstance(extractor, nn.Identity) else [nn.Unflatten(1, tuple(shape)), copy.deepcopy(extractor)]
     embed = torch.zeros(out + 1, out)
     embed[:out] = torch.eye(out)
-    dist = torch.zeros(out + 1, 2 * n)
+    dist = torch.zeros(out + 1, n)
     dist[out] = 1.0 / band
-    ps = nn.Sequential(nn.Flatten(), clamp, *to_ext, patch, _lin(embed))             # [p; 0]
-    ss = nn.Sequential(nn.Flatten(), _lin(torch.cat([-eye, eye]), torch.cat([lo, -hi])), nn.ReLU(), _lin(dist))  # [0; s]
+    ps = nn.Sequential(nn.Flatten(), clamp, *to_ext, patch, _lin(embed))                       # [p; 0]
+    ss = nn.Sequential(nn.Flatten(), SumOfNetworks(_relu_of(-1.0, lo), _relu_of(1.0, -hi)), _lin(dist))  # [0; s]
     sel = torch.zeros(1, out + 1)
     sel[0, out] = 1.0
     unit = SumOfNetworks(_lin(torch.eye(out + 1)), nn.Sequential(_lin(sel, -torch.ones(1)), nn.ReLU(), _lin(-sel.T)))
