@@ -319,6 +319,13 @@ def register(subparsers) -> None:
                    help="set any field of the method's config dataclass (repeatable; e.g. --option lr=0.01 "
                         "--option edit_layers=fc1,fc2 --option fallback=none); the fields and their defaults are "
                         "listed by `python -c 'from nnmend.repair import get; print(get(\"guard\").options())'`")
+    from ..marabou import available
+
+    p.add_argument("--external", choices=("marabou", "none"), default="marabou" if available() else "none",
+                   help="re-prove every proved region or ball with Marabou on the network's piecewise-linear ONNX "
+                        "export (default: marabou when maraboupy is installed); a counterexample fails the repair")
+    p.add_argument("--external-timeout", type=float, default=120.0, metavar="S",
+                   help="seconds for all of Marabou's calls together (default 120)")
     p.add_argument("--layer", default=None, help="layer to repair (method-specific default: nnrepair "
                    "'intermediate'; nca the rule's layer); nnrepair also takes 'intermediate' or 'last'")
     for add, _, _ in _METHODS.values():
@@ -449,7 +456,8 @@ def _parse_value(method: str, key: str, text: str, kind: str):
 
 
 def overrides(args: argparse.Namespace, method: str) -> dict:
-    """``--option KEY=VALUE`` pairs as fields of ``method``'s registered config dataclass (typed by its annotations)."""
+    """``--option KEY=VALUE`` pairs as fields of ``method``'s registered config dataclass (typed by its annotations),
+    plus the harness's ``--external`` re-proof."""
     from ..repair import get
 
     fields = get(method).options()
@@ -461,6 +469,8 @@ def overrides(args: argparse.Namespace, method: str) -> dict:
             raise NnmendError(f"--option {pair!r}: {method} takes KEY=VALUE with KEY one of {', '.join(fields)}")
         kind = fields[key].type if isinstance(fields[key].type, str) else getattr(fields[key].type, "__name__", "str")
         out[key] = _parse_value(method, key, text.strip(), kind)
+    if getattr(args, "external", None) is not None:      # the harness's external re-proof (--external)
+        out.update(external=None if args.external == "none" else args.external, external_timeout=args.external_timeout)
     return out
 
 
