@@ -194,3 +194,28 @@ def test_nnmend_verify_reads_a_repaired_patchpro_checkpoint(patched, tmp_path, c
     assert main(["verify", str(pt), str(wider)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not inside one" in err[0]
+
+
+def test_feature_space_patchpro_exports_with_its_extractor(tmp_path):
+    """Patches reading a feature layer: the clamp acts on the input, the patch reads extractor(clamp(x))."""
+    from nnmend.properties import check
+    from nnmend.repair.export_pwl import for_verifier
+
+    torch.manual_seed(0)
+    lo, hi = torch.stack([torch.zeros(5), torch.full((5,), 0.6)]), torch.stack([torch.full((5,), 0.5), torch.ones(5)])
+    net = PatchProNetwork(nn.Sequential(nn.Linear(5, 8), nn.ReLU()), nn.Sequential(nn.Linear(8, 5)),
+                          StackedPatches(2, 8, 5, hidden=(4,), init_scale=1.0), lo, hi, torch.arange(2),
+                          torch.zeros(2, 2, dtype=torch.long), "none").eval()
+    exp = to_pwl(net)
+    path = save_pwl_onnx(exp, tmp_path / "f.onnx", (5,))
+    assert set(onnx_ops(path)) <= PWL_OPS and len(exp.boxes) == 2
+    eq = equivalence(net, exp, path, (5,), n=200)
+    assert eq["max_abs_diff"] <= 1e-5 * max(1.0, eq["scale"])
+    with torch.no_grad():                                   # ...and is the patched network's, not the base's
+        assert not torch.allclose(net(lo[:1]), net.head(net.extractor(lo[:1])))
+    A = torch.tensor([[-1.0, 1.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
+    with torch.no_grad():
+        margin = float((net(lo[0] + torch.rand(2000, 5) * (hi[0] - lo[0])).double() @ A.T).min())
+    prop = SafetyProperty([SimpleNamespace(lo=lo[0].double(), hi=hi[0].double(),
+                                           unsafe=[(A, torch.tensor([margin - 1.0], dtype=torch.float64))])])
+    assert check(for_verifier(net, [(lo[0], hi[0])]), prop, timeout=30).status == "verified"

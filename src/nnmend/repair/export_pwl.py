@@ -125,6 +125,17 @@ def _patch_bound(body: nn.Module, lo: torch.Tensor, hi: torch.Tensor, shape) -> 
     return torch.max(lb.detach().abs(), ub.detach().abs())[0] * 1.01 + 1e-3
 
 
+class _Unflat(nn.Module):
+    """``x.reshape(-1, *shape)``: one ONNX ``Reshape`` with a constant shape (``nn.Unflatten`` exports ``Mod``)."""
+
+    def __init__(self, shape):
+        super().__init__()
+        self.shape = tuple(int(d) for d in shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(-1, *self.shape)
+
+
 def _relu_of(sign: float, shift: torch.Tensor) -> nn.Sequential:
     """``ReLU(sign · x + shift)``, element-wise (a scalar ``Mul``: Marabou 2.0 reads no per-element one)."""
     return nn.Sequential(ElementwiseAffine(torch.tensor(sign), shift), nn.ReLU())
@@ -137,7 +148,7 @@ def _gated_branch(extractor: nn.Module, patch: nn.Module, lo: torch.Tensor, hi: 
     # clamp(x) = x + ReLU(lo - x) - ReLU(x - hi), element-wise (O(n) weights): the identity inside the box
     clamp = SumOfNetworks(nn.Identity(), _relu_of(-1.0, lo),
                           nn.Sequential(*_relu_of(1.0, -hi), ElementwiseAffine(torch.tensor(-1.0), torch.tensor(0.0))))
-    to_ext = [] if isinstance(extractor, nn.Identity) else [nn.Unflatten(1, tuple(shape)), copy.deepcopy(extractor)]
+    to_ext = [] if isinstance(extractor, nn.Identity) else [_Unflat(shape), copy.deepcopy(extractor)]
     embed = torch.zeros(out + 1, out)
     embed[:out] = torch.eye(out)
     dist = torch.zeros(out + 1, n)
