@@ -10,7 +10,8 @@ al., NeurIPS 2021) would tighten each domain's bound further and are not used (s
 
 The branching neuron is the unstable one whose relaxation gap ``-l u / (u - l)`` weighted by the size of its
 coefficient in the domain's bound is largest (a simple form of BaBSR's score). A counterexample search
-(PGD on the whole box, restarts, the shared :func:`nnmend.attacks.pgd`) runs between rounds.
+(:func:`nnmend.bounds.falsify.falsify` on the whole box) runs first, from the root bound's corners after
+the first round, and between rounds for up to a tenth of the search's time.
 """
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ import time
 import torch
 from torch import nn
 
-from ..attacks import pgd
 from .backward import backsub, concretize, intermediate_bounds
-from .bab import BabConfig, BabOutcome, _BoxViolation, _confirm, _copy, batch_limit, group_max, memory_budget
+from .bab import BabConfig, BabOutcome, _confirm, _copy, batch_limit, group_max, memory_budget
+from .falsify import falsify
 from .graph import compile_network
 from .interval import interval_pass
 from .optimized import alpha_crown_lower
@@ -128,6 +129,7 @@ def _search(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor,
     spec = (C.to(dt), d.to(dt), groups, k)
     spec64 = (C.double(), d.double(), groups, k)
     lo, hi = lo.to(dt), hi.to(dt)
+    started = time.monotonic()
     stats = {"mode": "relu split", "rounds": 0, "domains_bounded": 0, "max_open": 1, "pgd_calls": 0}
     R = len(d)
     with torch.no_grad():
@@ -136,18 +138,21 @@ def _search(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor,
                                                  memory_budget(cfg))))
     stats["batch_cap"] = cap
 
-    def attack(seed: int, restarts: int) -> tuple | None:
-        """PGD over the whole box, one item per disjunct (a targeted attack on each) plus one on the min."""
-        stats["pgd_calls"] += 1
-        disjunct = torch.arange(k) if k > 1 else None
-        n = k if k > 1 else 1
-        blo, bhi = lo.expand(n, *lo.shape[1:]), hi.expand(n, *hi.shape[1:])
-        adapter = _BoxViolation(work, blo, bhi, spec, disjunct)
-        u = pgd(adapter, torch.full_like(blo, 0.5), torch.zeros(n, dtype=torch.long), 0.5, steps=max(cfg.pgd_steps, 20),
-                restarts=restarts, loss="margin", seed=seed, batch_size=n)
-        return _confirm(net64, blo + u * (bhi - blo), blo, bhi, spec64)
+    net32 = _copy(net, torch.float32)
+    attack_s = [0.0]
 
-    cex = _confirm(net64, (lo + hi) / 2, lo, hi, spec64) or attack(0, max(cfg.pgd_restarts, 5))
+    def attack(seed: int, rounds: int, share: float, seeds: tuple | None = None) -> tuple | None:
+        """:func:`nnmend.bounds.falsify.falsify` on the whole box: at most ``rounds`` rounds and ``share`` of the
+        time left (at least 0.5 s)."""
+        stats["pgd_calls"] += 1
+        t0 = time.monotonic()
+        budget = max(0.5, share * (deadline - t0))
+        cex = falsify(net32, net64, lo, hi, spec, spec64, deadline=deadline, budget_s=budget, seeds=seeds,
+                      seed=seed, steps=max(cfg.pgd_steps, 40), rounds=rounds)
+        attack_s[0] += time.monotonic() - t0
+        return cex
+
+    cex = attack(0, 2, 0.05)
     if cex is not None:
         return BabOutcome("falsified", cex, {**stats, "found_by": "pgd"})
 
@@ -175,7 +180,7 @@ def _search(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor,
             empty |= (l > u + 1e-7 * (1 + u.abs())).flatten(1).any(1)
         A = spec[0].reshape(1, R, -1).expand(take, -1, -1).reshape(take, R, *graph.nodes[-1].out_shape)
         if first or cfg.alpha_iters:
-            lb, _ = alpha_crown_lower(graph, blo, bhi, A, pre, iters=max(cfg.alpha_iters, 20 if first else 0),
+            lb, A_in = alpha_crown_lower(graph, blo, bhi, A, pre, iters=max(cfg.alpha_iters, 20 if first else 0),
                                       lr=cfg.alpha_lr, deadline=deadline, config=cfg.alpha_preset)
             lb = lb.detach()
         else:
@@ -185,6 +190,13 @@ def _search(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor,
         lb = lb - spec[1]
         proven = bproven | (group_max(lb, groups, k) > cfg.proof_margin)
         todo = ~proven.all(1) & ~empty
+        if first and todo.any() and time.monotonic() < deadline:
+            # seeds: per open row, the corner of the box that minimises its linear lower bound
+            rows = ~proven[0].gather(0, groups)
+            corners = torch.where(A_in[0].detach() >= 0, lo, hi)[rows]
+            cex = attack(1, 1, 0.05, (corners, groups[rows]))
+            if cex is not None:
+                return BabOutcome("falsified", cex, {**stats, "found_by": "pgd from the bound's corners"})
         first = False
         if not todo.any():
             continue
@@ -239,12 +251,12 @@ def _search(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor,
         stats["max_open"] = max(stats["max_open"], n_open)
         if n_open > cfg.max_open:
             return BabOutcome("unknown", None, {**stats, "reason": f"more than {cfg.max_open} open domains"})
-        if stats["rounds"] % 8 == 0 and time.monotonic() < deadline:
-            cex = attack(stats["rounds"], cfg.pgd_restarts)
+        if attack_s[0] < 0.1 * (time.monotonic() - started) and time.monotonic() < deadline:
+            cex = attack(stats["rounds"], 1, 0.05)
             if cex is not None:
                 return BabOutcome("falsified", cex, {**stats, "found_by": "pgd"})
     if stats.get("stuck_domains"):
-        cex = attack(stats["rounds"] + 1, max(cfg.pgd_restarts, 5)) if time.monotonic() < deadline else None
+        cex = attack(stats["rounds"] + 1, 4, 0.5) if time.monotonic() < deadline else None
         if cex is not None:
             return BabOutcome("falsified", cex, {**stats, "found_by": "pgd"})
         return BabOutcome("unknown", None, {**stats, "reason": f"{stats['stuck_domains']} domains without unstable "
