@@ -4,9 +4,9 @@
   ``.npz`` files read directly (the full test set; 20,000 training images, ``data_batch_1`` and ``_2``).
 * :func:`nnrepair_cnn` — paper 004's CIFAR model: Conv32–Conv32–Pool–Conv64–Conv64–Pool–Dense512–Dense10
   (3×3 valid convolutions, ReLU, 2×2 max-pooling; 1,600 features into Dense(512); 890,410 parameters).
-* :func:`models` — that CNN trained (seeded, Adam, batch 128) on clean images, and a BadNets copy
-  fine-tuned from it on poisoned images; loaded from ``benchmarks/results/models/`` when checkpoints for
-  the same recipe are there.
+* :func:`models` — that CNN trained (seeded, Adam, batch 128; optionally with random crop + flip
+  augmentation and a learning-rate schedule) on clean images, and a BadNets copy fine-tuned from it on
+  poisoned images; loaded from ``benchmarks/results/models/`` when checkpoints for the same recipe are there.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from torch import nn
 from nnmend.data import Dataset, Trigger, load_dataset, poison
 from nnmend.errors import DataError
 from nnmend.io import load_network, save_checkpoint
-from nnmend.train import accuracy, fit
+from nnmend.train import accuracy, crop_flip, fit
 
 DATA_DIR = Path("/work/shared/data/cifar10")
 MODELS = Path(__file__).resolve().parent / "results" / "models"
@@ -63,15 +63,19 @@ def poisoned(train: Dataset) -> Dataset:
 
 
 def trained_cnn(kind: str, train: Dataset, test: Dataset, *, epochs: int, seed: int = 0, base: nn.Module | None = None,
-                cache: bool = True) -> tuple[nn.Module, dict]:
+                cache: bool = True, augment: bool = False, schedule: str = "constant", lr: float = 1e-3
+                ) -> tuple[nn.Module, dict]:
     """The CNN trained on ``train`` (``kind="clean"``) or on its poisoned copy (``"poisoned"``), from scratch or,
-    given ``base``, fine-tuned from it (a BadNets backdoor implanted by poisoned fine-tuning).
+    given ``base``, fine-tuned from it (a BadNets backdoor implanted by poisoned fine-tuning). ``augment``: random
+    4-pixel crop + horizontal flip (:func:`nnmend.train.crop_flip`); ``schedule``/``lr`` as :func:`nnmend.train.fit`.
 
     A checkpoint in ``benchmarks/results/models/nnrepair_cifar_{kind}.pt`` is reused when its recorded
     recipe matches; with ``cache=False`` nothing is read or written.
     """
     recipe = {"kind": kind, "train_images": len(train), "epochs": epochs, "seed": seed,
               "from": "clean model" if base is not None else "scratch"}
+    if augment or schedule != "constant" or lr != 1e-3:   # the first recipe's keys stay as they were
+        recipe.update(augment="crop4+flip" if augment else "none", schedule=schedule, lr=lr)
     path = MODELS / f"nnrepair_cifar_{kind}.pt"
     if cache and path.exists():
         net = load_network(path)
@@ -84,9 +88,11 @@ def trained_cnn(kind: str, train: Dataset, test: Dataset, *, epochs: int, seed: 
     if base is not None:
         net.load_state_dict(base.state_dict())
     t0 = time.perf_counter()
-    fit(net, data, epochs=epochs, batch_size=128, lr=1e-3, seed=seed, desc=f"train cifar {kind}")
+    hist = fit(net, data, epochs=epochs, batch_size=128, lr=lr, seed=seed, schedule=schedule,
+               augment=crop_flip(4) if augment else None, desc=f"train cifar {kind}")
     meta = {"recipe": recipe, "train_seconds": round(time.perf_counter() - t0, 1),
             "test_accuracy": round(accuracy(net, test), 4), "test_images": len(test), "input_shape": [3, 32, 32],
+            "train_loss": [round(v, 4) for v in hist.loss],
             "train": f"CIFAR-10, the first {len(train)} training images"}
     if cache:
         MODELS.mkdir(parents=True, exist_ok=True)
@@ -95,12 +101,17 @@ def trained_cnn(kind: str, train: Dataset, test: Dataset, *, epochs: int, seed: 
 
 
 def models(train: Dataset, test: Dataset, *, n_clean: int, n_poison: int, epochs: int, seed: int = 0,
-           cache: bool = True, poisoned: bool = True) -> dict[str, tuple[nn.Module, dict]]:
+           cache: bool = True, poisoned: bool = True, augment: bool = False, schedule: str = "constant",
+           poison_epochs: int | None = None, poison_schedule: str | None = None) -> dict[str, tuple[nn.Module, dict]]:
     """``{"clean": (net, meta), "poisoned": (net, meta)}``: the clean CNN on the first ``n_clean`` images, and
     (when ``poisoned``) the poisoned one fine-tuned from it on the first ``n_poison`` (600 of them triggered,
-    labelled 7)."""
-    out = {"clean": trained_cnn("clean", train.subset(n_clean), test, epochs=epochs, seed=seed, cache=cache)}
+    labelled 7; ``poison_epochs``/``poison_schedule`` default to the clean run's, never augmented: a shifted
+    crop would move the trigger)."""
+    out = {"clean": trained_cnn("clean", train.subset(n_clean), test, epochs=epochs, seed=seed, cache=cache,
+                                augment=augment, schedule=schedule)}
     if poisoned:
-        out["poisoned"] = trained_cnn("poisoned", train.subset(n_poison), test, epochs=epochs, seed=seed,
-                                      base=out["clean"][0], cache=cache)
+        out["poisoned"] = trained_cnn("poisoned", train.subset(n_poison), test,
+                                      epochs=epochs if poison_epochs is None else poison_epochs, seed=seed,
+                                      base=out["clean"][0], cache=cache,
+                                      schedule=schedule if poison_schedule is None else poison_schedule)
     return out

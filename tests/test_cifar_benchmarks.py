@@ -46,8 +46,13 @@ def test_nnrepair_cifar_quick(tmp_path):
         assert r["experts_built"] >= 1 and len(r["solver_seconds_per_expert"]) == r["experts_built"]
         assert set(r["scores"]["original"]) >= {"test"} and r["attack_n"] == 50
     assert "p_test" in recs[0]["scores"]["original"]
+    # the committed models: the paper's CNN trained on all 20,000 shipped images with crop + flip (not a stand-in)
+    clean = res["meta"]["models"]["clean"]
+    assert clean["recipe"]["train_images"] == 20_000 and clean["recipe"]["augment"] == "crop4+flip"
+    assert clean["test_accuracy"] > 0.55 and recs[1]["scores"]["original"]["test"] > 45
     md = (tmp_path / "nnrepair_cifar_quick.md").read_text()
     assert "CIFAR-10 rows" in md and "+3.77" in md and "Solve time per expert" in md
+    assert "random 4-pixel crop + horizontal flip" in md and "on 20000 images" in md
 
 
 @pytest.mark.slow
