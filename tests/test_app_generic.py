@@ -235,3 +235,26 @@ def test_selectors_default_to_what_a_user_means_and_the_archive_holds_the_sessio
     html = z.read("report.html").decode()
     assert html.count("data:image/png;base64,") == len(report["figures"])                 # figures embedded
     assert any(b.label.startswith("download session (.zip") for b in at.get("download_button"))
+
+
+def test_guard_page_takes_an_uploaded_network_and_property():
+    """An ONNX upload (no .nnet header: the page asks for the input domain) and an uploaded VNN-LIB file."""
+    from nnmend.acasxu import acasxu_path, acasxu_property_path
+
+    at = start(load=False)
+    page(at, "repair_guard")
+    at.radio(key="guard_source").set_value("upload (.onnx / .nnet)").run()
+    at.file_uploader(key="guard_upload").set_value(("acas_2_9.onnx", acasxu_path(2, 9).read_bytes(),
+                                                    "application/octet-stream")).run()
+    assert "guards: **acas_2_9.onnx**" in texts(at.caption)
+    at.radio(key="guard_prop_source").set_value("upload (.vnnlib)").run()
+    at.file_uploader(key="guard_prop_upload").set_value(("phi8.vnnlib", acasxu_property_path(8).read_bytes(), "text/plain")).run()
+    at.number_input(key="guard_lo").set_value(-0.5)
+    at.number_input(key="guard_hi").set_value(0.5).run()
+    at.button(key="guard_run").click().run()
+    wait_for(at, lambda a: "certificate" in texts(a.success) + texts(a.warning) or bool(a.error))
+    assert not at.error, texts(at.error)
+    rec = at.session_state["guard_record"]
+    assert (rec["network"], rec["property"]) == ("acas_2_9.onnx", "phi8.vnnlib")
+    assert "certificate: verified" in texts(at.success) and rec["result"].verified is True
+    assert {m.label: m.value for m in at.metric}["bit-identical outside the box"] == "100.00%"
