@@ -117,3 +117,27 @@ def test_bad_user_model_is_one_line_exit_2(user, tmp_path, capsys, argv, needle)
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and needle in err, err
     assert not (tmp_path / "d.pt").exists()
+
+
+def test_reference_is_a_state_dict_of_the_same_class(user, tmp_path, capsys):
+    """``diagnose --model M --weights damaged.pt --reference healthy.pt``: both plain state dicts of the user's class."""
+    import json
+
+    import numpy as np
+
+    name, net = user
+    broken = {k: v.clone() for k, v in net.state_dict().items()}
+    broken["fc2.weight"] += 3.0 * torch.randn_like(broken["fc2.weight"])
+    torch.save(broken, tmp_path / "broken.pt")
+    g = torch.Generator().manual_seed(1)
+    np.savez(tmp_path / "d.npz", x=torch.rand(64, 5, generator=g).numpy(), y=np.zeros(64, dtype=np.int64))
+    assert main(["diagnose", "--model", f"{name}:SkipNet", "--weights", "broken.pt", "--reference", "w.pt",
+                 "--data", "d.npz", "--out", "diag.json"]) == 0
+    diag = json.loads((tmp_path / "diag.json").read_text())
+    assert "fc2" in json.dumps(diag) and "fc1" in json.dumps(diag)
+    localised = diag.get("localized") or diag.get("localised") or diag.get("layer")
+    assert localised == "fc2", diag
+    # the reference is the user's weights file: never written over
+    assert main(["heal", "--model", f"{name}:SkipNet", "--weights", "broken.pt", "--reference", "w.pt",
+                 "--data", "d.npz", "--out", "w.pt"]) == 2
+    assert "refusing to overwrite" in capsys.readouterr().err

@@ -200,13 +200,32 @@ def _with_user_model(func, dest: str, later: list[str], required: bool):
         if weights is not None:
             _check_weights_kept(args, Path(weights))
         net = load_user_model(spec, weights)
+        reference = _reference_of_class(args, spec)
         with tempfile.TemporaryDirectory(prefix="nnmend-model-") as tmp:
             path = Path(tmp) / f"{Path(weights).stem if weights else spec.rpartition(':')[2]}.pt"
             with reading(spec, ModelError):
                 save_network(net, path)
+                if reference is not None:
+                    ref_path = Path(tmp) / "reference" / f"{Path(args.reference).stem}.pt"
+                    ref_path.parent.mkdir()
+                    save_network(reference, ref_path)
+                    args.reference = str(ref_path)
             setattr(args, dest, str(path))
             return func(args)
     return run
+
+
+def _reference_of_class(args: argparse.Namespace, spec: str) -> nn.Module | None:
+    """With ``--model``, ``--reference FILE`` may be a plain state dict of the same class (the healthy weights):
+    that network, or None where the file is not one (an ONNX / ``.nnet`` / nnmend checkpoint of its own)."""
+    ref = getattr(args, "reference", None)
+    if not isinstance(ref, str) or Path(ref).suffix.lower() in (".onnx", ".nnet", ".gz") or not Path(ref).is_file():
+        return None
+    _check_weights_kept(args, Path(ref))
+    try:
+        return load_user_model(spec, ref)
+    except ModelError:          # not weights of this class: read later as a network file, which says what is wrong
+        return None
 
 
 def _check_weights_kept(args: argparse.Namespace, weights: Path) -> None:
