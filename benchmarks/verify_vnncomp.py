@@ -1,21 +1,29 @@
-"""VNN-COMP 2021-2023 instances through ``nnmend verify`` as a user runs it (one process per instance).
+"""VNN-COMP 2021-2023 instances through ``nnmend verify`` (68 instances, 18 benchmarks).
 
-Reads ``instances.csv`` of ``../shared/data/vnncomp/`` (68 instances, 18 benchmarks, each with the
-competition's agreed answer and its timeout), runs ``nnmend verify ONNX VNNLIB --timeout T`` in a child
-process per instance (T = the competition's timeout, or ``--cap`` if smaller), and classifies each result
-against the expected answer: correct / wrong / timeout / unknown / refused (a clean one-line refusal:
-unsupported operator or attribute) / error (anything else: a traceback, a crash, a hang past T + 30 s).
-Records wall time (and whether the answer came within T + 2 s) and the child's peak memory.
+Reads ``instances.csv`` of ``../shared/data/vnncomp/`` (each instance with the competition's agreed answer
+and its timeout) and decides each with T = the competition's timeout, or ``--cap`` if smaller, in one of two
+ways:
 
-Writes ``benchmarks/results/verify_vnncomp.json`` and ``.md`` (per benchmark, beside alpha-beta-CROWN's
-decided count and median time from the competition — a GPU figure on the competition's hardware).
+* ``--mode inprocess`` (default): the Python entry ``nnmend verify --instances`` uses
+  (:func:`nnmend.cli.verify.run_isolated`): the imports are paid once, then each instance (reading the files
+  included) runs in a forked worker that is killed at ``T + 0.5 s``; the time is the instance's own.
+* ``--mode subprocess``: ``nnmend verify ONNX VNNLIB --timeout T`` in a fresh process per instance, as a
+  user types it (interpreter start and imports, 10-20 s on a loaded 2-core machine, count against T).
 
-    python benchmarks/verify_vnncomp.py [--root ../shared/data/vnncomp] [--cap 60] [--quick]
+Each result is classified against the expected answer: correct / wrong / timeout / unknown / refused (a
+clean one-line refusal: unsupported operator or attribute) / error (anything else: a traceback, a crash, a
+hang past T + 30 s). Records are appended to ``verify_vnncomp.partial.jsonl`` as they finish, so
+``--resume`` continues a cut run. Writes ``benchmarks/results/verify_vnncomp.json`` and ``.md`` (per
+benchmark, beside alpha-beta-CROWN's decided count and median time from the competition — a GPU figure on
+the competition's hardware) with the load average seen during the run.
+
+    python benchmarks/verify_vnncomp.py [--root ../shared/data/vnncomp] [--cap 120] [--quick] [--resume]
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import resource
 import statistics
@@ -50,6 +58,27 @@ def classify(expected: str, stdout: str, stderr: str, rc: int | None) -> tuple[s
     return "error", f"exit {rc}: {msg[:300]}"
 
 
+def run_inprocess(data: Path, onnx: str, vnnlib: str, timeout: float, expected: str, cap: float) -> dict:
+    """One instance through :func:`nnmend.cli.verify.run_isolated` (a forked worker; files read inside it)."""
+    from nnmend.cli.verify import run_isolated
+    from nnmend.errors import NnmendError
+
+    t = min(float(timeout), cap)
+    start = time.monotonic()
+    out, err, rc = "", "", 0
+    try:
+        _, out, _ = run_isolated(data / onnx, data / vnnlib, t, start)
+    except NnmendError as exc:
+        err, rc = str(exc), 2
+    except RuntimeError as exc:
+        err, rc = f"Traceback: {exc}", 1
+    seconds = time.monotonic() - start
+    outcome, detail = classify(expected, out, err, rc)
+    return {"onnx": onnx, "vnnlib": vnnlib, "timeout": t, "expected": expected, "outcome": outcome,
+            "detail": detail, "seconds": round(seconds, 2), "within_deadline": seconds <= t + 2,
+            "load_avg_1min": round(os.getloadavg()[0], 2)}
+
+
 def run_instance(data: Path, onnx: str, vnnlib: str, timeout: float, expected: str, cap: float) -> dict:
     t = min(float(timeout), cap)
     cmd = [sys.executable, "-m", "nnmend", "verify", str(data / onnx), str(data / vnnlib), "--timeout", f"{t:g}"]
@@ -67,7 +96,7 @@ def run_instance(data: Path, onnx: str, vnnlib: str, timeout: float, expected: s
     outcome, detail = classify(expected, out, err, rc)
     return {"onnx": onnx, "vnnlib": vnnlib, "timeout": t, "expected": expected, "outcome": outcome,
             "detail": detail, "seconds": round(seconds, 2), "within_deadline": seconds <= t + 2 + 5,
-            "peak_rss_mb_upper": round(max(peak, before) / 1024, 1)}
+            "peak_rss_mb_upper": round(max(peak, before) / 1024, 1), "load_avg_1min": round(os.getloadavg()[0], 2)}
 
 
 def table(records: list[dict], rows: list[dict]) -> str:
@@ -97,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cap", type=float, default=float("inf"), help="cap on each instance's timeout (seconds)")
     ap.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK)}, 10 s each")
     ap.add_argument("--only", default="", help="comma-separated benchmark names")
+    ap.add_argument("--mode", choices=("inprocess", "subprocess"), default="inprocess",
+                    help="forked workers after one import (default) or one `nnmend verify` process per instance")
+    ap.add_argument("--resume", action="store_true", help="keep the records of the partial file and run the rest")
     ap.add_argument("--results-dir", type=Path, default=ROOT / "benchmarks" / "results")
     args = ap.parse_args(argv)
     started = time.perf_counter()
@@ -106,17 +138,46 @@ def main(argv: list[str] | None = None) -> int:
     if only:
         rows = [r for r in rows if r["benchmark"] in only]
     cap = 10.0 if args.quick else args.cap
-    records = []
+    name = "verify_vnncomp_quick" if args.quick else "verify_vnncomp"
+    partial = args.results_dir / f"{name}.partial.jsonl"
+    done: dict[tuple[str, str], dict] = {}
+    if args.resume and partial.exists():
+        for line in partial.read_text().splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                done[(rec["onnx"], rec["vnnlib"])] = rec
+    elif partial.exists():
+        partial.unlink()
+    if args.mode == "inprocess":
+        from nnmend.cli.verify import preload
+
+        preload()
+        import torch
+
+        torch.set_num_threads(1)
+    run = run_inprocess if args.mode == "inprocess" else run_instance
+    records, loads = [], []
     for i, row in enumerate(rows, 1):
-        rec = run_instance(args.root, row["onnx"], row["vnnlib"], float(row["timeout"]), row["expected"], cap)
-        rec["benchmark"] = row["benchmark"]
+        rec = done.get((row["onnx"], row["vnnlib"]))
+        if rec is None:
+            rec = run(args.root, row["onnx"], row["vnnlib"], float(row["timeout"]), row["expected"], cap)
+            rec["benchmark"] = row["benchmark"]
+            args.results_dir.mkdir(parents=True, exist_ok=True)
+            with partial.open("a") as fh:
+                fh.write(json.dumps(rec) + "\n")
         records.append(rec)
+        loads.append(rec.get("load_avg_1min"))
         print(f"[{i}/{len(rows)}] {row['benchmark']} {Path(row['onnx']).name} {Path(row['vnnlib']).name}: "
               f"{rec['outcome']} ({rec['detail'][:80]}) {rec['seconds']} s", flush=True)
+    loads = [x for x in loads if x is not None]
+    how = ("in-process: the imports once, then each instance (its files read inside the time) in a forked worker "
+           "killed at T + 0.5 s" if args.mode == "inprocess" else
+           "as `nnmend verify ONNX VNNLIB --timeout T` in its own process (start-up and imports inside T)")
     md = ["# VNN-COMP instances through `nnmend verify`", "",
-          f"{len(records)} instances from `{args.root.name}/instances.csv`; each run as `nnmend verify ONNX VNNLIB "
-          f"--timeout T` in its own process, T = the competition's timeout"
-          + (f" capped at {cap:g} s" if cap != float("inf") else "") + "; 2-core CPU machine.",
+          f"{len(records)} instances from `{args.root.name}/instances.csv`; each run {how}; T = the competition's "
+          "timeout" + (f" capped at {cap:g} s" if cap != float("inf") else "") + "; 2-core CPU machine shared with "
+          "other jobs" + (f" (1-minute load average during the run: {min(loads):.1f}-{max(loads):.1f}, median "
+                          f"{statistics.median(loads):.1f})" if loads else "") + ".",
           "alpha-beta-CROWN's column is the competition's official result on its GPU hardware (not this machine).", "",
           table(records, rows), "",
           "Outcomes: correct / wrong (against the answer the competition's tools agree on), timeout, unknown, "
@@ -124,9 +185,9 @@ def main(argv: list[str] | None = None) -> int:
           "| instance | outcome | s | detail |", "|---|---|---|---|"]
     md += [f"| {Path(r['onnx']).name} / {Path(r['vnnlib']).name} | {r['outcome']} | {r['seconds']} | {r['detail'][:120]} |"
            for r in records]
-    name = "verify_vnncomp_quick" if args.quick else "verify_vnncomp"
     write_results(name, records, "\n".join(md) + "\n", args.results_dir, started=started,
-                  extra={"cap": None if cap == float("inf") else cap, "root": str(args.root)})
+                  extra={"cap": None if cap == float("inf") else cap, "root": str(args.root), "mode": args.mode})
+    partial.unlink(missing_ok=True)          # complete: the results file holds every record
     return 0
 
 

@@ -152,7 +152,7 @@ def _search(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor,
         attack_s[0] += time.monotonic() - t0
         return cex
 
-    cex = attack(0, 2, 0.05)
+    cex = attack(0, 1, 0.03)
     if cex is not None:
         return BabOutcome("falsified", cex, {**stats, "found_by": "pgd"})
 
