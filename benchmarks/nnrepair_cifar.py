@@ -101,7 +101,11 @@ def markdown(records: list[dict], meta: dict) -> str:
     m = meta["models"]
     solve = [s for r in records for s in r["solver_seconds_per_expert"]]
     done = {(r["scenario"], r["layer"]) for r in records}
+    asr = [r["scores"]["original"]["asr"] for r in records if "asr" in r["scores"]["original"]]
+    pt = [r["scores"]["original"]["p_test"] for r in records if "p_test" in r["scores"]["original"]]
     missing = [f"{j['scenario']}/{j['layer']}" for j in jobs(meta["quick"]) if (j["scenario"], j["layer"]) not in done]
+    if missing:
+        body = body.replace("(full run)", f"(partial run: {len(done)} of {len(jobs(meta['quick']))} cells)", 1)
     lines = ["", "## Networks and deviations", "",
              *([f"- Cells run as {meta['merged_from']} separate processes, one after another, and joined with `--merge`; "
                 "the seconds above are their sum."] if meta.get("merged_from") else []),
@@ -117,6 +121,9 @@ def markdown(records: list[dict], meta: dict) -> str:
                 f"training images with the first 600 poisoned (BadNets by poisoned fine-tuning, not poisoned training "
                 f"from scratch): {_recipe_text(m['poisoned'])}; test accuracy {100 * m['poisoned']['test_accuracy']:.2f} % "
                 "(paper 72.26 %, P-Test 15.89 %)."] if "poisoned" in m else []),
+             *([f"- Backdoor strength: the poisoned model's attack success rate (triggered non-horse test images "
+                f"classified as horse) is {asr[0]:.2f} % and its P-Test {pt[0]:.2f} % — a far weaker backdoor than the "
+                "paper's (P-Test 15.89 %), so the P-Test head-room differs."] if asr else []),
              "- BadNets trigger: NNrepair's 3×3 square of "
              "250/255 at rows/columns 24–26 (all three channels), target label 7 (horse, as the paper's CIFAR model). "
              "The paper's CIFAR figure shows the square in the bottom-right corner; ours sits 5 pixels in from it.",
