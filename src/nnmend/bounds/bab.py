@@ -56,6 +56,8 @@ class BabConfig:
     safe exactly because of a mean (:mod:`nnmend.repair.guard`).
     alpha_preset: the alpha-CROWN preset (``"fast"``: output slopes only; ``"tight"``: intermediate slopes too,
     slower per step; see :class:`nnmend.bounds.optimized.AlphaConfig`); ``alpha_iters`` / ``alpha_lr`` override it.
+    reuse_parent_bounds: ReLU splitting keeps each domain's parent's intermediate bounds instead of recomputing
+    them (``None``: where the root's cost more than eight final-bound passes, see :mod:`nnmend.bounds.relu_split`).
     threads: torch intra-op threads during the search (restored afterwards); 1 by default because the
     many small tensor operations of a search run faster single-threaded, above all on a busy machine
     (measured: 20x on a shared 2-core host). ``None`` leaves torch's setting alone.
@@ -83,6 +85,7 @@ class BabConfig:
     split: str = "auto"
     input_split_max_dims: int = 16
     alpha_preset: str = "fast"
+    reuse_parent_bounds: bool | None = None
 
 
 def memory_budget(config: "BabConfig") -> int:

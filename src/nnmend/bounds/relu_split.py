@@ -196,7 +196,8 @@ def _search(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor,
             if first:
                 # a deep network's intermediate bounds cost many final bounds (resnet_4b: 60 s against 0.2 s per
                 # pass): its domains then keep their parent's bounds instead of recomputing them
-                reuse = t_pre > 8 * (time.monotonic() - t_bound) / (iters + 1)
+                reuse = (t_pre > 8 * (time.monotonic() - t_bound) / (iters + 1) if cfg.reuse_parent_bounds is None
+                         else cfg.reuse_parent_bounds)
                 stats["reuse_parent_bounds"] = reuse
         else:
             with torch.no_grad():
