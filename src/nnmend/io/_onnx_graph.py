@@ -279,7 +279,7 @@ def _linear(b: _Builder, x: _Tensor, w: np.ndarray, bias: np.ndarray | None) -> 
 def _op_matmul(b: _Builder, ins: list) -> _Tensor:
     a, w = ins
     if isinstance(a, _Tensor) and isinstance(w, _Tensor):
-        raise b.fail("the product of two data tensors is not linear")
+        raise b.fail("the matrix product of two data tensors is not supported (it is not linear)")
     if isinstance(a, _Tensor):
         w = np.asarray(w, dtype=np.float64)
         if w.ndim != 2:
