@@ -6,7 +6,7 @@ the per-operator relaxations (``operators/``), as in auto_LiRPA, and walk the ne
 (``graph.compile_network``): ``nn.Sequential``, :class:`nnmend.layers.SumOfNetworks`,
 :class:`nnmend.graph.GraphNetwork` and any module ``torch.fx`` traces. Operators: Linear, Conv1d/Conv2d
 (every padding mode), ConvTranspose2d, BatchNorm (eval), ElementwiseAffine, ReLU, LeakyReLU, Sigmoid,
-Tanh, MaxPool, AvgPool/AdaptiveAvgPool, Softmax (interval), Flatten/Unflatten/Reshape, Transpose, Pad,
+Tanh, Sign, MaxPool, AvgPool/AdaptiveAvgPool, Softmax (interval), Flatten/Unflatten/Reshape, Transpose, Pad,
 Slice, Gather, Concat, Add, Sub, constant MatMul, Identity, Dropout (eval). Anything else, and any
 attribute a relaxation does not model, is refused naming the node.
 
