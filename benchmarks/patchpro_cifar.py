@@ -52,10 +52,7 @@ PAPER = {"ResNet18": {"DGSR": 88.3, "time_s": (230, 5442)}, "VGG19": {"DGSR": 93
 @lru_cache(maxsize=1)
 def network() -> GraphNetwork:
     """resnet_2b taking pixels in [0, 1]: a normalisation node feeds the ONNX graph's input."""
-    g = load_network(NET_PATH)
-    nodes = [("normalize", normalization(CIFAR10_MEAN, CIFAR10_STD), ["input"])]
-    nodes += [(n.name, g.ops[n.name], ["normalize" if i == g.INPUT else i for i in n.inputs]) for n in g.nodes]
-    net = GraphNetwork(nodes, g.output).eval()
+    net = load_network(NET_PATH).prepend("normalize", normalization(CIFAR10_MEAN, CIFAR10_STD)).eval()
     net.nnmend_input_shape = (3, 32, 32)
     return net
 

@@ -200,3 +200,20 @@ def test_onnx_export_needs_no_input_shape_when_the_network_fixes_it(tmp_path) ->
     assert torch.allclose(load_network(tmp_path / "res.onnx")(x), graph(x), atol=1e-5)
     with pytest.raises(ModelError, match="input_shape"):
         save_network(nn.Sequential(nn.Conv2d(1, 2, 3)), tmp_path / "conv.onnx")
+
+
+def test_prepend_feeds_a_module_where_the_graph_read_its_input(tmp_path) -> None:
+    from nnmend.layers import normalization
+
+    torch.manual_seed(0)
+    fc1, fc2 = nn.Linear(12, 4), nn.Linear(4, 2)
+    g = GraphNetwork([("flat", nn.Flatten(), ["input"]), ("fc1", fc1, ["flat"]), ("relu", nn.ReLU(), ["fc1"]),
+                      ("fc2", fc2, ["relu"])], "fc2", input_shape=(3, 2, 2))
+    mean, std = torch.tensor([0.5, 0.2, 0.1]), torch.tensor([2.0, 4.0, 0.5])
+    net = g.prepend("normalize", normalization(mean, std)).eval()
+    x = torch.rand(7, 3, 2, 2)
+    want = fc2(torch.relu(fc1(((x - mean.view(3, 1, 1)) / std.view(3, 1, 1)).flatten(1))))
+    assert torch.allclose(net(x), want, atol=1e-6)
+    assert net.names()[0] == "normalize" and net.nnmend_input_shape == (3, 2, 2) and g.names()[0] == "flat"
+    save_network(net, tmp_path / "n.pt")
+    assert torch.allclose(load_network(tmp_path / "n.pt")(x), want, atol=1e-6)

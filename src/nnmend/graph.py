@@ -75,6 +75,16 @@ class GraphNetwork(nn.Module):
     def names(self) -> list[str]:
         return [n.name for n in self.nodes]
 
+    def prepend(self, name: str, module: nn.Module) -> "GraphNetwork":
+        """A new graph (sharing this one's modules) that feeds ``module(x)`` where this one read its input — e.g.
+        ``net.prepend("normalize", normalization(mean, std))`` for a network trained on normalised data."""
+        nodes = [(name, module, [self.INPUT])]
+        nodes += [(n.name, self.ops[n.name], [name if i == self.INPUT else i for i in n.inputs]) for n in self.nodes]
+        out = GraphNetwork(nodes, self.output)
+        if hasattr(self, "nnmend_input_shape"):
+            out.nnmend_input_shape = self.nnmend_input_shape
+        return out.train(self.training)
+
     def spec_args(self) -> dict:
         return {"nodes": [[n.name, list(n.inputs)] for n in self.nodes], "output": self.output}
 
