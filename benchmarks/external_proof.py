@@ -121,6 +121,9 @@ def main(argv=None) -> None:
     ap.add_argument("--original-timeout", type=float, default=60.0, help="Marabou's seconds on the original network")
     ap.add_argument("--instances", default=None, help="comma-separated NETWORK:DEFECT, e.g. acasxu_4_3:phi2")
     ap.add_argument("--results", type=Path, default=RESULTS)
+    ap.add_argument("--merge", action="store_true", help="keep the rows of an earlier run (same file) that this run "
+                    "does not repeat")
+    ap.add_argument("--name", default=None, help="results file name (default external_proof[_quick])")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     started, load0 = time.perf_counter(), os.getloadavg()[0]
@@ -128,7 +131,14 @@ def main(argv=None) -> None:
     jobs = [{"network": n, "defect": d, "method": m, "external_timeout": args.external_timeout,
              "original_timeout": args.original_timeout} for n, d in chosen for m in args.methods.split(",")]
     records = run_jobs(one, jobs, desc="external proof", keep_going=True)
-    name = "external_proof_quick" if args.quick else "external_proof"
+    name = args.name or ("external_proof_quick" if args.quick else "external_proof")
+    earlier = args.results / f"{name}.json"
+    if args.merge and earlier.exists():
+        import json
+
+        done = {(r["network"], r["defect"], r["method"]) for r in records}
+        records = [r for r in json.loads(earlier.read_text())["records"]
+                   if (r["network"], r["defect"], r["method"]) not in done] + records
     write_results(name, records, markdown(records, args.quick, (load0, os.getloadavg()[0])), args.results,
                   started=started, extra={"quick": args.quick, "grid": str(GRID.name)})
     print(f"wrote {args.results / name}.md")
