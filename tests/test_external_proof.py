@@ -136,6 +136,8 @@ def test_a_construction_that_cannot_be_expressed_says_so():
     rec = external_proof(pp, phi2(lo, hi), timeout=10)
     assert [c["result"] for c in rec["claims"]] == ["not-expressible"] * 2
     assert "overlaps" in rec["claims"][0]["detail"] and rec["status"] == "not-expressible"
+    big = external_proof(net, phi2(), timeout=10, max_relus=10)      # too large for Marabou's budget: not tried
+    assert big["status"] == "unknown" and "24 ReLU units" in big["detail"]
 
 
 def test_a_certificate_marabou_refutes_is_a_loud_disagreement(monkeypatch):

@@ -68,7 +68,22 @@ def _violates(net64: nn.Module, x: torch.Tensor, box, tol: float = 1e-6) -> bool
     return any(bool((A @ y <= b + tol).all()) for A, b in box.unsafe)
 
 
-def external_proof(network: nn.Module, problem, timeout: float | None = 60.0, *, isolate: bool = True) -> dict:
+def _relus(network: nn.Module, shape) -> int:
+    """ReLU units one input goes through (Marabou's case splits)."""
+    count = [0]
+    hooks = [m.register_forward_hook(lambda _m, _i, out: count.__setitem__(0, count[0] + out[0].numel()))
+             for m in network.modules() if isinstance(m, nn.ReLU)]
+    try:
+        with torch.no_grad():
+            network(torch.zeros(1, *shape))
+    finally:
+        for h in hooks:
+            h.remove()
+    return count[0]
+
+
+def external_proof(network: nn.Module, problem, timeout: float | None = 60.0, *, isolate: bool = True,
+                   max_relus: int = 20_000) -> dict:
     """Re-prove every claimed property of ``problem`` with Marabou on the piecewise-linear ONNX export of
     ``network`` (:mod:`nnmend.repair.export_pwl`); nothing of nnmend's bounds is used.
 
@@ -77,6 +92,7 @@ def external_proof(network: nn.Module, problem, timeout: float | None = 60.0, *,
     DISAGREEMENT with the sound-bounds certificate; ``reproduces`` says whether the counterexample violates
     the property on ``network`` itself in float64), ``unknown`` (timeout, Marabou error) or
     ``not-expressible`` (the construction has no exact continuous piecewise-linear form there; no claim).
+    An export with more than ``max_relus`` ReLU units is not handed to Marabou (``unknown``, saying so).
 
     Returns ``{"solver", "status", "claims": [...], "counts", "export": {exact, note, ops, equivalence}, "seconds"}``;
     ``status``: ``sat`` if any claim is sat, else ``unsat`` if all are, else ``not-expressible`` if all are,
@@ -106,6 +122,10 @@ def external_proof(network: nn.Module, problem, timeout: float | None = 60.0, *,
         export = to_pwl(network)
     except NotExpressible as exc:
         return every("not-expressible", str(exc))
+    relus = _relus(export.network, shape)
+    if relus > max_relus:
+        return every("unknown", f"the piecewise-linear export has {relus:,} ReLU units, more than Marabou is given "
+                                f"(max_relus={max_relus:,}); nothing was tried")
     with tempfile.TemporaryDirectory(prefix="nnmend-pwl-") as tmp:
         path = Path(tmp) / "repaired.pwl.onnx"
         try:
