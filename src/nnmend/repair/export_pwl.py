@@ -46,7 +46,7 @@ __all__ = ["PWL_OPS", "NotExpressible", "PwlNetwork", "to_pwl", "exact_on", "sav
 #: ONNX operators a piecewise-linear export may hold (all read by nnmend's reader and by Marabou 2.0)
 PWL_OPS = frozenset({"Gemm", "MatMul", "Add", "Sub", "Mul", "Relu", "Conv", "Flatten", "Reshape", "Identity",
                      "Constant", "BatchNormalization", "MaxPool"})
-_LEAVES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.ReLU, nn.Flatten, nn.Unflatten, nn.Identity, nn.BatchNorm1d,
+_LEAVES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.ReLU, nn.Flatten, nn.Identity, nn.BatchNorm1d,
            nn.BatchNorm2d, nn.MaxPool2d, ElementwiseAffine)
 DEFAULT_BAND = 1e-3
 
@@ -105,6 +105,8 @@ def _plain(m: nn.Module, where: str) -> nn.Module:
             lin.weight.add_(m.merged_delta())
         return nn.Sequential(_plain(m.trunk, f"{where}.trunk"), nn.Flatten(), lin,
                              *[_plain(c, f"{where}.head.{i + 1}") for i, c in enumerate(list(m.head)[1:])])
+    if isinstance(m, nn.Unflatten) and m.dim in (1, -len(m.unflattened_size) - 1):
+        return _Unflat(m.unflattened_size)
     if type(m) in _LEAVES:
         return copy.deepcopy(m)
     raise NotExpressible(f"{where} ({name}): not a piecewise-linear layer nnmend writes for external verifiers")
