@@ -19,7 +19,7 @@ from torch import nn
 pytest.importorskip("streamlit", reason="the workbench needs streamlit (requirements.txt)")
 
 from _app_wait import texts, wait_for  # noqa: E402
-from test_app import N_EVAL, WB, _no_magic, damage_fc2, page, start  # noqa: E402,F401  (_no_magic: autouse fixture)
+from test_app import WB, _no_magic, damage_fc2, page, start  # noqa: E402,F401  (_no_magic: autouse fixture)
 from nnmend.app import jobs  # noqa: E402
 from nnmend.data import load_dataset  # noqa: E402
 from nnmend.train import accuracy  # noqa: E402
@@ -157,9 +157,11 @@ def _spin(pid_file: str) -> None:
                 torch.randn(64, 64).sum()
 
 
-def test_cancel_stops_a_job_and_progress_moves(tmp_path):
+@pytest.mark.parametrize("process", [False, pytest.param(True, marks=pytest.mark.skipif(not jobs._FORK, reason="no fork"))],
+                         ids=["thread", "process"])
+def test_cancel_stops_a_job_and_progress_moves(tmp_path, process):
     pid_file = str(tmp_path / "pid")
-    job = jobs.submit("spin", _spin, pid_file)
+    job = jobs.submit("spin", _spin, pid_file, process=process)
 
     def after(n: int) -> float:
         """The job's fraction once ``n`` progress reports have arrived (an event, not a time)."""
@@ -167,25 +169,29 @@ def test_cancel_stops_a_job_and_progress_moves(tmp_path):
             jobs.wait(job, timeout=0.01)
         return job.fraction
 
-    first, later = after(30), after(300)
-    assert not job.done and 0 < first < later < 1                 # the bar moves (outer steps refined by inner ones)
-    assert "outer" in job.step and "inner" in job.step
-    job.cancel()
+    try:
+        first = after(30)
+        later = after(job.reports + 100)                          # 100 more reports: several outer steps on
+        assert not job.done and 0 < first < later < 1             # the bar moves (outer steps refined by inner ones)
+        assert "outer" in job.step and "inner" in job.step
+    finally:
+        job.cancel()                                              # never leave the worker spinning
     jobs.wait(job, timeout=math.inf)
     assert job.cancelled and "cancelled" in str(job.error) and job.value is None
-    if jobs._FORK:                                               # the job's process is gone, not left running
+    if process:                                                  # the job's process is gone, not left running
         pid = int(open(pid_file).read())
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
-    after = jobs.wait(jobs.submit("next", sum, [1, 2, 3]))         # the queue goes on
-    assert after.value == 6 and not after.cancelled
+    nxt = jobs.wait(jobs.submit("next", sum, [1, 2, 3]))           # the queue goes on
+    assert nxt.value == 6 and not nxt.cancelled
 
 
 def test_cancel_button_on_a_page_stops_the_repair():
     at = damage_fc2(start(n_eval=200))
     page(at, "repair")
-    at.number_input(key="repair_shnn_n_samples").set_value(60000)
-    at.number_input(key="repair_shnn_epochs").set_value(200)
+    at.number_input(key="repair_shnn_n_samples").set_value(5000)
+    at.number_input(key="repair_shnn_epochs").set_value(1000)                # far longer than the test
+    at.text_input(key="repair_shnn_init").set_value("random")                # straight to the epochs (progress steps)
     at.button(key="repair_run").click().run()
     job = at.session_state["nnmend_jobs"]["repair_shnn"]
     at.button(key="repair_shnn_cancel").click().run()

@@ -1,10 +1,12 @@
 """Long API calls in the background: the page stays responsive, shows progress, and can cancel them.
 
 A :class:`Job` runs one callable away from the page. Jobs run one at a time, in submission order (the
-machine's cores go to torch, not to several trainings at once). Where the platform can fork, each job
-runs in a child process: :meth:`Job.cancel` terminates it at once, whatever the call is doing, and a
-server that shuts down takes its jobs with it. Elsewhere it runs on a worker thread and a cancel takes
-effect at the call's next progress step.
+machine's cores go to torch, not to several trainings at once), on a daemon worker thread: a server that
+is asked to stop does not wait for them. :meth:`Job.cancel` stops a queued job before it starts and a
+running one at its next progress step (an exception raised in the job's own thread; code that reports
+no progress runs to its next step first). ``submit(..., process=True)`` runs the call in a forked child
+process instead, which a cancel terminates at once; the workbench does not use it: forked from the
+Streamlit server (its event loop and worker threads), the server's own script threads stalled.
 
 Progress comes from every :func:`nnmend._progress.progress` loop inside the call (epochs, rule
 iterations, ...) and from :func:`stage` calls made by the page's own pipeline (build the problem,
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import math
 import multiprocessing
-import os
 import pickle
 import queue
 import threading
@@ -246,13 +247,12 @@ def _serve() -> None:
                 job._finish(error=exc, trace=traceback.format_exc())
 
 
-def submit(label: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Job:
-    """Queue ``fn(*args, **kwargs)`` and return its :class:`Job` (a child process where the platform forks).
-
-    ``NNMEND_APP_THREAD_JOBS=1`` runs jobs on the worker thread instead (cancel at the next progress step)."""
+def submit(label: str, fn: Callable[..., Any], *args: Any, process: bool = False, **kwargs: Any) -> Job:
+    """Queue ``fn(*args, **kwargs)`` and return its :class:`Job`; ``process=True``: in a forked child process
+    (where the platform forks), which a cancel terminates at once."""
     global _WORKER
     job = Job(label)
-    in_process = _FORK and not os.environ.get("NNMEND_APP_THREAD_JOBS")
+    in_process = process and _FORK
     with _LOCK:
         if _WORKER is None or not _WORKER.is_alive():
             # a daemon thread: a server that is asked to stop does not wait for a running job

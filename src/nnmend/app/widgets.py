@@ -153,7 +153,7 @@ def _poll(key: str) -> None:
         st.progress(min(max(job.fraction, 0.0), 1.0), text=job.text)
     else:   # no loop with a known length is open: say what runs and for how long, no bar that lies
         st.caption(f"⏳ {job.text}")
-    if st.button("Cancel", key=f"{key}_cancel", help="stop this job now (its process is terminated)"):
+    if st.button("Cancel", key=f"{key}_cancel", help="stop this job at its next progress step"):
         job.cancel()
 
 

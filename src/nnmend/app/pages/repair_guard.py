@@ -137,7 +137,7 @@ def render() -> None:
         hi = c[1].number_input("input domain: upper bound of every input", value=1.0, format="%.6g", key="guard_hi")
         st.caption("outside the property's box and inside this domain the guarded network equals the original exactly "
                    "(an .nnet header gives ACAS Xu's domain)")
-        domain = (torch.full((n_inputs,), float(lo), dtype=torch.float64), torch.full((n_inputs,), float(hi), dtype=torch.float64))
+        domain = tuple(torch.full((n_inputs,), float(v), dtype=torch.float64) for v in (lo, hi))
     c2 = st.columns(2)
     margin = c2[0].number_input("margin ε (output units)", 1e-6, 1.0, 1e-4, format="%.6f", key="guard_margin")
     timeout = c2[1].number_input("proof timeout (s)", 5.0, 600.0, 60.0, key="guard_timeout")
@@ -163,7 +163,8 @@ def render() -> None:
     w.certificate(res.verified)
     with st.expander("details"):
         st.json({"seconds": round(res.seconds, 3), "targets": res.details["targets"],
-                 "certificate": res.certificate, "metrics": res.metrics, "margin": res.details["margin"], "band": res.details["band"]},
+                 "certificate": res.certificate, "metrics": res.metrics, "margin": res.details["margin"],
+                 "band": res.details["band"]},
                 expanded=False)
 
 

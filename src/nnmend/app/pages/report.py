@@ -13,7 +13,7 @@ from nnmend.app.registry import PageSpec
 from nnmend.app.archive import session_archive, session_report
 from nnmend.app.state import workbench
 
-PAGE = PageSpec("Report", section="Evaluate", order=90, icon=":material/description:", summary="downloads: network and report")
+PAGE = PageSpec("Report", section="Evaluate", order=90, icon=":material/description:", summary="downloads: a network, the report, the whole session")
 FILES_KEY = "nnmend_downloads"
 ARCHIVE_KEY = "nnmend_archive"
 
