@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..._progress import progress
 from ..._validation import check_finite_params
 from ...errors import RepairError
 from ...nets import clone, num_classes
@@ -205,7 +206,7 @@ def repair(network: nn.Module, problem: RepairProblem, config: NNRepairConfig = 
         raise RepairError(f"classes {bad} are outside 0..{C - 1}")
     n_in = split.linear.weight.shape[1]
     experts, idx_list, val_list, labels = [], [], [], []
-    for c in classes:
+    for c in progress(classes, desc="nnrepair: experts", total=len(classes)):
         t0 = time.perf_counter()
         gen = torch.Generator().manual_seed(config.seed * 1000 + c)
         info, system, _ = (_last_expert(split, pool, c, config, gen, margin) if last

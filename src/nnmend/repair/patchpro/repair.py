@@ -20,6 +20,7 @@ from dataclasses import asdict, replace
 import torch
 from torch import nn
 
+from ..._progress import progress
 from ..._validation import check_choice, check_finite_params
 from ...errors import RepairError
 from ...properties import check
@@ -176,7 +177,8 @@ def _repair(network: nn.Module, problem, cfg: PatchProConfig) -> RepairResult:
     gen = torch.Generator().manual_seed(cfg.seed)
     history, epoch = [], 0
     t_train = time.perf_counter()
-    for epoch in range(1, cfg.max_epochs + 1):
+    epochs = progress(range(1, cfg.max_epochs + 1), desc="patchpro: train patches", total=cfg.max_epochs)
+    for epoch in epochs:
         bs = cfg.batch_size if cfg.batch_size > 0 else len(items)
         perm = torch.randperm(len(items), generator=gen)
         for i in range(0, len(items), bs):
@@ -191,6 +193,7 @@ def _repair(network: nn.Module, problem, cfg: PatchProConfig) -> RepairResult:
         dist, lb, slope = _distance(patches, items, regions, cfg)
         n_open = int((dist > 0).sum())
         history.append({"epoch": epoch, "boxes": len(items), "open": n_open, "mean_distance": float(dist.mean())})
+        epochs.set_postfix(boxes=len(items), open=n_open)
         if n_open == 0 and epoch >= cfg.min_epochs:
             break
         if sched is not None:

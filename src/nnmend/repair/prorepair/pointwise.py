@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..._progress import progress
 from .config import ProRepairConfig
 from .proxy import box_distance, synthesize
 from .regionwise import preservation
@@ -30,7 +31,7 @@ def point_repair(net: nn.Sequential, split_idx: int, params: list[nn.Parameter],
         clean_logits = net(clean_x)
         y_var = clean_logits.var(0).mean().clamp(min=1e-12)
     record = {"rounds": [], "status": "budget"}
-    for rnd in range(cfg.max_rounds):
+    for rnd in progress(range(cfg.max_rounds), desc="prorepair: rounds", total=cfg.max_rounds):
         with torch.no_grad():
             z = h(x).flatten(1)
             ok = (net(x).argmax(1) == y)

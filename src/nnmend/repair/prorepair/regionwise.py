@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..._progress import progress
 from ...attacks import pgd
 from ...bounds import bound
 from ...bounds.bab import _BoxViolation, group_max, sample_boxes, split_dims, violation
@@ -201,7 +202,7 @@ def region_repair(state: RegionState, params: list[nn.Parameter], boxes: list[tu
     span = torch.stack([hi - lo for lo, hi in boxes]).max(0).values.clamp(min=1e-12)
     quiet = 0                             # consecutive rounds without a counterexample in the open leaves
     bab_spent = 0.0                       # seconds spent in the in-loop branch and bound
-    for rnd in range(cfg.max_rounds + 1):
+    for rnd in progress(range(cfg.max_rounds + 1), desc="prorepair: rounds", total=cfg.max_rounds + 1):
         all_idx = torch.arange(len(leaves))
         with torch.no_grad():
             flo, fhi = state.features(leaves, all_idx)
