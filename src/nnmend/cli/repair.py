@@ -324,8 +324,9 @@ def register(subparsers) -> None:
     p.add_argument("--external", choices=("marabou", "none"), default="marabou" if available() else "none",
                    help="re-prove every proved region or ball with Marabou on the network's piecewise-linear ONNX "
                         "export (default: marabou when maraboupy is installed); a counterexample fails the repair")
-    p.add_argument("--external-timeout", type=float, default=120.0, metavar="S",
-                   help="seconds for all of Marabou's calls together (default 120)")
+    p.add_argument("--external-timeout", type=float, default=60.0, metavar="S",
+                   help="seconds for all of Marabou's calls together (default 60; ACAS Xu guard and PatchPro "
+                        "re-proofs took 11-58 s in benchmarks/results/external_proof.md)")
     p.add_argument("--layer", default=None, help="layer to repair (method-specific default: nnrepair "
                    "'intermediate'; nca the rule's layer); nnrepair also takes 'intermediate' or 'last'")
     for add, _, _ in _METHODS.values():
