@@ -115,7 +115,7 @@ def test_existing_outputs_need_force_and_inputs_never_yield(files, tmp_path, cap
     _assert_one_clean_line(code, err, naming="refusing to overwrite the input")
     # a repair report of the same name as an existing file (not an input) is refused before any work
     (tmp_path / "fixed.json").write_text("someone's notes")
-    code, err = _run(["repair", str(m), "--method", "guard", "--property", str(PROP),
+    code, err = _run(["repair", str(m), "--method", "guard", "--external", "none", "--property", str(PROP),
                       "--out", str(tmp_path / "fixed.pt")], capsys)
     _assert_one_clean_line(code, err, naming="fixed.json")
     assert (tmp_path / "fixed.json").read_text() == "someone's notes" and not (tmp_path / "fixed.pt").exists()

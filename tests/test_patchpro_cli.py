@@ -23,7 +23,7 @@ def test_cli_repairs_acasxu_property2_and_writes_every_file(tmp_path, capsys):
     model = tmp_path / "n21.onnx"
     save_network(acasxu(2, 1), model)
     out = tmp_path / "fixed.pt"
-    rc = main(["repair", str(model), "--method", "patchpro", "--property", str(acasxu_property_path(2)),
+    rc = main(["repair", str(model), "--method", "patchpro", "--external", "none", "--property", str(acasxu_property_path(2)),
                "--patchpro-initial-boxes", "300", "--out", str(out)])
     assert rc == 0
     for suffix in (".pt", ".onnx", ".json", ".certificate.json"):
@@ -43,7 +43,7 @@ def test_cli_local_robustness_from_a_samples_file(tmp_path, capsys):
     samples = tmp_path / "s.pt"
     torch.save({"x": test.x, "y": net(test.x).argmax(1)}, samples)
     out = tmp_path / "r.pt"
-    assert main(["repair", "fnn_small", "--method", "patchpro", "--robustness", str(samples), "--eps", "0.1",
+    assert main(["repair", "fnn_small", "--method", "patchpro", "--external", "none", "--robustness", str(samples), "--eps", "0.1",
                  "--out", str(out)]) == 0
     report = json.loads(out.with_suffix(".json").read_text())
     assert report["certificate"]["verified"] and report["certificate"]["regions"] == 3
@@ -56,7 +56,7 @@ def test_cli_already_satisfied_writes_nothing(tmp_path, capsys):
     samples = tmp_path / "s.pt"
     torch.save({"x": x, "y": net(x).argmax(1)}, samples)
     out = tmp_path / "r.pt"
-    assert main(["repair", "fnn_small", "--method", "patchpro", "--robustness", str(samples), "--eps", "0.0001",
+    assert main(["repair", "fnn_small", "--method", "patchpro", "--external", "none", "--robustness", str(samples), "--eps", "0.0001",
                  "--out", str(out)]) == 0
     assert "already satisfies" in capsys.readouterr().out
     assert list(tmp_path.iterdir()) == [samples]
@@ -74,7 +74,7 @@ def test_cli_unprovable_and_bad_inputs_are_clear_errors_and_write_nothing(tmp_pa
     wrong_shape = tmp_path / "w.pt"
     torch.save({"x": torch.rand(1, 5), "y": torch.tensor([1])}, wrong_shape)
     # unprovable (one ball, two labels): the harness's verdict first, exit 1, nothing written
-    assert main(["repair", "fnn_small", "--method", "patchpro", "--robustness", str(conflicting), "--eps", "0.05",
+    assert main(["repair", "fnn_small", "--method", "patchpro", "--external", "none", "--robustness", str(conflicting), "--eps", "0.05",
                  "--patchpro-epochs", "2", "--out", str(out)]) == 1
     printed = capsys.readouterr().out
     assert printed.startswith("FAILED (target not met): patchpro") and "nothing written" in printed and "open box" in printed
@@ -87,7 +87,7 @@ def test_cli_unprovable_and_bad_inputs_are_clear_errors_and_write_nothing(tmp_pa
         (["--robustness", str(conflicting), "--property", str(acasxu_property_path(2)), "--eps", "0.1"], "exactly one"),
     ]
     for extra, message in cases:
-        rc = main(["repair", "fnn_small", "--method", "patchpro", *extra, "--out", str(out)])
+        rc = main(["repair", "fnn_small", "--method", "patchpro", "--external", "none", *extra, "--out", str(out)])
         err = capsys.readouterr().err
         assert rc == 2 and message in err, (extra, err)
         assert not any(p.name.startswith("r.") for p in tmp_path.iterdir())

@@ -39,7 +39,7 @@ def _files(tmp_path: Path, a: float = 0.0) -> tuple[Path, Path]:
 def test_cli_region_repair_writes_a_verified_network(tmp_path, capsys):
     model, prop = _files(tmp_path)
     out = tmp_path / "fixed.pt"
-    assert cli_main(["repair", str(model), "--method", "prorepair", "--property", str(prop), "--budget", "60",
+    assert cli_main(["repair", str(model), "--method", "prorepair", "--external", "none", "--property", str(prop), "--budget", "60",
                      "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "VERIFIED" in printed and str(out) in printed
@@ -51,15 +51,15 @@ def test_cli_region_repair_writes_a_verified_network(tmp_path, capsys):
 def test_cli_bad_input_is_one_clear_line_and_writes_nothing(tmp_path, capsys):
     model, prop = _files(tmp_path)
     out = tmp_path / "o.pt"
-    assert cli_main(["repair", str(model), "--method", "prorepair", "--property", str(prop), "--split-layer", "fc9",
+    assert cli_main(["repair", str(model), "--method", "prorepair", "--external", "none", "--property", str(prop), "--split-layer", "fc9",
                      "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "fc9" in err and "fc3" in err and not out.exists()
-    assert cli_main(["repair", str(model), "--method", "prorepair", "--out", str(out)]) == 2
+    assert cli_main(["repair", str(model), "--method", "prorepair", "--external", "none", "--out", str(out)]) == 2
     assert "exactly one of --property" in capsys.readouterr().err
     bad = tmp_path / "bad.vnnlib"
     bad.write_text(VNNLIB.replace("X_1", "X_7"))
-    assert cli_main(["repair", str(model), "--method", "prorepair", "--property", str(bad), "--out", str(out)]) == 2
+    assert cli_main(["repair", str(model), "--method", "prorepair", "--external", "none", "--property", str(bad), "--out", str(out)]) == 2
     assert not out.exists()
 
 
@@ -68,7 +68,7 @@ def test_cli_already_satisfied_repairs_nothing(tmp_path, capsys):
     assert check(load_network(model), read_property(prop), timeout=None).status == "verified", \
         "fixture: the property must already hold on the model"
     out = tmp_path / "o.pt"
-    assert cli_main(["repair", str(model), "--method", "prorepair", "--property", str(prop), "--out", str(out)]) == 0
+    assert cli_main(["repair", str(model), "--method", "prorepair", "--external", "none", "--property", str(prop), "--out", str(out)]) == 0
     assert "already holds" in capsys.readouterr().out and not out.exists()
 
 
@@ -83,18 +83,18 @@ def test_cli_point_repair_closed_form_solver(tmp_path, capsys):
     torch.save({"x": x, "y": y, "clean_x": clean_x, "clean_y": clean_y}, tmp_path / "pts.pt")
     out = tmp_path / "pt.pt"
     # the flipped labels cost most of the clean accuracy: the harness says so first, and writes only when asked
-    assert cli_main(["repair", str(model), "--method", "prorepair", "--points", str(tmp_path / "pts.pt"),
+    assert cli_main(["repair", str(model), "--method", "prorepair", "--external", "none", "--points", str(tmp_path / "pts.pt"),
                      "--solver", "closed_form", "--edit-layers", "fc1", "fc2", "--out", str(out)]) == 1
     printed = capsys.readouterr().out
     assert printed.startswith("FAILED (costs") and "rsr 0.00 % → 100.00 %" in printed and not out.exists()
-    assert cli_main(["repair", str(model), "--method", "prorepair", "--points", str(tmp_path / "pts.pt"),
+    assert cli_main(["repair", str(model), "--method", "prorepair", "--external", "none", "--points", str(tmp_path / "pts.pt"),
                      "--solver", "closed_form", "--edit-layers", "fc1", "fc2", "--keep-failed", "--out", str(out)]) == 1
     printed = capsys.readouterr().out
     assert "solver: closed_form" in printed and "--keep-failed: the repair FAILED its target" in printed
     with torch.no_grad():
         assert (load_network(out)(x).argmax(1) == y).all()
     # the closed form needs Linear edit layers and an affine head: a bad request is one clear line
-    assert cli_main(["repair", str(model), "--method", "prorepair", "--points", str(tmp_path / "pts.pt"),
+    assert cli_main(["repair", str(model), "--method", "prorepair", "--external", "none", "--points", str(tmp_path / "pts.pt"),
                      "--solver", "closed_form", "--split-layer", "fc2", "--out", str(tmp_path / "no.pt")]) == 2
     assert "closed_form" in capsys.readouterr().err and not (tmp_path / "no.pt").exists()
 

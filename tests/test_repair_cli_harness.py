@@ -47,7 +47,7 @@ def test_cli_guard_prints_the_verdict_first_and_applies_options(tmp_path, capsys
     save_network(tiny_net(), tmp_path / "tiny.pt")
     (tmp_path / "tiny.vnnlib").write_text(TINY)
     out = tmp_path / "g.pt"
-    argv = ["repair", str(tmp_path / "tiny.pt"), "--method", "guard", "--property", str(tmp_path / "tiny.vnnlib"),
+    argv = ["repair", str(tmp_path / "tiny.pt"), "--method", "guard", "--external", "none", "--property", str(tmp_path / "tiny.vnnlib"),
             "--domain-lo=0,0", "--domain-hi=1,1", "--option", "margin=0.001", "--option", "check_first=0", "--out", str(out)]
     assert cli_main(argv) == 0
     printed = capsys.readouterr().out

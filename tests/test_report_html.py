@@ -88,7 +88,7 @@ def test_repair_command_writes_its_report_page(tmp_path, monkeypatch, capsys):
 
     monkeypatch.chdir(tmp_path)
     assert main(["examples", "--out", ".", "acasxu_2_1.nnet", "prop_2.vnnlib"]) == 0
-    assert main(["repair", "acasxu_2_1.nnet", "--method", "guard", "--property", "prop_2.vnnlib",
+    assert main(["repair", "acasxu_2_1.nnet", "--method", "guard", "--external", "none", "--property", "prop_2.vnnlib",
                  "--out", "guarded.pt"]) == 0
     assert "guarded.html" in capsys.readouterr().out
     page = (tmp_path / "guarded.html").read_text()
