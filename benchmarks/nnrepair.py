@@ -33,8 +33,8 @@ from nnmend._progress import progress
 from nnmend.attacks import fgsm, pgd
 from nnmend.io.atomic import atomic_write
 from nnmend.nets import pretrained
-from nnmend.repair.constraint import NNRepairConfig, build_scenario, f1_filter, repair
-from nnmend.repair.constraint.config import STRATEGIES
+from nnmend.repair.nnrepair import NNRepairConfig, build_scenario, f1_filter, repair
+from nnmend.repair.nnrepair.config import STRATEGIES
 
 RESULTS = Path(__file__).resolve().parent / "results"
 EPS = 0.05

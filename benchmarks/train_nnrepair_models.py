@@ -25,7 +25,7 @@ import torch
 from nnmend import load_dataset
 from nnmend.data import poison
 from nnmend.io import save_checkpoint
-from nnmend.repair.constraint.models import mnist_hq, mnist_lq
+from nnmend.repair.nnrepair.models import mnist_hq, mnist_lq
 from nnmend.train import accuracy, fit
 
 OUT = Path(__file__).resolve().parents[1] / "src" / "nnmend" / "_assets" / "models"

@@ -33,7 +33,8 @@ def _damaged(net, layer: str = "fc2"):
 
 def case(method: str):
     """``(network, problem, config, options)`` for ``method``."""
-    from nnmend.repair import adapters, constraint, guard, nca, patch_layer, patchpro, prorepair
+    from nnmend.repair import adapters, guard, nca, patch_layer, patchpro, prorepair
+    from nnmend.repair import nnrepair
 
     net = tiny_net()
     data = _data(net)
@@ -56,8 +57,8 @@ def case(method: str):
     if method == "nnrepair":
         y = data.y.clone()
         y[:60] = 1 - y[:60]                                   # 60 failing inputs
-        prob = constraint.RepairProblem(data.x, y, scenario="accuracy")
-        return net, prob, constraint.NNRepairConfig(layer="last"), quick
+        prob = nnrepair.RepairProblem(data.x, y, scenario="accuracy")
+        return net, prob, nnrepair.NNRepairConfig(layer="last"), quick
     if method == "nca":
         from nnmend.repair.nca import NCATrainConfig, train_rule_for_weight
 

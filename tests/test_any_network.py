@@ -193,8 +193,8 @@ def test_attacks_and_adversarial_patches(arch, tmp_path):
 
 
 def test_nnrepair_last_and_intermediate(arch, tmp_path):
-    from nnmend.repair.constraint import NNRepairConfig, RepairProblem, repair
-    from nnmend.repair.constraint.record import split_network
+    from nnmend.repair.nnrepair import NNRepairConfig, RepairProblem, repair
+    from nnmend.repair.nnrepair.record import split_network
 
     name, net = arch
     x, y = TRAIN.x, TRAIN.y
@@ -305,7 +305,7 @@ def test_views_cut_only_where_every_path_passes():
 
 def test_a_graph_behind_a_normalisation_layer_keeps_its_names():
     from nnmend.layers import normalization
-    from nnmend.repair.constraint.record import split_network
+    from nnmend.repair.nnrepair.record import split_network
 
     g = _residual()
     net = nn.Sequential(normalization((0.5,), (0.25,)), g).eval()   # pixels in [0, 1] in front of a graph

@@ -114,7 +114,7 @@ def test_exported_onnx_equals_the_torch_network(guarded, patched, tmp_path):
 
 
 def test_a_construction_that_cannot_be_expressed_says_so():
-    from nnmend.repair.constraint.experts import ExpertEnsemble
+    from nnmend.repair.nnrepair.experts import ExpertEnsemble
 
     net = small_acas()
     trunk = nn.Sequential(net.fc1, net.relu1)

@@ -6,14 +6,14 @@ import pytest
 import torch
 from torch import nn
 
-from nnmend.repair.constraint.constraints import (decision_rows, keep_rows_intermediate, keep_rows_last,
+from nnmend.repair.nnrepair.constraints import (decision_rows, keep_rows_intermediate, keep_rows_last,
                                                   pattern_decision_rows, pattern_rows)
-from nnmend.repair.constraint.experts import ExpertEnsemble, f1_scores
-from nnmend.repair.constraint.localize import edge_scores, faulty_neurons, top_edges
-from nnmend.repair.constraint.patterns import learn_patterns, tree_labels
-from nnmend.repair.constraint.record import Record
-from nnmend.repair.constraint.solve import Infeasible, solve_system
-from nnmend.repair.constraint.constraints import LinearSystem, TARGET, KEEP
+from nnmend.repair.nnrepair.experts import ExpertEnsemble, f1_scores
+from nnmend.repair.nnrepair.localize import edge_scores, faulty_neurons, top_edges
+from nnmend.repair.nnrepair.patterns import learn_patterns, tree_labels
+from nnmend.repair.nnrepair.record import Record
+from nnmend.repair.nnrepair.solve import Infeasible, solve_system
+from nnmend.repair.nnrepair.constraints import LinearSystem, TARGET, KEEP
 import scipy.sparse as sp
 
 

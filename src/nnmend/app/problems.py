@@ -91,7 +91,7 @@ def _pool(wb: Workbench, key: str, label: str, default: int) -> int:
 
 
 def _labelled_pool(wb: Workbench, label: str, net: nn.Module, key: str) -> Posed | str:
-    from ..repair.constraint import RepairProblem
+    from ..repair.nnrepair import RepairProblem
 
     n = _pool(wb, key, "repair pool: first N training images (their true labels)", 3000)
     pool = wb.train_data().subset(n)
@@ -197,7 +197,7 @@ def _nca(wb: Workbench, label: str, net: nn.Module, key: str) -> Posed | str:
 FORMS: tuple[Form, ...] = (
     Form("damaged layer, healthy network as reference", "nnmend.repair.adapters:StructuralProblem", _structural),
     Form("layer to harden against the attack", "nnmend.repair.adapters:AdversarialProblem", _adversarial),
-    Form("labelled repair pool", "nnmend.repair.constraint:RepairProblem", _labelled_pool),
+    Form("labelled repair pool", "nnmend.repair.nnrepair:RepairProblem", _labelled_pool),
     Form("misclassified inputs (point-wise)", "nnmend.repair.prorepair:PointProblem", _points),
     Form("adversarial neighbourhoods (local robustness)", "nnmend.repair.repair_sets:RepairSet", _repair_set),
     Form("the session's local-robustness property", "nnmend.properties:LocalRobustness", _ball),

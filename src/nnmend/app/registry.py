@@ -7,7 +7,7 @@ unavailable, so method pages appear by themselves as the API grows.
 
 Example::
 
-    PAGE = PageSpec("NNrepair", section="Repair", order=43, requires=("nnmend.repair.constraint",))
+    PAGE = PageSpec("NNrepair", section="Repair", order=43, requires=("nnmend.repair.nnrepair",))
 """
 from __future__ import annotations
 

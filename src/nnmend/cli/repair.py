@@ -64,8 +64,8 @@ def _nnrepair_options(parser: argparse.ArgumentParser) -> None:
 def _nnrepair_run(args: argparse.Namespace, network) -> tuple[object, dict]:
     from ..data import load_dataset
     from ..repair import run as harness
-    from ..repair.constraint import NNRepairConfig, build_scenario
-    from ..repair.constraint.scenarios import evaluate
+    from ..repair.nnrepair import NNRepairConfig, build_scenario
+    from ..repair.nnrepair.scenarios import evaluate
 
     train = load_dataset("mnist", "train", limit=args.limit)
     test = load_dataset("mnist", "test", limit=args.limit)

@@ -59,7 +59,7 @@ _CONTAINERS = {"Sequential": nn.Sequential, "ModuleList": nn.ModuleList, "Module
 _CUSTOM: dict[str, type] = {}
 # Modules that define serializable classes; imported before a checkpoint is rebuilt.
 SERIALIZABLE_MODULES = ["nnmend.layers", "nnmend.graph", "nnmend.repair.patch_layer", "nnmend.repair.nca.rule",
-                        "nnmend.repair.constraint.experts", "nnmend.repair.patchpro.modules"]
+                        "nnmend.repair.nnrepair.experts", "nnmend.repair.patchpro.modules"]
 
 
 def _ensure_registered() -> None:

@@ -14,12 +14,12 @@ from ..bounds.bab import BabConfig
 from ..data import Dataset
 from ..properties import LocalRobustness, SafetyProperty
 from .base import RepairResult
-from .constraint import NNRepairConfig, RepairProblem
+from .nnrepair import NNRepairConfig, RepairProblem
 from .guard import GuardConfig, GuardProblem
 from .guard import repair as guard_repair
 from .nca import NCAProblem, NCARepairConfig
 from .nca import repair as nca_repair
-from .constraint import repair as nnrepair_repair
+from .nnrepair import repair as nnrepair_repair
 from .patch_layer import PatchAdvConfig, PatchConfig, heal_adversarial, heal_structural
 from .patchpro import PatchProConfig
 from .patchpro import repair as patchpro_repair

@@ -6,7 +6,7 @@ expert by a real forward pass. The experts are returned inside one :class:`Exper
 
 Example::
 
-    from nnmend.repair.constraint import NNRepairConfig, RepairProblem, repair
+    from nnmend.repair.nnrepair import NNRepairConfig, RepairProblem, repair
     res = repair(net, RepairProblem(train.x, train.y), NNRepairConfig(layer="fc2"))
     res.network(x).argmax(1); res.details["experts"][0]["solver"]["at_bound"]
 """

@@ -8,7 +8,7 @@ MaxSAT as a MILP). The experts are combined (naive, confidence, voting, merged, 
 
 Example::
 
-    from nnmend.repair.constraint import NNRepairConfig, RepairProblem, repair
+    from nnmend.repair.nnrepair import NNRepairConfig, RepairProblem, repair
     res = repair(net, RepairProblem(train.x, train.y), NNRepairConfig(layer="intermediate"))
     repaired = res.network
 """
