@@ -163,17 +163,21 @@ def test_cancel_stops_a_job_and_progress_moves(tmp_path, process):
     pid_file = str(tmp_path / "pid")
     job = jobs.submit("spin", _spin, pid_file, process=process)
 
+    steps: set[str] = set()
+
     def after(n: int) -> float:
         """The job's fraction once ``n`` progress reports have arrived (an event, not a time)."""
         while job.reports < n and not job.done:
             jobs.wait(job, timeout=0.01)
+            steps.add(job.step)
         return job.fraction
 
     try:
         first = after(30)
         later = after(job.reports + 100)                          # 100 more reports: several outer steps on
         assert not job.done and 0 < first < later < 1             # the bar moves (outer steps refined by inner ones)
-        assert "outer" in job.step and "inner" in job.step
+        # the step names the nested loops (read between reports, it may show the outer step alone)
+        assert any("outer" in st and "inner" in st for st in steps), sorted(steps)[:5]
     finally:
         job.cancel()                                              # never leave the worker spinning
     jobs.wait(job, timeout=math.inf)
