@@ -88,3 +88,22 @@ def extreme_points(net, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, x0:
         with torch.no_grad():
             out.append((C * net(x.reshape(B * m, *shape)).reshape(B, m, -1)).sum(-1))
     return torch.stack(out)
+
+
+def split_property(seed: int):
+    """A random 3-12-12-2 ReLU network and a property ``y0 - y1 >= c`` on a box around a random point, with ``c``
+    just below (even seeds: holds) or just above (odd seeds: violated) the margin's minimum over a 61^3 grid, so
+    the root bound does not decide and branch and bound must. Returns ``(network, property, expected status)``."""
+    from nnmend.properties import Box, SafetyProperty
+
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(3, 12), nn.ReLU(), nn.Linear(12, 12), nn.ReLU(), nn.Linear(12, 2)).eval()
+    x, eps = torch.rand(3), 0.3
+    t = torch.linspace(0, 1, 61)
+    grid = torch.stack(torch.meshgrid(t, t, t, indexing="ij"), -1).reshape(-1, 3)
+    with torch.no_grad():
+        margin = net(x - eps + 2 * eps * grid) @ torch.tensor([1.0, -1.0])
+    lo_m, span = float(margin.min()), float(margin.max() - margin.min())
+    c = lo_m + (0.02 if seed % 2 else -0.05) * span
+    prop = SafetyProperty([Box(x - eps, x + eps, [(torch.tensor([[1.0, -1.0]]), torch.tensor([c]))])], "random")
+    return net, prop, ("falsified" if seed % 2 else "verified")

@@ -147,6 +147,15 @@ def _call_order(m: nn.Module, children: list[tuple[str, nn.Module]]) -> list[tup
     return sorted(children, key=lambda kv: rank.get(kv[0], len(rank)))
 
 
+def linear_from(w: torch.Tensor, b: torch.Tensor | None = None) -> nn.Linear:
+    """An ``nn.Linear`` holding the weight ``w`` (out × in) and the bias ``b`` (zeros when None)."""
+    lin = nn.Linear(w.shape[1], w.shape[0])
+    with torch.no_grad():
+        lin.weight.copy_(w)
+        lin.bias.copy_(torch.zeros(w.shape[0]) if b is None else b)
+    return lin
+
+
 def named_layers(model: nn.Module) -> "OrderedDict[str, nn.Module]":
     """Weight layers (Linear, Conv1d, Conv2d) in execution order, keyed by name (see the module docstring)."""
     return OrderedDict((n, model.get_submodule(p)) for n, p in module_paths(model).items()

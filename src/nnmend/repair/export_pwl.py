@@ -39,6 +39,7 @@ from torch import nn
 
 from ..errors import ModelError
 from ..layers import ElementwiseAffine, SumOfNetworks
+from ..nets import linear_from
 
 __all__ = ["PWL_OPS", "NotExpressible", "PwlNetwork", "to_pwl", "exact_on", "save_pwl_onnx", "onnx_ops",
            "equivalence", "for_verifier"]
@@ -72,14 +73,6 @@ class PwlNetwork:
     boxes: list = field(default_factory=list)
     inexact: list = field(default_factory=list)
     note: str = ""
-
-
-def _lin(w: torch.Tensor, b: torch.Tensor | None = None) -> nn.Linear:
-    lin = nn.Linear(w.shape[1], w.shape[0])
-    with torch.no_grad():
-        lin.weight.copy_(w)
-        lin.bias.copy_(torch.zeros(w.shape[0]) if b is None else b)
-    return lin
 
 
 def _plain(m: nn.Module, where: str) -> nn.Module:
@@ -155,16 +148,17 @@ def _gated_branch(extractor: nn.Module, patch: nn.Module, lo: torch.Tensor, hi: 
     embed[:out] = torch.eye(out)
     dist = torch.zeros(out + 1, n)
     dist[out] = 1.0 / band
-    ps = nn.Sequential(nn.Flatten(), clamp, *to_ext, patch, _lin(embed))                       # [p; 0]
-    ss = nn.Sequential(nn.Flatten(), SumOfNetworks(_relu_of(-1.0, lo), _relu_of(1.0, -hi)), _lin(dist))  # [0; s]
+    ps = nn.Sequential(nn.Flatten(), clamp, *to_ext, patch, linear_from(embed))                  # [p; 0]
+    ss = nn.Sequential(nn.Flatten(), SumOfNetworks(_relu_of(-1.0, lo), _relu_of(1.0, -hi)), linear_from(dist))  # [0; s]
     sel = torch.zeros(1, out + 1)
     sel[0, out] = 1.0
-    unit = SumOfNetworks(_lin(torch.eye(out + 1)), nn.Sequential(_lin(sel, -torch.ones(1)), nn.ReLU(), _lin(-sel.T)))
+    unit = SumOfNetworks(linear_from(torch.eye(out + 1)),
+                         nn.Sequential(linear_from(sel, -torch.ones(1)), nn.ReLU(), linear_from(-sel.T)))
     gate_in = torch.zeros(2 * out, out + 1)
     gate_in[:out, :out], gate_in[out:, :out] = torch.eye(out), -torch.eye(out)
     gate_in[:out, out], gate_in[out:, out] = -M, -M
-    return nn.Sequential(SumOfNetworks(ps, ss), unit, _lin(gate_in), nn.ReLU(),
-                         _lin(torch.cat([torch.eye(out), -torch.eye(out)], 1)))
+    return nn.Sequential(SumOfNetworks(ps, ss), unit, linear_from(gate_in), nn.ReLU(),
+                         linear_from(torch.cat([torch.eye(out), -torch.eye(out)], 1)))
 
 
 def _patchpro(net: nn.Module, band: float) -> PwlNetwork:

@@ -57,7 +57,7 @@ from torch import nn
 
 from ..errors import PropertyError, RepairError
 from ..layers import SumOfNetworks
-from ..nets import clone
+from ..nets import clone, linear_from
 from ..properties import SafetyProperty, check, nnet_domain
 from .base import RepairResult
 
@@ -120,14 +120,6 @@ def _candidates(unsafe: list[tuple[torch.Tensor, torch.Tensor]], n_out: int) -> 
     return found
 
 
-def _lin(w: torch.Tensor, b: torch.Tensor | None = None) -> nn.Linear:
-    lin = nn.Linear(w.shape[1], w.shape[0])
-    with torch.no_grad():
-        lin.weight.copy_(w)
-        lin.bias.copy_(torch.zeros(w.shape[0]) if b is None else b)
-    return lin
-
-
 def _outward32(lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """float32 box containing the float64 box ``[lo, hi]`` (rounded outwards): the guard is fully on at its faces."""
     lo64, hi64 = lo.double().reshape(-1), hi.double().reshape(-1)
@@ -139,7 +131,7 @@ def _outward32(lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.
 
 def _residual(dim: int, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor) -> SumOfNetworks:
     """``z + w2 · ReLU(w1 z + b1)`` (identity as an exact Linear)."""
-    return SumOfNetworks(_lin(torch.eye(dim)), nn.Sequential(_lin(w1, b1), nn.ReLU(), _lin(w2)))
+    return SumOfNetworks(linear_from(torch.eye(dim)), nn.Sequential(linear_from(w1, b1), nn.ReLU(), linear_from(w2)))
 
 
 @dataclass
@@ -176,19 +168,20 @@ def build_guard(network: nn.Module, stages: list[_Stage], n_in: int, n_out: int,
             w1[o + n_in:o + 2 * n_in] = torch.eye(n_in)
             b1[o + n_in:o + 2 * n_in] = -hi
             w2[n_out + r, o:o + 2 * n_in] = 1.0 / band
-        blocks.append(SumOfNetworks(nn.Sequential(base, _lin(embed)), nn.Sequential(_lin(w1, b1), nn.ReLU(), _lin(w2))))
+        bump = nn.Sequential(linear_from(w1, b1), nn.ReLU(), linear_from(w2))
+        blocks.append(SumOfNetworks(nn.Sequential(base, linear_from(embed)), bump))
         # u_r = min(1, s_r) = s_r − ReLU(s_r − 1)
         sel = torch.zeros(R, D)
         sel[:, n_out:] = torch.eye(R)
         blocks.append(_residual(D, sel, -torch.ones(R), -sel.T))
     else:
-        blocks.append(nn.Sequential(base, _lin(embed)))
+        blocks.append(nn.Sequential(base, linear_from(embed)))
     for i, st in enumerate(stages):
         u = n_out + ind.index(i) if not st.whole else None
         blocks += _guard_blocks(st, D, n_out, u, eps)
     out = torch.zeros(n_out, D)
     out[:, :n_out] = torch.eye(n_out)
-    blocks.append(_lin(out))
+    blocks.append(linear_from(out))
     return nn.Sequential(*blocks)
 
 
@@ -203,7 +196,7 @@ def _guard_blocks(st: _Stage, D: int, n_out: int, u: int | None, eps: float) -> 
         for j, c in rows:
             grow[D + k, j] += st.s / len(rows)
             bias[D + k] -= c / len(rows)
-    blocks: list[nn.Module] = [_lin(grow, bias)]
+    blocks: list[nn.Module] = [linear_from(grow, bias)]
     # g = min_k h_k, accumulated in h_1: h_1 = h_1 − ReLU(h_1 − h_k)
     for k in range(1, K):
         w1, w2 = torch.zeros(1, E), torch.zeros(E, 1)
@@ -218,7 +211,7 @@ def _guard_blocks(st: _Stage, D: int, n_out: int, u: int | None, eps: float) -> 
     blocks.append(_residual(E, w1, torch.full((1,), eps), w2))
     shrink = torch.zeros(D, E)
     shrink[:, :D] = torch.eye(D)
-    blocks.append(_lin(shrink))
+    blocks.append(linear_from(shrink))
     return blocks
 
 
