@@ -58,6 +58,9 @@ class BabConfig:
     slower per step; see :class:`nnmend.bounds.optimized.AlphaConfig`); ``alpha_iters`` / ``alpha_lr`` override it.
     reuse_parent_bounds: ReLU splitting keeps each domain's parent's intermediate bounds instead of recomputing
     them (``None``: where the root's cost more than eight final-bound passes, see :mod:`nnmend.bounds.relu_split`).
+    beta / beta_lr: ReLU splitting bounds each domain with its split constraints' Lagrange multipliers (beta-CROWN,
+    :func:`nnmend.bounds.optimized.beta_crown_lower`; ``alpha_iters`` steps, warm-started from the parent) and
+    their Adam step size; off: alpha-CROWN on the clipped bounds alone.
     threads: torch intra-op threads during the search (restored afterwards); 1 by default because the
     many small tensor operations of a search run faster single-threaded, above all on a busy machine
     (measured: 20x on a shared 2-core host). ``None`` leaves torch's setting alone.
@@ -86,6 +89,8 @@ class BabConfig:
     input_split_max_dims: int = 16
     alpha_preset: str = "fast"
     reuse_parent_bounds: bool | None = None
+    beta: bool = True
+    beta_lr: float = 0.05
 
 
 def memory_budget(config: "BabConfig") -> int:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from .backward import _jacobian, _onehot_backsub, _weight_depth, concretize, crown_lower
+from .backward import _jacobian, _onehot_backsub, _walk, _weight_depth, concretize, crown_lower
 from .graph import BoundGraph, relu_ops
 
 
@@ -197,3 +197,90 @@ def alpha_crown_lower(nodes: BoundGraph, lo: torch.Tensor, hi: torch.Tensor, A: 
     pre_f = {n: (torch.max(pre[n][0], best_pre[n][0]), torch.min(pre[n][1], best_pre[n][1])) for n in pre}
     lb, A_in = crown_lower(nodes, lo, hi, A, pre_f, best)
     return torch.maximum(lb, best_lb), A_in
+
+
+def split_lower(graph: BoundGraph, lo: torch.Tensor, hi: torch.Tensor, A: torch.Tensor, pre: dict,
+                alphas: dict | None, signs: dict, betas: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lower bound of ``A · f(x)`` over the points of each box whose split neurons keep their signs, by
+    Lagrangian relaxation of the split constraints (beta-CROWN; Wang et al., NeurIPS 2021).
+
+    ``signs[n]`` (B, *in_shape): +1 where the domain requires ReLU ``n``'s input ``z >= 0``, -1 where ``z <= 0``,
+    0 elsewhere; ``betas[n]`` (B, m, *in_shape), ``>= 0``. On the domain ``-beta s z <= 0``, so the minimum of
+    ``A f(x) - sum beta s z(x)`` over the box (CROWN's back-substitution, with ``-beta s`` added to the form
+    reaching ``z``) is a lower bound there for every ``beta >= 0``; ``beta = 0`` is CROWN. Returns
+    ``(lb (B, m), A_in)``."""
+    last = len(graph) - 1
+    pending: dict = {last: A}
+    for n, s in signs.items():
+        j = n.inputs[0]
+        term = -betas[n] * s.unsqueeze(1)
+        pending[j] = pending[j] + term if j in pending else term
+    A_in, const = _walk(pending, A.new_zeros(A.shape[:2]), graph, last, pre, alphas, None)
+    return concretize(A_in, const, lo, hi), A_in
+
+
+def beta_crown_lower(graph: BoundGraph, lo: torch.Tensor, hi: torch.Tensor, A: torch.Tensor, pre: dict,
+                     signs: dict, *, iters: int = 8, lr: float = 0.5, lr_beta: float = 0.05,
+                     warm: tuple[dict, dict] | None = None, done: torch.Tensor | None = None,
+                     deadline: float | None = None) -> tuple[torch.Tensor, torch.Tensor, dict, dict]:
+    """:func:`split_lower` with the output bound's ReLU lower slopes (alpha) and the split multipliers (beta)
+    optimised jointly by projected Adam, batched over the boxes (domains); each row keeps its best bound.
+
+    ``warm``: starting ``(alphas, betas)`` (e.g. the parent domain's best), each entry (B, m, *in_shape);
+    default CROWN's adaptive slopes and ``beta = 0``. ``done`` (B, m): rows whose bound no longer matters (their
+    disjunct is already refuted) and which are not optimised. Returns ``(lb, A_in, best alphas, best betas)``;
+    the first step is the starting point, so the bound is never looser than :func:`split_lower` there.
+    """
+    B, m = A.shape[:2]
+    pre = {k: (v[0].detach(), v[1].detach()) for k, v in pre.items()}
+    relus = relu_ops(graph)
+    if warm is None:
+        alphas = {r: r.initial_alpha(*pre[r]).unsqueeze(1).expand(B, m, *r.in_shape).clone() for r in relus}
+        betas = {n: lo.new_zeros((B, m, *n.in_shape)) for n in signs}
+    else:
+        alphas = {r: warm[0][r].to(lo.dtype).clone() for r in relus}
+        betas = {n: warm[1][n].to(lo.dtype).clone() for n in signs}
+    for r in relus:
+        alphas[r].clamp_(*r.alpha_range())
+    for b in betas.values():
+        b.clamp_(min=0.0)
+    params = [*alphas.values(), *betas.values()]
+    rates = [lr] * len(alphas) + [lr_beta] * len(betas)
+    best_a = {r: a.clone() for r, a in alphas.items()}
+    best_b = {n: b.clone() for n, b in betas.items()}
+    best_lb = torch.full((B, m), -math.inf, dtype=lo.dtype, device=lo.device)
+    weight = None if done is None else (~done).to(lo.dtype)
+    moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in params]
+    A_d = A.detach()
+    for step in range(1, iters + 2):
+        for p in params:
+            p.requires_grad_(True)
+        with torch.enable_grad():
+            lb, _ = split_lower(graph, lo, hi, A_d, pre, alphas, signs, betas)
+            # rows already positive are proven: only the others pull on the parameters
+            obj = lb.clamp(max=0.0) if weight is None else lb.clamp(max=0.0) * weight
+            grads = torch.autograd.grad(-obj.sum(), params, allow_unused=True)
+        lb = lb.detach()
+        better = lb > best_lb
+        best_lb = torch.where(better, lb, best_lb)
+        with torch.no_grad():
+            for r, a in alphas.items():
+                best_a[r][better] = a[better]
+            for n, b in betas.items():
+                best_b[n][better] = b[better]
+        if step > iters or (deadline is not None and time.monotonic() > deadline) or bool((best_lb > 0).all()):
+            break
+        with torch.no_grad():
+            for p, g, (m1, v1), rate in zip(params, grads, moments, rates):
+                p.requires_grad_(False)
+                if g is not None:
+                    _adam_step(p, g, m1, v1, step, rate)
+            for r, a in alphas.items():
+                a.clamp_(*r.alpha_range())
+            for b in betas.values():
+                b.clamp_(min=0.0)
+    for p in params:
+        p.requires_grad_(False)
+    with torch.no_grad():
+        lb, A_in = split_lower(graph, lo, hi, A_d, pre, best_a, signs, best_b)
+    return torch.maximum(lb, best_lb), A_in, best_a, best_b
