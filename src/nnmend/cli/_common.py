@@ -49,8 +49,22 @@ def load_data(args: argparse.Namespace, split: str) -> Dataset:
 
 
 def load_model(path: str | os.PathLike, **kwargs) -> nn.Module:
+    _hint_bundled(Path(path))
     with reading(path, ModelError):
         return load_network(path, **kwargs)
+
+
+def _hint_bundled(path: Path) -> None:
+    """A missing file named like a bundled example (``fnn_small``, ``acasxu_2_9.onnx``): say how to get it."""
+    if path.exists() or len(path.parts) > 1:
+        return
+    from .examples import examples
+
+    names = {e.name for e in examples()}
+    match = next((n for n in (path.name, f"{path.name}.pt") if n in names), None)
+    if match:
+        raise ModelError(f"{path}: file not found; it is a bundled example: `nnmend examples --out . {match}` "
+                         f"copies it here")
 
 
 # --- your own network: --model MODULE:CLASS --weights FILE ------------------------------------------------

@@ -120,6 +120,21 @@ def cmd_damage(a: argparse.Namespace) -> int:
     return 0
 
 
+def _fitting_data(a: argparse.Namespace, net, split: str):
+    """``--data``'s split, checked against the network before any work: a network that cannot take its
+    inputs, or has fewer outputs than the data has classes, is one line naming both."""
+    from .._validation import check_input_fits
+    from ..errors import DataError
+
+    data = load_data(a, split)
+    out = check_input_fits(net, data.x, what=f"network {a.model}")
+    classes = int(data.y.max()) + 1 if len(data) else 0
+    if out.dim() != 2 or out.shape[1] < classes:
+        raise DataError(f"network {a.model} gives outputs of shape {tuple(out.shape[1:])} but --data {a.data} "
+                        f"has {classes} classes")
+    return data
+
+
 def _check_network_out(a: argparse.Namespace, inputs: dict) -> None:
     """The ``--out`` network: a known format, not an input, not an existing file without ``--force``."""
     check_outputs(inputs, {a.out: "--out"}, a.force)
@@ -168,7 +183,7 @@ def cmd_diagnose(a: argparse.Namespace) -> int:
     if not (a.attack or a.reference):
         raise NnmendError("diagnose needs --reference (the healthy network) or --attack")
     ref = None if a.attack else load_model(a.reference)
-    te = load_data(a, "test")
+    te = _fitting_data(a, net, "test")
     if a.attack:
         adv = _attack_spec(a.attack, a.eps).run(net, te.x, te.y)
         d = diagnose(net, net, te.x, x_other=adv, metric=a.metric or "mse", rule=a.rule or "peak", threshold=a.threshold)
@@ -201,7 +216,8 @@ def cmd_heal(a: argparse.Namespace) -> int:
     _check_network_out(a, {"MODEL": a.model, "--reference": a.reference, "--data": a.data})
     net = load_model(a.model)
     ref = load_model(a.reference) if a.reference else None       # every network before the (larger) data
-    tr, te = load_data(a, "train"), load_data(a, "test")
+    te = _fitting_data(a, net, "test")
+    tr = load_data(a, "train")
     layer = a.layer
     if a.adversarial:
         spec = _attack_spec(a.adversarial, a.eps)
@@ -238,7 +254,7 @@ def cmd_attack(a: argparse.Namespace) -> int:
         check_outputs({"MODEL": a.model, "--data": a.data}, {a.save: "--save"}, a.force)
         check_suffix(a.save, "--save", (".npz",))
     net = load_model(a.model)
-    te = load_data(a, "test")
+    te = _fitting_data(a, net, "test")
     spec = _attack_spec(a.attack, a.eps, **({} if a.attack == "fgsm" else dict(
         alpha=a.alpha, steps=a.steps, random_start=not a.no_random_start, restarts=a.restarts, seed=a.seed)))
     adv = spec.run(net, te.x, te.y)
