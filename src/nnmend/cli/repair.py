@@ -7,7 +7,10 @@ reloaded network; it returns that :class:`RepairResult` and a JSON-able report. 
 printed first. A repair that failed its target is not written (exit 1) unless ``--keep-failed``. Nothing
 is written until the repair and its evaluation have finished; then every file (network, report, exports,
 certificate) is staged in one folder beside ``--out`` and moved into place together. No output may
-replace an input, and an existing one is replaced only with ``--force``.
+replace an input, and an existing one is replaced only with ``--force``. Beside ``OUT.pt`` goes ``OUT.onnx``,
+the repaired network as piecewise-linear ONNX operators (:mod:`nnmend.repair.export_pwl`, which Marabou and
+``nnmend verify`` read); a network that cannot be written so gets one line saying why and no ``OUT.onnx``
+(``--no-onnx`` skips it).
 
 Example::
 
@@ -312,6 +315,9 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, type=Path, help="where to write the repaired network (.pt); the "
                    "report goes beside it as .json")
     add_force_arg(p)
+    p.add_argument("--no-onnx", action="store_true",
+                   help="do not write OUT.onnx (by default the repaired network is also written beside --out as an "
+                        "ONNX of piecewise-linear operators that Marabou and `nnmend verify` read)")
     p.add_argument("--keep-failed", action="store_true",
                    help="write the repaired network even when the harness says it failed its target (exit code 1 stays)")
     p.add_argument("--seed", type=int, default=0)
@@ -336,7 +342,7 @@ def register(subparsers) -> None:
 
 # files a method writes beside --out (suffix replaced), besides the report .json; the staged commit
 # re-checks the files actually written, so a method that adds one cannot slip past the output policy
-_SIBLINGS: dict[str, tuple[str, ...]] = {"patchpro": (".onnx", ".certificate.json"), "prorepair": (".partition.pt",)}
+_SIBLINGS: dict[str, tuple[str, ...]] = {"patchpro": (".certificate.json",), "prorepair": (".partition.pt",)}
 _INPUT_OPTIONS = ("rule", "mask", "property", "points", "robustness")
 
 
@@ -353,7 +359,34 @@ def _outputs(args: argparse.Namespace) -> dict[Path, str]:
     outputs = {out: "--out", out.with_suffix(".json"): "the report beside --out",
                out.with_suffix(".html"): "the report page beside --out"}
     outputs.update({out.with_suffix(s): "written beside --out" for s in _SIBLINGS.get(args.method, ())})
+    if not getattr(args, "no_onnx", False):
+        outputs[out.with_suffix(".onnx")] = "the piecewise-linear ONNX beside --out (--no-onnx skips it)"
     return outputs
+
+
+def _input_shape(*networks) -> tuple[int, ...] | None:
+    """The per-sample input shape the first of ``networks`` records, else a dense network's input size."""
+    from ..io.onnx import _dense_input_shape
+
+    for net in networks:
+        shape = getattr(net, "nnmend_input_shape", None) or (getattr(net, "nnmend_meta", None) or {}).get("input_shape")
+        if shape:
+            return tuple(int(d) for d in shape)
+    return next((s for s in map(_dense_input_shape, networks) if s), None)
+
+
+def _write_pwl_onnx(network, path: Path, input_shape=None) -> dict:
+    """Write ``network``'s piecewise-linear ONNX to ``path``; ``{"written", "exact", "note", "ops"}`` or, where it
+    cannot be written so, ``{"written": False, "why": one line}`` and no file."""
+    from ..repair.export_pwl import onnx_ops, save_pwl_onnx, to_pwl
+
+    try:
+        export = to_pwl(network)
+        save_pwl_onnx(export, path, input_shape)
+    except ModelError as exc:                 # NotExpressible (names the module or operator), or no input shape
+        path.unlink(missing_ok=True)
+        return {"written": False, "why": str(exc).splitlines()[0].replace(f"{path}: ", "")}
+    return {"written": True, "exact": export.exact, "note": export.note, "ops": sorted(onnx_ops(path))}
 
 
 def _preflight_nca(args: argparse.Namespace) -> None:
@@ -403,7 +436,6 @@ def run(args: argparse.Namespace) -> int:
         print("nothing written: the repair failed its target (see the verdict above); --keep-failed writes it anyway")
         return 1
     repaired = result.network
-    text = json.dumps(report, indent=2, default=str)
 
     def recheck(paths: list[Path]) -> None:
         check_outputs(inputs, {p: outputs.get(p, "written beside --out") for p in paths}, args.force)
@@ -413,7 +445,10 @@ def run(args: argparse.Namespace) -> int:
         out = stage / args.out.name
         if before is not None:
             before(out)
+        if not args.no_onnx:
+            report["onnx"] = _write_pwl_onnx(repaired, out.with_suffix(".onnx"), _input_shape(repaired, network))
         save_network(repaired, out)
+        text = json.dumps(report, indent=2, default=str)
         for suffix, content in files.items():
             with atomic_write(out.with_suffix(suffix), "w") as fh:
                 fh.write(content)
@@ -423,6 +458,10 @@ def run(args: argparse.Namespace) -> int:
             fh.write(report_html(report, f"nnmend repair --method {args.method}: {args.out.name}"))
         names = sorted(p.name for p in stage.iterdir() if p.name != args.out.name)
     print("\n".join(summary(report)))
+    pwl = report.get("onnx")
+    if pwl is not None:
+        print(f"piecewise-linear ONNX: {pwl['note']}" if pwl["written"] else
+              f"no {args.out.with_suffix('.onnx').name} written: {pwl['why']}")
     print(f"wrote {args.out}, " + ", ".join(str(args.out.parent / n) for n in names)
           + (" (--keep-failed: the repair FAILED its target)" if failed else ""))
     return 1 if failed else 0

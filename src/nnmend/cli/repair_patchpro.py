@@ -5,7 +5,8 @@
 
 ``SAMPLES.pt`` is a weights-only torch file ``{"x": (n, *in_shape) in [0, 1], "y": (n,) labels}``
 (optionally ``"wrong"`` (n,): the patch tags' wrong labels). Writes ``OUT.pt`` (checkpoint),
-``OUT.onnx``, ``OUT.certificate.json`` and the report ``OUT.json`` — only when the harness
+``OUT.onnx`` (piecewise-linear: exact on the region boxes, written by the shared command),
+``OUT.certificate.json`` and the report ``OUT.json`` — only when the harness
 (:func:`nnmend.repair.run`) proved every property on the saved network, or with ``--keep-failed``. A property
 the network already satisfies is reported and nothing is written; one left unproved is reported with the
 open boxes.
@@ -72,7 +73,6 @@ def _problem(args: argparse.Namespace, network):
 
 
 def run(args: argparse.Namespace, network):
-    from ..io import save_network
     from ..repair import run as harness
     from ..repair.patchpro import PatchProConfig
 
@@ -101,8 +101,6 @@ def run(args: argparse.Namespace, network):
               "history": d.get("history", [])}
     if d.get("already_satisfied"):
         return None, report                                 # nothing to repair, nothing written
-    # the ONNX file is written before the checkpoint (both atomically), so a failed export leaves nothing behind
-    report["_before_save"] = lambda out: save_network(result.network, Path(out).with_suffix(".onnx"))
     report["_files"] = {".certificate.json": json.dumps(cert, indent=2, default=str)}
     return result, report
 
