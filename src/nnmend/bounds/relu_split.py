@@ -60,6 +60,14 @@ def split_signs(graph, pre: dict) -> dict:
     return out
 
 
+def _start_params(pre: dict, R: int) -> tuple[dict, dict]:
+    """beta-CROWN's starting point for domains without a parent's: CROWN's adaptive slopes, ``beta = 0``; each
+    (B, R, *in_shape) per ReLU node."""
+    alphas = {n: n.initial_alpha(l, u).unsqueeze(1).expand(-1, R, *n.in_shape) for n, (l, u) in pre.items()
+              if n.optimizable}
+    return alphas, {n: torch.zeros_like(a) for n, a in alphas.items()}
+
+
 def _scores(graph, pre: dict, lam: dict) -> tuple[torch.Tensor, list]:
     """Per domain, the flat (node, neuron) with the largest weighted relaxation gap; -inf where none is unstable."""
     scores, nodes = [], []
@@ -211,10 +219,21 @@ def _search(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor,
         A = spec[0].reshape(1, R, -1).expand(take, -1, -1).reshape(take, R, *graph.nodes[-1].out_shape)
         params = None
         if not first and cfg.alpha_iters and cfg.beta:
-            done = bproven.gather(1, groups.expand(take, -1))
-            lb, A_in, *params = beta_crown_lower(graph, blo, bhi, A, pre, split_signs(graph, pre), iters=cfg.alpha_iters,
-                                                 lr=cfg.alpha_lr, lr_beta=cfg.beta_lr, warm=warm, done=done,
-                                                 deadline=deadline)
+            # only the rows some domain of the batch still needs are bounded (the others' disjuncts are refuted)
+            live = ~bproven.gather(1, groups.expand(take, -1))
+            cols = torch.nonzero(live.any(0)).squeeze(1)
+            params = tuple({n: v.float().clone() for n, v in d.items()}
+                           for d in (warm if warm is not None else _start_params(pre, R)))
+            lb_s, _, *best_ab = beta_crown_lower(
+                graph, blo, bhi, A[:, cols], pre, split_signs(graph, pre), iters=cfg.alpha_iters, lr=cfg.alpha_lr,
+                lr_beta=cfg.beta_lr, warm=tuple({n: v[:, cols] for n, v in d.items()} for d in params),
+                done=~live[:, cols], deadline=deadline)
+            for d, new in zip(params, best_ab):
+                for n, v in new.items():
+                    d[n][:, cols] = v.float()
+            lb = lb_s.new_full((take, R), -float("inf"))
+            lb[:, cols] = lb_s
+            A_in = None
         elif first or cfg.alpha_iters:
             iters = max(cfg.alpha_iters, 20 if first else 0)
             t_bound = time.monotonic()
@@ -248,7 +267,8 @@ def _search(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor,
         pre = {n: (l[idx], u[idx]) for n, (l, u) in pre.items()}
         params = None if params is None else tuple({n: v[idx] for n, v in d.items()} for d in params)
         with torch.no_grad():
-            lam = _relu_weights(graph, A[idx], pre)
+            live = ~proven[idx].gather(1, groups.expand(len(idx), -1))     # weigh only the rows still open
+            lam = _relu_weights(graph, A[idx] * live.reshape(*live.shape, *[1] * (A.dim() - 2)), pre)
         score, nodes = _scores(graph, pre, lam)
         best = score.argmax(1)
         splittable = torch.isfinite(score.gather(1, best[:, None]).squeeze(1))
@@ -298,8 +318,7 @@ def _search(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor,
             # both children start from the parent's best alphas and betas (the new split's beta at 0); the root's
             # children from CROWN's slopes
             if params is None:
-                params = ({r: r.initial_alpha(*pre[r]).unsqueeze(1).expand(-1, R, *r.in_shape) for r in nodes},
-                          {r: pre[r][0].new_zeros((len(idx), R, *r.in_shape)) for r in nodes})
+                params = _start_params(pre, R)
             kids = tuple({n: torch.cat([v, v]).float() for n, v in d.items()} for d in params)
             open_warm = kids if not open_warm[0] else tuple(
                 {n: torch.cat([open_warm[i][n], kids[i][n]]) for n in kids[i]} for i in range(2))
