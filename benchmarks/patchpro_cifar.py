@@ -16,10 +16,16 @@ RGR, DD on the test set, DSR and DGSR (paper protocol and deployable, shared cod
 
     python benchmarks/patchpro_cifar.py            # full run -> benchmarks/results/patchpro_cifar.{json,md}
     python benchmarks/patchpro_cifar.py --quick    # n = 5, small test set (the test suite runs this)
+    python benchmarks/patchpro_cifar.py --radii 8 --out DIR              # some cells into DIR
+    python benchmarks/patchpro_cifar.py --merge results/patchpro_cifar.json DIR/patchpro_cifar.json
+                                                   # join runs (a later file's cell replaces an earlier one's)
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import os
 import sys
 import time
 from functools import lru_cache
@@ -64,13 +70,20 @@ def data(quick: bool, test_n: int | None = None):
 
 @lru_cache(maxsize=4)
 def repair_set(radius: float, n: int, steps: int, seed: int, quick: bool):
+    """The cell's PGD repair set (seeded: every benchmark that calls this gets the same items)."""
     train, _ = data(quick)
     return build_repair_set(network(), train, n=n, radius=radius, start=0, steps=steps, seed=seed, chunk=64)
+
+
+def fingerprint(x: torch.Tensor) -> str:
+    """A short hash of a tensor's bytes: records of two runs name the same repair items when these agree."""
+    return hashlib.sha1(x.detach().contiguous().float().numpy().tobytes()).hexdigest()[:12]
 
 
 def one_cell(r255: int, n: int, box: str, steps: int, dsr_n: int, dgsr_n: int, seed: int, quick: bool,
              test_n: int | None = None) -> dict:
     torch.set_num_threads(1)
+    load0 = os.getloadavg()[0]
     radius = r255 / 255
     original = network()
     _, test = data(quick, test_n)
@@ -85,6 +98,7 @@ def one_cell(r255: int, n: int, box: str, steps: int, dsr_n: int, dgsr_n: int, s
            "proved_by_method": res.details.get("proved_by_method"), "verified": res.verified,
            "recheck": res.details.get("recheck"), "seconds": round(seconds, 1), "epochs": res.details.get("epochs"),
            "repair_set_seconds": rs.stats["seconds"], "candidates_attacked": rs.stats["candidates_attacked"],
+           "repair_set_sha1": fingerprint(rs.repair_x),
            "RSR": repair_success_rate(rn, rs.repair_x, rs.labels),
            "RGR": repair_generalization_rate(rn, rs.test_x, rs.test_y),
            "DD": drawdown(original, rn, test.x, test.y), "test_n": len(test),
@@ -96,12 +110,18 @@ def one_cell(r255: int, n: int, box: str, steps: int, dsr_n: int, dgsr_n: int, s
     rec["DGSR_paper"] = dgsr_paper_protocol(rn, original, xt, yt, radius, attack=_pgd)
     rec["DGSR_deployable"] = defense_generalization_rate(rn, original, xt, yt, radius, attack=adaptive(_pgd, original))
     rec["DGSR_original"] = defense_generalization_rate(original, original, xt, yt, radius, attack=_pgd)
-    rec.update(dsr_n=m, dgsr_n=dgsr_n, attack_seconds=round(time.perf_counter() - t1, 1))
+    rec.update(dsr_n=m, dgsr_n=dgsr_n, attack_seconds=round(time.perf_counter() - t1, 1),
+               host_load_1min=[round(load0, 2), round(os.getloadavg()[0], 2)])
     return rec
 
 
-def markdown(records: list[dict], args, total: float) -> str:
-    out = [f"# PatchPro on CIFAR-10 — Table IV stand-in{' (QUICK smoke run)' if args.quick else ''}", "",
+def markdown(records: list[dict], quick: bool, total: float) -> str:
+    """The table; the run's settings (steps, DSR/DGSR sizes, grid) are read from the records, so that a merged
+    table states each one that occurs."""
+    ok = [r for r in records if "error" not in r]
+    each = lambda key: ", ".join(str(v) for v in sorted({r[key] for r in ok}))  # noqa: E731
+    loads = [v for r in ok for v in r.get("host_load_1min", [])]
+    out = [f"# PatchPro on CIFAR-10 — Table IV stand-in{' (QUICK smoke run)' if quick else ''}", "",
            f"{len(records)} cells, {total:.0f} s in all on a shared, heavily loaded 2-core CPU, 1 torch thread (paper: "
            "RTX 3090). Paper (Table IV, VGG19 and ResNet18, r = 4/255 and 8/255, n = 50 … 1000): RSR = RGR = DSR = 100, "
            f"DD = 0, DGSR {PAPER['VGG19']['DGSR']} (VGG19) / {PAPER['ResNet18']['DGSR']} (ResNet18), 230–5442 s.", "",
@@ -128,20 +148,38 @@ def markdown(records: list[dict], args, total: float) -> str:
         out.append(f"| {r['r255']}/255 | {r['n']} | {r['feature_box']} | {proof} | {r['proved_by_method']} | "
                    f"{_f(r['RSR'])} | {_f(r['RGR'])} | {_f(r['DD'], 2)} | {r['seconds']:.1f} | {_f(r['DSR'])} | "
                    f"{_f(r['DGSR_paper'])} | {_f(r['DGSR_deployable'])} | {_f(r['DGSR_original'])} |")
-    ok = [r for r in records if "error" not in r]
     if ok:
         r0 = ok[0]
         out += ["", "## Deviations", "",
                 f"- DD on the first {r0['test_n']} CIFAR-10 test images (original accuracy there "
                 f"{r0['original_test_accuracy']:.2f} %).",
-                f"- Repair sets: PGD ({args.steps} steps, α = 2/255; paper ≥ 200) from the 20,000 shipped training "
+                f"- Repair sets: PGD ({each('steps')} steps, α = 2/255; paper ≥ 200) from the 20,000 shipped training "
                 "images, 10 held-out adversarial samples per origin (RGR).",
-                f"- DSR on up to {args.dsr_n} origins and DGSR on the first {args.dgsr_n} test images (those the original "
+                f"- DSR on up to {each('dsr_n')} origins and DGSR on the first {each('dgsr_n')} test images (those the original "
                 "gets right count), both under PGD-20 with a random start (AutoAttack, the paper's, was out of the CPU "
                 "budget).",
-                f"- Only n = {', '.join(str(n) for n in args.ns)} and r = {', '.join(f'{x}/255' for x in args.radii)} of "
-                "the paper's grid (n = 50 … 1000, r = 4/255, 8/255), for the CPU budget.", ""]
+                f"- Only n = {each('n')} and r = {', '.join(f'{x}/255' for x in sorted({r['r255'] for r in ok}))} of "
+                "the paper's grid (n = 50 … 1000, r = 4/255, 8/255), for the CPU budget.",
+                *([f"- Host: 1-minute load {min(loads):.1f}–{max(loads):.1f} at the cells' starts and ends (recorded "
+                   "for the cells that have it)."] if loads else []), ""]
     return "\n".join(out)
+
+
+def merge(paths: list[Path], out: Path) -> tuple[Path, Path]:
+    """One table from several runs: cells keyed by (r, n, box), later files win; rows sorted by r, n, box."""
+    parts = [json.loads(p.read_text()) for p in paths]
+    cells: dict[tuple, dict] = {}
+    for part in parts:
+        for r in part["records"]:
+            cells[(r.get("r255"), r.get("n"), r.get("box"))] = {**r, "run_date": part["environment"]["date"]}
+    boxes = ["bounds", "empirical"]
+    records = [cells[k] for k in sorted(cells, key=lambda k: (k[0], k[1], boxes.index(k[2]) if k[2] in boxes else 9))]
+    total = sum(r.get("job_seconds", 0.0) for r in records)
+    md = markdown(records, False, total).replace(" cells,", f" cells (joined from {len(parts)} runs),", 1)
+    extra = {k: v for k, v in parts[0].items() if k not in ("benchmark", "environment", "records", "seconds")}
+    return write_results("patchpro_cifar", records, md, out,
+                         extra={**extra, "planned": len(records), "merged_from": [str(p) for p in paths],
+                                "seconds": round(total, 1)})
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -156,7 +194,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--test-n", type=int, default=None, help="first N test images for DD (default: all 10,000)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=ROOT / "results")
+    ap.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
+                    help="join these results files into OUT/patchpro_cifar.{json,md} (nothing is run); a cell "
+                         "(r, n, box) of a later file replaces an earlier one's")
     args = ap.parse_args(argv)
+    if args.merge:
+        merge(args.merge, args.out)
+        return
     torch.set_num_threads(1)
     if args.quick:
         args.radii, args.ns, args.steps, args.dsr_n, args.dgsr_n = [4], [5], 30, 5, 20
@@ -167,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
     records: list[dict] = []
     for job in jobs:   # results rewritten after every cell: an interrupted run leaves a labelled partial table
         records += run_jobs(one_cell, [job], desc=f"patchpro cifar {job['box']}", keep_going=True)
-        md = markdown(records, args, time.perf_counter() - t0)
+        md = markdown(records, args.quick, time.perf_counter() - t0)
         if len(records) < len(jobs):
             md = md.replace(" cells,", f" of {len(jobs)} planned cells (run interrupted or in progress),", 1)
         jp, mp = write_results(name, records, md, args.out, started=t0,
