@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from nnmend.acasxu import acasxu, acasxu_property_path  # noqa: E402
-from nnmend.benchmarking import write_results  # noqa: E402
+from nnmend.benchmarking import add_out_arg, write_results  # noqa: E402
 from nnmend.bounds import bound  # noqa: E402
 from nnmend.properties import check, read_property  # noqa: E402
 
@@ -129,7 +129,7 @@ def main(argv=None) -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--samples", type=int, default=40_000_000)
     ap.add_argument("--proof-timeout", type=float, default=90.0)
-    ap.add_argument("--results", "--results-dir", type=Path, default=RESULTS)
+    add_out_arg(ap, RESULTS, "--results", "--results-dir")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     started = time.perf_counter()
@@ -147,7 +147,7 @@ def main(argv=None) -> None:
     res = {"quick": args.quick, "seed": 0, "sampling": sampling, "crown": crown, "proofs": proofs,
            "proof_timeout": timeout}
     name = "acasxu_phi7_quick" if args.quick else "acasxu_phi7"
-    write_results(name, [res], markdown(res), args.results, started=started, extra={"quick": args.quick, "seed": 0})
+    write_results(name, [res], markdown(res), args.out, started=started, extra={"quick": args.quick, "seed": 0})
 
 
 if __name__ == "__main__":

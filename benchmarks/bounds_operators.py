@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from nnmend.benchmarking import run_jobs, write_results  # noqa: E402
+from nnmend.benchmarking import add_out_arg, run_jobs, write_results  # noqa: E402
 from _operator_cases import CASES  # noqa: E402
 from test_bounds_operators import check_case  # noqa: E402
 
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--points", type=int, default=100_000)
     ap.add_argument("--quick", action="store_true", help="3 cases, one seed, 10^4 points")
-    ap.add_argument("--results-dir", type=Path, default=ROOT / "benchmarks" / "results")
+    add_out_arg(ap, ROOT / "benchmarks" / "results", "--results-dir")
     args = ap.parse_args(argv)
     started = time.perf_counter()
     names = sorted(CASES)[:3] if args.quick else sorted(CASES)
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{sum(r['alpha_over_crown'] for r in rs) / len(rs):.3f} |")
     total_v = sum(r["violations"] for r in records)
     lines += ["", f"**Total: {sum(r['points'] for r in records):,} outputs checked, {total_v} violations.**", ""]
-    write_results("bounds_operators_quick" if args.quick else "bounds_operators", records, "\n".join(lines), args.results_dir,
+    write_results("bounds_operators_quick" if args.quick else "bounds_operators", records, "\n".join(lines), args.out,
                   started=started, extra={"seeds": seeds, "points": points})
     return 1 if total_v else 0
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from nnmend.benchmarking import write_results
+from nnmend.benchmarking import add_out_arg, write_results
 from nnmend.campaign import Store, parse_grid, run_campaign, shipped_grid
 from nnmend.campaign.report import CELL_COLUMNS, METHOD_COLUMNS, cell_rows, method_rows
 from nnmend.report import markdown_table
@@ -108,7 +108,7 @@ def main() -> None:
     ap.add_argument("--executor", default="pool", choices=("inline", "pool", "ray"))
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--store", type=Path, default=None, help="SQLite store to resume (default: a temporary one)")
-    ap.add_argument("--out", type=Path, default=RESULTS)
+    add_out_arg(ap, RESULTS)
     args = ap.parse_args()
     if args.quick:
         args.instances, args.methods, args.executor, args.workers = ["2_9:8"], ["guard"], "inline", 1

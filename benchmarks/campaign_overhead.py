@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from nnmend.benchmarking import write_results
+from nnmend.benchmarking import add_out_arg, write_results
 from nnmend.campaign import Store, parse_grid, run_campaign, shipped_grid
 from nnmend.campaign.executors import ray_available
 from nnmend.campaign.job import execute, execute_noop
@@ -121,7 +121,7 @@ def main() -> None:
     ap.add_argument("--work-jobs", type=int, default=60, help="fixed-work jobs per executor run")
     ap.add_argument("--work", type=float, default=0.25, help="seconds of work per fixed-work job")
     ap.add_argument("--seeds", type=int, default=84, help="seeds of the 1,000-job grid (12 faults each)")
-    ap.add_argument("--out", type=Path, default=RESULTS)
+    add_out_arg(ap, RESULTS)
     args = ap.parse_args()
     if args.quick:
         args.jobs, args.work_jobs, args.seeds = 50, 0, 5

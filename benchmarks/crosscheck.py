@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT.parent / "src"))
 
 from nnmend import marabou  # noqa: E402
 from nnmend.acasxu import acasxu, acasxu_path, acasxu_property_path  # noqa: E402
-from nnmend.benchmarking import run_jobs, write_results  # noqa: E402
+from nnmend.benchmarking import add_out_arg, run_jobs, write_results  # noqa: E402
 from nnmend.properties import read_property  # noqa: E402
 
 RESULTS = ROOT / "results"
@@ -229,7 +229,7 @@ def summarise(records: list[dict], planned: list[dict], args, elsewhere: list[di
 def _write(name: str, records: list[dict], planned: list[dict], args, elsewhere: list[dict], started: float) -> dict:
     """Rewrite NAME.{json,md} with the records so far; returns the summary."""
     summary, md = summarise(records, planned, args, elsewhere)
-    write_results(name, records, md, args.results_dir, started=started,
+    write_results(name, records, md, args.out, started=started,
                   extra={"quick": args.quick, "summary": summary, "planned": len(planned), "not_rechecked": elsewhere,
                          "args": {k: str(v) for k, v in vars(args).items()}})
     return summary
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--timeout", type=float, default=60.0, help="Marabou CPU seconds per instance")
     ap.add_argument("--budget", type=float, default=4800.0, help="wall seconds for the whole run (0: no limit)")
     ap.add_argument("--sources", default=",".join(SOURCES), help="comma-separated: " + ", ".join(SOURCES))
-    ap.add_argument("--results-dir", type=Path, default=RESULTS, help="where the claims are read and the report written")
+    add_out_arg(ap, RESULTS, "--results-dir")   # where the claims are read and the report written
     ap.add_argument("--claims-dir", type=Path, default=RESULTS, help="committed results holding the claims")
     ap.add_argument("--resume", action="store_true", help="keep the records of an earlier run's NAME.json and skip their claims")
     ap.add_argument("--merge-from", type=Path, nargs="+", default=None,
@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> None:
     elsewhere = [] if args.quick else not_rechecked(args.claims_dir)
     started = time.perf_counter()
     records: list[dict] = []
-    previous = args.results_dir / f"{name}.json"
+    previous = args.out / f"{name}.json"
     if (args.resume or args.merge_from) and previous.exists():
         records = json.loads(previous.read_text())["records"]
     if args.merge_from:

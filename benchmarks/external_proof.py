@@ -25,7 +25,7 @@ import torch
 
 from nnmend import marabou
 from nnmend.acasxu import acasxu_property_path
-from nnmend.benchmarking import run_jobs, write_results
+from nnmend.benchmarking import add_out_arg, run_jobs, write_results
 from nnmend.campaign import catalog
 from nnmend.campaign.grid import load_grid
 from nnmend.campaign.job import load, problem_for, scenario
@@ -125,7 +125,7 @@ def main(argv=None) -> None:
     ap.add_argument("--external-timeout", type=float, default=300.0, help="Marabou's seconds per repair (all claims)")
     ap.add_argument("--original-timeout", type=float, default=60.0, help="Marabou's seconds on the original network")
     ap.add_argument("--instances", default=None, help="comma-separated NETWORK:DEFECT, e.g. acasxu_4_3:phi2")
-    ap.add_argument("--results", type=Path, default=RESULTS)
+    add_out_arg(ap, RESULTS)
     ap.add_argument("--merge", action="store_true", help="keep the rows of an earlier run (same file) that this run "
                     "does not repeat")
     ap.add_argument("--name", default=None, help="results file name (default external_proof[_quick])")
@@ -137,16 +137,16 @@ def main(argv=None) -> None:
              "original_timeout": args.original_timeout} for n, d in chosen for m in args.methods.split(",")]
     records = run_jobs(one, jobs, desc="external proof", keep_going=True)
     name = args.name or ("external_proof_quick" if args.quick else "external_proof")
-    earlier = args.results / f"{name}.json"
+    earlier = args.out / f"{name}.json"
     if args.merge and earlier.exists():
         import json
 
         done = {(r["network"], r["defect"], r["method"]) for r in records}
         records = [r for r in json.loads(earlier.read_text())["records"]
                    if (r["network"], r["defect"], r["method"]) not in done] + records
-    write_results(name, records, markdown(records, args.quick, (load0, os.getloadavg()[0])), args.results,
+    write_results(name, records, markdown(records, args.quick, (load0, os.getloadavg()[0])), args.out,
                   started=started, extra={"quick": args.quick, "grid": str(GRID.name)})
-    print(f"wrote {args.results / name}.md")
+    print(f"wrote {args.out / name}.md")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from nnmend.acasxu import acasxu, acasxu_property_path
-from nnmend.benchmarking import run_jobs, write_results
+from nnmend.benchmarking import add_out_arg, run_jobs, write_results
 from nnmend.bounds.bab import violation
 from nnmend.properties import nnet_domain, read_property
 from nnmend.repair import run
@@ -177,7 +177,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--timeout", type=float, default=120.0, help="certificate seconds per instance")
-    ap.add_argument("--results", type=Path, default=RESULTS)
+    add_out_arg(ap, RESULTS, "--results")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     started = time.perf_counter()
@@ -185,7 +185,7 @@ def main(argv=None) -> None:
     jobs = [{"net": f"{i}_{j}", "prop": k, "timeout": args.timeout} for i, j, k in chosen]
     records = run_jobs(one, jobs, desc="guard acasxu", keep_going=True)
     name = "guard_acasxu_quick" if args.quick else "guard_acasxu"
-    write_results(name, records, markdown(records, args.quick, prorepair_best(RESULTS)), args.results, started=started,
+    write_results(name, records, markdown(records, args.quick, prorepair_best(RESULTS)), args.out, started=started,
                   extra={"quick": args.quick, "seed": 2, "config": repr(GuardConfig(certify_timeout=args.timeout))})
 
 

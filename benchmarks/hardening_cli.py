@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent / "src"))
 
 from nnmend.acasxu import acasxu_path, acasxu_property_path  # noqa: E402
-from nnmend.benchmarking import run_jobs, write_results  # noqa: E402
+from nnmend.benchmarking import add_out_arg, run_jobs, write_results  # noqa: E402
 from nnmend.io import save_checkpoint, save_network  # noqa: E402
 from nnmend.io.atomic import STAGE_PREFIX, TMP_PREFIX  # noqa: E402
 from nnmend.nets import shnn_mlp  # noqa: E402
@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--kills", type=int, default=30, help="kill trials per writer (default 30)")
     ap.add_argument("--filter", default=None, metavar="REGEX", help="only the cases whose name matches (e.g. '^verify')")
     ap.add_argument("--name", default=None, help="results file name (default hardening_cli, or _quick)")
-    ap.add_argument("--results-dir", default=str(ROOT / "results"))
+    add_out_arg(ap, ROOT / "results", "--results-dir")
     args = ap.parse_args(argv)
     started = time.perf_counter()
     cases = bad_input_cases()
@@ -386,7 +386,7 @@ def main(argv: list[str] | None = None) -> dict:
                          for m in KILL_SETS}}
     name = args.name or ("hardening_cli_quick" if args.quick else "hardening_cli")
     md = markdown(records, same, trials, args.quick)
-    write_results(name, records, md, args.results_dir, started=started,
+    write_results(name, records, md, args.out, started=started,
                   extra={"quick": args.quick, "filter": args.filter, "seed": SEED, "limit_seconds": args.limit, "summary": summary,
                          "same_path": same, "kill_trials": trials})
     print(json.dumps(summary, indent=2))

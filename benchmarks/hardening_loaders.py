@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT.parent / "tests" / "corpus"))
 from crafted import build_corpus  # noqa: E402
 
 from nnmend._validation import max_alloc_bytes  # noqa: E402
-from nnmend.benchmarking import run_jobs, write_results  # noqa: E402
+from nnmend.benchmarking import add_out_arg, run_jobs, write_results  # noqa: E402
 
 GB = 1e9
 SMALL_FILE = 10 * (1 << 20)  # the target applies to refused files under 10 MB
@@ -170,7 +170,7 @@ def markdown(records: list[dict], baseline_mb: float, cap: int, quick: bool) -> 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="one file per format, Python loader only")
-    ap.add_argument("--results-dir", default=str(ROOT / "results"))
+    add_out_arg(ap, ROOT / "results", "--results-dir")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per child before it counts as a hang")
     args = ap.parse_args(argv)
     started = time.perf_counter()
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
              "worst_refused_peak_rss_mb": max(refused_small, default=None),
              "unexpected": [f"{r['case']}/{r['runner']}" for r in records if not r["as_expected"]]}
     jp, mp = write_results(name, records, markdown(records, baseline["peak_rss_mb"] or 0, cap, args.quick),
-                           args.results_dir, extra=extra, started=started)
+                           args.out, extra=extra, started=started)
     print(f"wrote {jp} and {mp}: {summary}, worst refused peak {extra['worst_refused_peak_rss_mb']} MB")
     return 0
 

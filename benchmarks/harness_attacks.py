@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from nnmend.benchmarking import run_jobs, write_results
+from nnmend.benchmarking import add_out_arg, run_jobs, write_results
 from nnmend.data import load_dataset
 from nnmend.nets import pretrained
 from nnmend.repair import run
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--attack-n", type=int, default=500)
     ap.add_argument("--square-queries", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    add_out_arg(ap, Path(__file__).parent / "results")
     args = ap.parse_args(argv)
     if args.quick:
         args.nets, args.radii, args.n, args.attack_n, args.square_queries = ["fnn_small"], [0.1], 5, 50, 200

@@ -11,8 +11,6 @@ input domain [-0.5, 0.5]^5, and the largest weight difference between the two fi
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -23,11 +21,12 @@ import torch
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent / "src"))
 
-from nnmend._progress import progress  # noqa: E402
+from nnmend.benchmarking import add_out_arg, run_jobs, write_results  # noqa: E402
 from nnmend.acasxu import acasxu_path, acasxu_properties  # noqa: E402
 from nnmend.io.nnet import load_nnet  # noqa: E402
 from nnmend.io.onnx import load_onnx, onnx_max_abs_diff  # noqa: E402
 from nnmend.io.vnnlib import read_vnnlib  # noqa: E402
+from nnmend.report import environment  # noqa: E402
 
 SHARED_NNET = Path("/work/shared/data/acasxu/nnet")
 # From the project's data notes: ONNX vs a numpy forward pass of the .nnet weights, 20 inputs per network.
@@ -73,14 +72,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="5 networks, 50 inputs each")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=ROOT / "results")
+    add_out_arg(ap, ROOT / "results")
     args = ap.parse_args(argv)
     n = 50 if args.quick else 1000
     grid = [(i, j) for i in range(1, 6) for j in range(1, 10)]
     if args.quick:
         grid = grid[::11]
     start = time.perf_counter()
-    nets = [network_job(i, j, n, args.seed + 100 * i + j) for i, j in progress(grid, desc="ACAS Xu networks")]
+    nets = run_jobs(network_job, [dict(i=i, j=j, n=n, seed=args.seed + 100 * i + j) for i, j in grid],
+                    desc="ACAS Xu networks")
     props = [property_job(k, p) for k, p in acasxu_properties().items()]
     with_nnet = [r for r in nets if "max_abs_diff_nnet_vs_onnx" in r]
     summary = {
@@ -96,19 +96,13 @@ def main(argv: list[str] | None = None) -> dict:
     import onnx
     import onnxruntime
 
-    result = {
-        "benchmark": "io_acasxu", "quick": args.quick, "seed": args.seed, "summary": summary,
-        "networks": nets, "properties": props, "seconds": time.perf_counter() - start,
-        "versions": {"python": platform.python_version(), "torch": torch.__version__, "onnx": onnx.__version__,
-                     "onnxruntime": onnxruntime.__version__, "numpy": np.__version__},
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "threads": torch.get_num_threads()},
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "io_acasxu.json").write_text(json.dumps(result, indent=2))
-    (args.out / "io_acasxu.md").write_text(markdown(result))
+    result = {"quick": args.quick, "seed": args.seed, "summary": summary, "properties": props,
+              "seconds": time.perf_counter() - start, "environment": environment(),
+              "versions": {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}}
+    write_results("io_acasxu", nets, markdown(result), args.out,
+                  extra={k: v for k, v in result.items() if k != "environment"}, started=start)
     print(markdown(result))
-    return result
+    return {**result, "records": nets}
 
 
 def markdown(r: dict) -> str:
@@ -118,7 +112,7 @@ def markdown(r: dict) -> str:
         f"# io_acasxu{' (quick)' if r['quick'] else ''}: reader fidelity on ACAS Xu",
         "",
         f"{s['networks']} networks × {s['inputs_per_network']} inputs uniform in [-0.5, 0.5]^5 (seed {r['seed']}); "
-        f"{r['seconds']:.1f} s on {r['machine']['platform']}, torch {r['versions']['torch']}, "
+        f"{r['seconds']:.1f} s on {r['environment']['platform']}, torch {r['environment']['torch']}, "
         f"onnxruntime {r['versions']['onnxruntime']}.",
         "",
         "| quantity | ours | reference |",

@@ -20,7 +20,7 @@ run stopped by ``--budget-minutes`` leaves clearly labelled partial results (``c
 
     python benchmarks/nca.py                    # full grid (hours on 2 CPU cores)
     python benchmarks/nca.py --budget-minutes 40 --models small_mlp_mnist
-    python benchmarks/nca.py --quick --out-dir /tmp/nca_quick
+    python benchmarks/nca.py --quick --out /tmp/nca_quick
 """
 from __future__ import annotations
 
@@ -29,8 +29,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
-import platform
 import statistics
 import sys
 import time
@@ -39,9 +37,11 @@ from pathlib import Path
 import torch
 
 from nnmend._progress import progress
+from nnmend.benchmarking import add_out_arg
 from nnmend.corruption import corrupt_values, corruption_mask
 from nnmend.data import load_dataset
 from nnmend.io import load_checkpoint, save_checkpoint
+from nnmend.io.atomic import atomic_write
 from nnmend.metrics import recovery
 from nnmend.nets import clone, get_layer, named_layers, predict, pretrained
 from nnmend.repair.nca import (NCARepairConfig, NCATrainConfig, calibrate, half_precision, repair_trajectory, repair_weight,
@@ -49,9 +49,10 @@ from nnmend.repair.nca import (NCARepairConfig, NCATrainConfig, calibrate, half_
 from nnmend.repair.nca.baselines import (biharmonic_fill, masked_finetune, mean_fill, replica, replica_repair,
                                          soft_impute)
 from nnmend.repair.nca.repair import rule_layout
+from nnmend.report import environment
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nca_report import KINDS, PATTERNS, coverage, plot, summarise, write_markdown  # noqa: E402
+from _nca_report import KINDS, PATTERNS, coverage, plot, summarise, write_markdown  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FRACTIONS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 0.95)
@@ -242,15 +243,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--rule-precision", choices=["fp32", "fp16"], default="fp16",
                     help="store the rule's parameters in float16 (default: half the overhead of float32 at the same "
                          "accuracy, 0.8939 both ways at 90 %% scatter; the replica baselines get the same bytes) or "
-                         "float32 (writes nca_fp32.*)")
+                         "float32 (writes nca_fp32.*; the last float32 run: nca_fp32.md of commit ce49fc0)")
     ap.add_argument("--budget-minutes", type=float, default=None, help="stop starting new jobs after this")
     ap.add_argument("--resume", action="store_true",
                     help="keep the records in the existing nca.json that were made with the same rules; skip them")
     ap.add_argument("--no-stability", action="store_true")
-    ap.add_argument("--out-dir", type=Path, default=RESULTS)
+    add_out_arg(ap, RESULTS)
     ap.add_argument("--render-only", action="store_true", help="rewrite the .md and .png from the saved .json")
     ap.add_argument("--merge", type=Path, nargs="+", default=None, metavar="JSON",
-                    help="merge the results of runs made in parallel (separate --out-dir) into OUT_DIR's json: each "
+                    help="merge the results of runs made in parallel (separate --out) into --out's json: each "
                          "layer's entry and records come from the last file listed that holds records for it")
     args = ap.parse_args(argv)
     name = ("nca_quick" if args.quick else "nca") + ("_fp32" if args.rule_precision == "fp32" else "")
@@ -260,9 +261,9 @@ def main(argv: list[str] | None = None) -> dict:
         _finish(res, args, time.perf_counter() - res["seconds_total"], partial=res["status"] != "complete")
         return res
     if args.render_only:
-        res = json.loads((args.out_dir / f"{name}.json").read_text())
-        write_markdown(res, args.out_dir / f"{name}.md")
-        plot(res, args.out_dir / f"{name}.png")
+        res = json.loads((args.out / f"{name}.json").read_text())
+        write_markdown(res, args.out / f"{name}.md")
+        plot(res, args.out / f"{name}.png")
         return res
     torch.set_num_threads(1)
     t_start = time.perf_counter()
@@ -271,21 +272,20 @@ def main(argv: list[str] | None = None) -> dict:
         args.models, args.layers, args.seeds = ["small_mlp_mnist"], ["fc2"], [0]
         args.fractions, args.patterns, args.kinds = [0.3, 0.9], ["scatter"], ["zero"]
     cfg = NCATrainConfig(iterations=args.iterations or (15 if args.quick else 1200), **RULE_CONFIG)
-    cache = args.out_dir / "nca_rules"         # quick runs too: a --resume reuses the rule instead of retraining it
-    args.out_dir.mkdir(parents=True, exist_ok=True)
+    cache = args.out / "nca_rules"         # quick runs too: a --resume reuses the rule instead of retraining it
+    args.out.mkdir(parents=True, exist_ok=True)
     if cache:
         cache.mkdir(exist_ok=True)
     test = load_dataset("mnist", "test", limit=1000 if args.quick else None)
     train = load_dataset("mnist", "train", limit=10000)
-    old = json.loads((args.out_dir / f"{name}.json").read_text()) if args.resume and (args.out_dir / f"{name}.json").exists() else {}
+    old = json.loads((args.out / f"{name}.json").read_text()) if args.resume and (args.out / f"{name}.json").exists() else {}
     res = {"benchmark": "nca", "paper": "001 (Paladini, Tuba, Mariot)", "talk": TALK, "quick": args.quick,
            "grid": {"models": args.models, "layers": args.layers, "patterns": args.patterns, "kinds": args.kinds,
                     "fractions": args.fractions, "seeds": args.seeds},
            "rule_config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in RULE_CONFIG.items()},
            "rule_precision": args.rule_precision,
            "train_config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()},
-           "versions": {"torch": torch.__version__, "python": platform.python_version()},
-           "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": torch.get_num_threads()},
+           "environment": environment(),
            "layers": [], "records": [], "covered": [], "status": "running"}
     contexts = []
     for model_name in args.models:
@@ -401,10 +401,11 @@ def _finish(res: dict, args, t_start: float, partial: bool) -> None:
     res["median_seconds"] = {m: statistics.median(v) for m, v in secs.items()}
     res["seconds_total"] = round(time.perf_counter() - t_start, 1)
     name = args.name
-    (args.out_dir / f"{name}.json").write_text(json.dumps(res, indent=1, default=float))
-    write_markdown(res, args.out_dir / f"{name}.md")
+    with atomic_write(args.out / f"{name}.json", "w") as fh:      # default=float: numpy scalars stay numbers
+        json.dump(res, fh, indent=1, default=float)
+    write_markdown(res, args.out / f"{name}.md")
     if res["records"]:
-        plot(res, args.out_dir / f"{name}.png")
+        plot(res, args.out / f"{name}.png")
 
 
 if __name__ == "__main__":

@@ -7,26 +7,26 @@ results do not depend on the corrupted values, which are discarded) and of one p
 case. Rules are cached under ``results/nca_rules/ablation_*.pt``.
 
     python benchmarks/nca_ablation.py --variants v0 fn fn_dil --iterations 600
-    python benchmarks/nca_ablation.py --quick --out-dir /tmp/abl
+    python benchmarks/nca_ablation.py --quick --out /tmp/abl
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import torch
 
+from nnmend.benchmarking import add_out_arg
 from nnmend.corruption import corrupt_values, corruption_mask
 from nnmend.data import load_dataset
 from nnmend.io import load_checkpoint, save_checkpoint
 from nnmend.nets import clone, get_layer, predict, pretrained
 from nnmend.repair.nca import NCARepairConfig, NCATrainConfig, repair_weight, storage_bytes, train_rule
+from nnmend.report import environment, write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS: dict[str, dict] = {
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--iterations", type=int, default=600)
     ap.add_argument("--step-multiples", type=float, nargs="+", default=[1.0, 2.0, 3.0])
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--out-dir", type=Path, default=RESULTS)
+    add_out_arg(ap, RESULTS)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     name = "nca_ablation_quick" if args.quick else "nca_ablation"
@@ -63,11 +63,10 @@ def main(argv: list[str] | None = None) -> dict:
     test = load_dataset("mnist", "test", limit=500 if args.quick else None)
     train_x = load_dataset("mnist", "train", limit=2000).x
     w = get_layer(net, "fc1").weight.detach().clone()
-    out_json = args.out_dir / f"{name}.json"
+    out_json = args.out / f"{name}.json"
     res = json.loads(out_json.read_text()) if out_json.exists() and not args.quick else {}
     res.update({"benchmark": "nca_ablation", "model": "small_mlp_mnist", "layer": "fc1",
-                "versions": {"torch": torch.__version__, "python": platform.python_version()},
-                "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": 1}})
+                "environment": environment()})
     res.setdefault("variants", {})
 
     def acc(w_hat):
@@ -76,7 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
             get_layer(n, "fc1").weight.copy_(w_hat)
         return float((predict(n, test.x) == test.y).float().mean())
 
-    cache = args.out_dir / "nca_rules"
+    cache = args.out / "nca_rules"
     cache.mkdir(parents=True, exist_ok=True)
     for v in args.variants:
         cfg = dataclasses.replace(NCATrainConfig(iterations=iters), **VARIANTS[v])
@@ -111,9 +110,9 @@ def main(argv: list[str] | None = None) -> dict:
                 print(f"[ablation] {v} {key}: {row['accuracy'][key]:.4f}", file=sys.stderr, flush=True)
         row["eval_seconds"] = round(time.perf_counter() - t0, 1)
         res["variants"][v] = row
-        args.out_dir.mkdir(parents=True, exist_ok=True)
-        out_json.write_text(json.dumps(res, indent=1))
-    write_markdown(res, args.out_dir / f"{name}.md")
+        args.out.mkdir(parents=True, exist_ok=True)
+        write_json(res, out_json)
+    write_markdown(res, args.out / f"{name}.md")
     return res
 
 

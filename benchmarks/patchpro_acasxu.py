@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from nnmend.acasxu import ACASXU_HEADER, acasxu, acasxu_property_path
-from nnmend.benchmarking import run_jobs, write_results
+from nnmend.benchmarking import add_out_arg, run_jobs, write_results
 from nnmend.properties import read_property
 from nnmend.repair.patchpro import PatchProConfig, repair
 from nnmend.repair.provable_metrics import decisions, fidelity_drawdown
@@ -150,7 +150,7 @@ def main() -> None:
     ap.add_argument("--n-cex", type=int, default=5000)
     ap.add_argument("--n-fdd", type=int, default=5000)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=RESULTS)
+    add_out_arg(ap, RESULTS)
     args = ap.parse_args()
     torch.set_num_threads(1)
     nets = NETWORKS[:2] if args.quick else NETWORKS

@@ -14,10 +14,13 @@ refinement), float64 certificate of every box and re-check of every property on 
   (RSR, RGR, DD, % of neighbourhoods proved by CROWN, time).
 
 Run: ``python benchmarks/patchpro_mnist.py [--quick]``; writes ``benchmarks/results/patchpro_mnist{,_quick}.{json,md}``.
+Other settings go into the same file with ``--merge``, each row labelled with its *setting*, e.g.
+``--nets fnn_big --radii 0.3 --max-epochs 100 --plateau-factor 0.5 --plateau-patience 3 --attack-ns 0 --baseline-ns 0 --merge``.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from dataclasses import asdict
 from functools import lru_cache
@@ -25,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from nnmend.benchmarking import progress, run_jobs, write_results
+from nnmend.benchmarking import add_out_arg, progress, run_jobs, write_results
 from nnmend.data import load_dataset
 from nnmend.nets import pretrained
 from nnmend.repair import provable_metrics as pm
@@ -35,6 +38,7 @@ from nnmend.repair.repair_sets import build_repair_set
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NS = (50, 100, 200, 500, 1000)
+NETS = ("fnn_small", "fnn_big", "cnn_small")
 # Paper Table I / III, "Ours" (PatchPro) columns per (network, r): time (s) and DGSR (%) for n = 50 … 1000;
 # RSR, RGR and DSR are 100.0 and DD is 0.0 in every cell. TRADES RSR from Table I.
 PAPER_TIME = {
@@ -149,12 +153,29 @@ def _f(v, d=1) -> str:
     return "–" if v is None or v != v else f"{v:.{d}f}"
 
 
-def markdown(records: list[dict], args, total: float) -> str:
-    out = [f"# PatchPro on MNIST — {'quick' if args.quick else 'Tables I and III'}, nnmend vs the paper", "",
+def setting(max_epochs: int, plateau_factor: float, plateau_patience: int, feature_layer: str | None,
+            feature_box: str) -> str:
+    """A row's training setting in words: ``artifact`` (25 epochs, no schedule, input space) or what differs."""
+    train = ("artifact" if max_epochs == 25 and plateau_factor >= 1 else f"{max_epochs} epochs"
+             + (f", plateau({plateau_factor:g}, {plateau_patience})" if plateau_factor < 1 else ""))
+    if feature_layer:
+        train += f"; features at {feature_layer} ({'sound box' if feature_box == 'bounds' else 'EMPIRICAL box'})"
+    return train
+
+
+def _order(r: dict) -> tuple:
+    net = r.get("network", r.get("net"))
+    return (r.get("setting", "artifact") != "artifact", r.get("setting", ""), NETS.index(net) if net in NETS else 9,
+            r.get("r", r.get("radius", 0)), r["n"])
+
+
+def markdown(records: list[dict], quick: bool) -> str:
+    total = sum(r.get("job_seconds", 0.0) for r in records)
+    feature = any("features at" in r.get("setting", "") for r in records)
+    out = [f"# PatchPro on MNIST — {'quick' if quick else 'Tables I and III'}, nnmend vs the paper", "",
            f"{len(records)} cells, total {total:.0f} s on a shared 2-core CPU, 1 torch thread (paper: RTX 3090). "
-           f"PatchPro: MNIST artifact setting, max {args.max_epochs} epochs"
-           + (f", ReduceLROnPlateau({args.plateau_factor}, {args.plateau_patience})" if args.plateau_factor < 1 else "")
-           + ". "
+           "PatchPro: the MNIST artifact setting (one linear patch per property, Adam lr 10, at most 25 epochs, no "
+           "schedule) unless the row's *setting* says otherwise (more epochs; ReduceLROnPlateau(factor, patience)). "
            "Paper columns are PatchPro's ('Ours'); in the paper RSR = RGR = DSR = 100.0 and DD = 0.0 in every cell.", "",
            "**Which numbers a deployed model gets:** RSR, RGR, DD, DSR and *DGSR deployable*. The paper's DGSR picks "
            "each test input's patches from the clean input and keeps them while attacking (*DGSR paper protocol*), "
@@ -162,21 +183,22 @@ def markdown(records: list[dict], args, total: float) -> str:
            "attacks the whole repaired network white-box and, per input, also tries the attack crafted on the "
            "original network (it moves the top-2 classes that the allocation reads; gradients through the repaired "
            "network cannot see that switch).", "",
-           *([f"**Feature-space mode**: patches read the features after cutting at `{args.feature_layer}`; feature "
-              f"box: {'sound CROWN ∩ IBP bounds of the extractor (a proof)' if args.feature_box == 'bounds' else 'EMPIRICAL min/max over sampled points — NOT a proof'}.", ""]
-             if args.feature_layer else []),
-           "| network | r | n | proved + re-checked | RSR % | RGR % | DD pp | time s | paper time s | DSR % | DGSR paper prot. % | "
-           "DGSR deployable % | DGSR original % | paper DGSR % |",
-           "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           *(["**Feature-space rows** (*features at L*): patches read the features after cutting the network at L; "
+              "*sound box*: CROWN ∩ IBP bounds of the extractor over each input box (a proof); *EMPIRICAL box*: min/max "
+              "over sampled points — NOT a proof.", ""] if feature else []),
+           "| network | r | n | setting | proved + re-checked | RSR % | RGR % | DD pp | time s | paper time s | DSR % | "
+           "DGSR paper prot. % | DGSR deployable % | DGSR original % | paper DGSR % |",
+           "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in records:
         if "error" in r:
-            out.append(f"| {r['net'] if 'net' in r else r.get('network')} | {r.get('radius', r.get('r'))} | {r['n']} | error: "
-                       f"{r['error'][:60]} |" + " |" * 10)
+            out.append(f"| {r['net'] if 'net' in r else r.get('network')} | {r.get('radius', r.get('r'))} | {r['n']} | "
+                       f"{r.get('setting', '')} | error: {r['error'][:60]} |" + " |" * 10)
             continue
         k = NS.index(r["n"]) if r["n"] in NS else None
         pt = PAPER_TIME.get((r["network"], r["r"]))
         pd = PAPER_DGSR.get((r["network"], r["r"]))
-        out.append(f"| {r['network']} | {r['r']} | {r['n']} | {'yes' if r['verified'] else 'NO'} | {_f(r['RSR'])} | "
+        out.append(f"| {r['network']} | {r['r']} | {r['n']} | {r.get('setting', 'artifact')} | "
+                   f"{'yes' if r['verified'] else 'NO'} | {_f(r['RSR'])} | "
                    f"{_f(r['RGR'])} | {_f(r['DD'], 2)} | {r['seconds']:.1f} | {pt[k] if pt and k is not None else '–'} | "
                    f"{_f(r.get('DSR'))} | {_f(r.get('DGSR_paper'))} | {_f(r.get('DGSR_deployable'))} | "
                    f"{_f(r.get('DGSR_original'))} | {pd[k] if pd and k is not None else '–'} |")
@@ -191,13 +213,20 @@ def markdown(records: list[dict], args, total: float) -> str:
             cells = [" / ".join([_f(r[m]["RSR"]), _f(r[m]["RGR"]), _f(r[m]["DD"], 2), _f(r[m]["proved"]), _f(r[m]["seconds"])])
                      for m in ("finetune", "trades")]
             out.append(f"| {r['network']} | {r['r']} | {r['n']} | {cells[0]} | {cells[1]} | {pt[k] if pt and k is not None else '–'} |")
-    what = ("AutoAttack standard (APGD-CE, APGD-T, FAB-T, Square) via torchattacks" if args.attack == "autoattack"
-            else "PGD (20 steps, random start; quick mode stand-in for AutoAttack)")
-    out += ["", f"Attack settings: {what}, L∞ radius r; DSR on "
-            f"up to {args.dsr_n} origins, DGSR on the first {args.dgsr_n} test images (only those the original classifies "
-            "correctly count). Baselines: " f"{args.baseline_epochs} epochs (paper TRADES: 200), SGD lr 1e-3, TRADES β = "
+    attacked = [r for r in records if "DSR" in r]
+    names = sorted({r.get("attack", r.get("attack_name", "autoattack")) for r in attacked})
+    what = " / ".join("AutoAttack standard (APGD-CE, APGD-T, FAB-T, Square) via torchattacks" if a == "autoattack"
+                      else "PGD (20 steps, random start; quick mode stand-in for AutoAttack)" for a in names)
+    out += ["", f"Attack settings: {what or 'no attacked rows'}, L∞ radius r; DSR on up to {counts_of(attacked, 'dsr_n')} origins, DGSR "
+            f"on the first {counts_of(attacked, 'dgsr_n')} test images (each row's counts: `dsr_n`, `dgsr_n` in the JSON; only images "
+            "the original classifies correctly count). Baselines: "
+            f"{counts_of(base, 'baseline_epochs')} epochs (paper TRADES: 200), SGD lr 1e-3, TRADES β = "
             f"{BaselineConfig().beta}.", ""]
     return "\n".join(out)
+
+
+def counts_of(records: list[dict], key: str) -> str:
+    return "/".join(str(v) for v in sorted({r[key] for r in records if key in r})) or "–"
 
 
 def main() -> None:
@@ -216,13 +245,14 @@ def main() -> None:
     ap.add_argument("--dgsr-n", type=int, default=100)
     ap.add_argument("--baseline-epochs", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=RESULTS)
+    add_out_arg(ap, RESULTS)
     ap.add_argument("--feature-layer", default=None, help="feature-space mode: cut the network at this module name")
     ap.add_argument("--feature-box", choices=("bounds", "empirical"), default="bounds")
     ap.add_argument("--max-epochs", type=int, default=25, help="PatchPro epochs (artifact 25)")
     ap.add_argument("--plateau-factor", type=float, default=1.0, help="ReduceLROnPlateau factor (artifact: none = 1.0)")
     ap.add_argument("--plateau-patience", type=int, default=10)
-    ap.add_argument("--name", default=None, help="results file stem (default patchpro_mnist[_quick])")
+    ap.add_argument("--merge", action="store_true", help="keep the existing results' cells that this run does not "
+                    "redo (same network, r, n and setting): one file for every setting measured")
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.quick:
@@ -241,7 +271,12 @@ def main() -> None:
         jobs.append({"net": net, "radius": float(r), "n": int(n), "n_max": int(n), "attack": False, "baselines": False,
                      "dsr_n": args.dsr_n, "dgsr_n": args.dgsr_n, "baseline_epochs": args.baseline_epochs,
                      "seed": args.seed, "attack_name": args.attack, "overrides": overrides})
-    name = args.name or ("patchpro_mnist_quick" if args.quick else "patchpro_mnist")
+    name = "patchpro_mnist_quick" if args.quick else "patchpro_mnist"
+    label = setting(args.max_epochs, args.plateau_factor, args.plateau_patience, args.feature_layer, args.feature_box)
+    earlier = args.out / f"{name}.json"
+    kept = json.loads(earlier.read_text())["records"] if args.merge and earlier.exists() else []
+    redo = {(j["net"], j["radius"], j["n"], label) for j in jobs}
+    kept = [r for r in kept if (r.get("network"), r.get("r"), r["n"], r.get("setting", "artifact")) not in redo]
     extra = {"quick": args.quick, "seed": args.seed, "config": asdict(PatchProConfig.mnist()),
              "baseline_config": asdict(BaselineConfig(epochs=args.baseline_epochs)), "planned": len(jobs),
              "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
@@ -249,12 +284,13 @@ def main() -> None:
         raise SystemExit("patchpro_mnist: no cells to run (check --nets/--radii/--ns/--extra)")
     records: list[dict] = []
     for job in progress(jobs, desc="patchpro mnist", enabled=True, leave=True):
-        records += run_jobs(one_cell, [job], progress_bar=False, keep_going=True)
+        records += [{**r, "setting": label} for r in run_jobs(one_cell, [job], progress_bar=False, keep_going=True)]
         # rewritten after every cell so an interrupted run still leaves a labelled partial table
-        md = markdown(records, args, time.perf_counter() - started)
+        rows = sorted(kept + records, key=_order)
+        md = markdown(rows, args.quick)
         if len(records) < len(jobs):
-            md = md.replace(" cells, total", f" of {len(jobs)} planned cells (run interrupted or in progress), total", 1)
-        jp, mp = write_results(name, records, md, args.out, extra=extra, started=started)
+            md = md.replace(" cells, total", f" cells ({len(jobs) - len(records)} of this run's still to come), total", 1)
+        jp, mp = write_results(name, rows, md, args.out, extra=extra, started=started)
     print(f"wrote {jp} and {mp}")
 
 

@@ -7,7 +7,7 @@ and reloaded network passes :func:`nnmend.properties.check`. Fidelity drawdown (
 5,000 uniform samples of the ``.nnet`` input domain (seed 2) whose advisory changes, leaving out
 samples where the original network violates the property (those must change).
 
-MNIST backdoor (``--suite backdoor``): the poisoned CNNs of ``benchmarks/train_prorepair_models.py``
+MNIST backdoor (``--suite backdoor``): the poisoned CNNs of ``scripts/train_prorepair_models.py``
 (BadNets square and blended trigger, target 0). Repair set: 1,000 triggered training images of other
 classes with their true labels + 1,000 clean training images (seeded). Reported: attack success
 rate (ASR) on the full triggered test set before/after, clean test accuracy drop, accuracy on the
@@ -20,8 +20,9 @@ held-out PGD samples per origin), DD (MNIST test set) and time for both, from ``
 
 Usage::
 
-    nice -n 10 python benchmarks/prorepair.py                 # all 36 instances
-    python benchmarks/prorepair.py --instances 2_1_2 2_9_8    # a subset
+    nice -n 10 python benchmarks/prorepair.py                 # all 36 instances -> results/prorepair_acasxu.*
+    python benchmarks/prorepair.py --instances 2_1_2 2_9_8 --merge   # a subset, added to the existing runs
+    python benchmarks/prorepair.py --resume                   # the instances prorepair_acasxu.json lacks
     python benchmarks/prorepair.py --suite backdoor
     python benchmarks/prorepair.py --quick                    # smoke test (one instance, tiny budget)
 """
@@ -37,9 +38,10 @@ import torch
 
 from nnmend import metrics
 from nnmend.acasxu import acasxu, acasxu_property_path
-from nnmend.benchmarking import run_jobs, write_results
+from nnmend.benchmarking import add_out_arg, run_jobs, write_results
 from nnmend.properties import read_property
 from nnmend.repair.prorepair import ProRepairConfig, RegionProblem, repair
+from nnmend.repair.prorepair.config import REGION
 
 RESULTS = Path(__file__).parent / "results"
 PAPER = {"instances": 36, "proved": 36, "best_prior_proved": 8}
@@ -67,8 +69,9 @@ def _log_round(row: dict) -> None:
 
 # ACAS Xu settings of this benchmark (stronger preservation than the library defaults): on N2,1 they cut FDD from
 # 1.56 % (library defaults, an earlier commit) to 0.64–0.74 % with the property still proved; every row of
-# results/prorepair.md was run with them (--config overrides them; --quick keeps the library defaults)
-ACAS_CONFIG = dict(preserve_samples=100_000, preserve_weight=100.0, proxy_margin=0.03)
+# results/prorepair_acasxu.md was run with them, some with one more override listed there (--config adds
+# overrides; --quick keeps the library defaults)
+ACAS_CONFIG = REGION          # ProRepairConfig.region()
 
 
 def one(net: str, prop: int, budget: float, max_rounds: int, overrides: dict | None = None) -> dict:
@@ -291,28 +294,30 @@ def patchpro_seconds() -> dict:
     return {r["network"]: r["seconds"] for r in json.loads(path.read_text())["records"] if "seconds" in r}
 
 
-def summary(tags: list[str], results: Path) -> None:
-    """Merge the ACAS Xu runs ``prorepair_TAG.json`` into ``prorepair_acasxu.{json,md}``: every run of every instance,
-    rows in the benchmark's instance order (an instance's runs in the order of ``tags``), each with its source."""
-    runs = []
-    for tag in tags:
-        name = f"prorepair_{tag}"
-        runs += [{**r, "source": name} for r in json.loads((results / f"{name}.json").read_text())["records"]]
-    order = {(f"{i}_{j}", k): n for n, (i, j, k) in enumerate(instances())}
-    records = sorted(runs, key=lambda r: order.get((r["net"], r["prop"]), len(order)))   # stable: tag order kept
-    sources = {}
+def merged_note(records: list[dict]) -> str:
+    """What a merged table is: every run of each instance, by source (an earlier results file, or a run's start)."""
+    sources: dict[str, list[str]] = {}
     for r in records:
-        sources.setdefault(r["source"], []).append(f"N{r['net'].replace('_', ',')} φ{r['prop']}")
-    body = markdown(records, False, summary=True)
-    note = ("Every run of each instance, merged from " + "; ".join(f"`{s}.md` ({', '.join(v)})" for s, v in sources.items())
-            + ". Each row's `code` column is the commit that ran it; the runs differ in code and host load, so this "
+        sources.setdefault(r.get("source", "this run"), []).append(f"N{r['net'].replace('_', ',')} φ{r['prop']}")
+    return ("Every run of each instance, merged (`--merge`) from " + "; ".join(f"{f'`{s}`' if s.startswith('prorepair') else s} ({', '.join(v)})" for s, v in sources.items())
+            + " (sources named `prorepair_*` were separate results files before they were merged here; git history keeps "
+            "them). Each row's `code` column is the commit that ran it; the runs differ in code and host load, so this "
             "table is a record of what each instance gave, not one controlled run (an instance counts as proved when "
             "one of its runs was proved on its saved network, and as proved with FDD < 1 % when that run's FDD was). Why N1,9 φ7 (whose box is the "
             "whole input domain) is out of reach of the shared input-splitting branch and bound even for a network "
             "that satisfies it by construction: `acasxu_phi7.md`.")
-    lines = body.split("\n")
-    lines[1:1] = ["", note]
-    write_results("prorepair_acasxu", records, "\n".join(lines), results, extra={"merged_from": tags})
+
+
+def merged_markdown(records: list[dict]) -> str:
+    """The table of a merged file: rows in the benchmark's instance order (an instance's runs in the order merged)."""
+    lines = markdown(records, False, summary=True).split("\n")
+    lines[1:1] = ["", merged_note(records)]
+    return "\n".join(lines)
+
+
+def in_instance_order(records: list[dict]) -> list[dict]:
+    order = {(f"{i}_{j}", k): n for n, (i, j, k) in enumerate(instances())}
+    return sorted(records, key=lambda r: order.get((r["net"], r["prop"]), len(order)))      # stable
 
 
 def _by_fallback(r: dict) -> bool:
@@ -399,18 +404,14 @@ def main(argv=None) -> None:
     ap.add_argument("--suite", choices=("acasxu", "backdoor", "adversarial"), default="acasxu")
     ap.add_argument("--instances", nargs="*", help="NET_PROP like 2_1_2 (default: all 36)")
     ap.add_argument("--budget", type=float, default=300.0, help="repair seconds per instance")
-    ap.add_argument("--results", type=Path, default=RESULTS)
-    ap.add_argument("--tag", default="", help="suffix of the result files (keeps an earlier run's files)")
+    add_out_arg(ap, RESULTS, "--results")
+    ap.add_argument("--merge", action="store_true", help="ACAS Xu: add this run's records to the existing "
+                    "prorepair_acasxu.json (every run of an instance is kept, rows in instance order)")
+    ap.add_argument("--resume", action="store_true", help="ACAS Xu: like --merge, and skip instances the file already holds")
     ap.add_argument("--n", type=int, nargs="*", default=[50], help="adversarial suite: repair-set sizes")
     ap.add_argument("--repeats", type=int, default=3, help="adversarial suite: timed runs per method (median reported)")
     ap.add_argument("--config", default="{}", help="JSON of ProRepairConfig overrides, e.g. '{\"proxy_margin\": 0.05}'")
-    ap.add_argument("--summary", nargs="+", metavar="TAG",
-                    help="write prorepair_acasxu.{json,md}: the latest run of each instance from prorepair_TAG.json "
-                         "(later tags win), nothing re-run")
     args = ap.parse_args(argv)
-    if args.summary:
-        summary(args.summary, args.results)
-        return
     torch.set_num_threads(1)
     started = time.perf_counter()
     if args.suite == "backdoor":
@@ -418,7 +419,7 @@ def main(argv=None) -> None:
                 for m in (("badnets",) if args.quick else ("badnets", "blend"))]
         records = run_jobs(one_backdoor, jobs, desc="prorepair backdoor", keep_going=True)
         name = "prorepair_backdoor_quick" if args.quick else "prorepair_backdoor"
-        write_results(name, records, markdown_backdoor(records, args.quick), args.results, started=started,
+        write_results(name, records, markdown_backdoor(records, args.quick), args.out, started=started,
                       extra={"quick": args.quick, "seed": 0, "config": repr(ProRepairConfig(**BACKDOOR_CONFIG))})
         return
     if args.suite == "adversarial":
@@ -427,11 +428,11 @@ def main(argv=None) -> None:
         cells = [(nm, 0.05, n) for n in sizes for nm in (("fnn_small",) if args.quick else ("fnn_small", "cnn_small"))]
         repeats = 1 if args.quick else args.repeats
         jobs = [{"net": nm, "radius": r, "n": n, "patchpro": not args.quick, "repeats": repeats} for nm, r, n in cells]
-        name = ("prorepair_adversarial_quick" if args.quick else "prorepair_adversarial") + (f"_{args.tag}" if args.tag else "")
+        name = "prorepair_adversarial_quick" if args.quick else "prorepair_adversarial"
         records = []
         for job in jobs:          # written after each cell
             records += run_jobs(one_adversarial, [job], desc="prorepair adversarial", keep_going=True, progress_bar=False)
-            write_results(name, records, markdown_adversarial(records, args.quick, repeats), args.results, started=started,
+            write_results(name, records, markdown_adversarial(records, args.quick, repeats), args.out, started=started,
                           extra={"quick": args.quick, "seed": 0, "repeats": repeats, "planned": len(jobs),
                                  "config": repr(ProRepairConfig(**ADV_CONFIG)), "edit_layers": ADV_EDIT})
         return
@@ -445,14 +446,25 @@ def main(argv=None) -> None:
         overrides = {**ACAS_CONFIG, **json.loads(args.config)}
         jobs = [{"net": f"{i}_{j}", "prop": k, "budget": args.budget, "max_rounds": 40, "overrides": overrides}
                 for i, j, k in chosen]
-    name = ("prorepair_quick" if args.quick else "prorepair") + (f"_{args.tag}" if args.tag else "")
+    name = "prorepair_quick" if args.quick else "prorepair_acasxu"
+    merge = args.merge or args.resume
+    earlier = args.out / f"{name}.json"
+    kept = json.loads(earlier.read_text())["records"] if merge and earlier.exists() else []
+    if args.resume:
+        have = {(r["net"], r["prop"]) for r in kept if "error" not in r}
+        jobs = [j for j in jobs if (j["net"], j["prop"]) not in have]
+    source = f"the run of {time.strftime('%Y-%m-%d %H:%M')}"
     records: list[dict] = []
     for job in jobs:              # results written after each instance: a cut-off run leaves a labelled partial table
         print(f"prorepair acasxu: N{job['net']} φ{job['prop']} ({len(records) + 1}/{len(jobs)})", flush=True)
-        records += run_jobs(one, [job], desc="prorepair acasxu", keep_going=True, progress_bar=False)
-        write_results(name, records, markdown(records, args.quick, planned=len(jobs)), args.results, started=started,
+        records += [{**r, "source": source} for r in run_jobs(one, [job], desc="prorepair acasxu", keep_going=True,
+                                                                progress_bar=False)]
+        rows = in_instance_order(kept + records) if merge else records
+        md = merged_markdown(rows) if merge else markdown(records, args.quick, planned=len(jobs))
+        write_results(name, rows, md, args.out, started=started,
                       extra={"quick": args.quick, "seed": 0, "subset": bool(args.instances), "planned": len(jobs),
-                             "finished": len(records), "config": repr(ProRepairConfig(**jobs[0].get("overrides", {})))})
+                             "finished": len(records), "merged": merge,
+                             "config": repr(ProRepairConfig(**jobs[0].get("overrides", {})))})
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent / "src"))
 
 from nnmend.attacks import SHNN_FGSM, SHNN_PGD, AttackSpec  # noqa: E402
-from nnmend.benchmarking import fmt_mean_sd, mean_sd, run_jobs, write_results  # noqa: E402
+from nnmend.benchmarking import add_out_arg, fmt_mean_sd, mean_sd, run_jobs, write_results  # noqa: E402
 from nnmend.data import FASHION_DIR, load_dataset  # noqa: E402
 from nnmend.nets import mlp, named_layers, shnn_mlp  # noqa: E402
 from nnmend.repair.patch_layer import PatchAdvConfig, PatchConfig  # noqa: E402
@@ -203,7 +203,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--datasets", default="mnist,fashion-mnist")
-    ap.add_argument("--out", default=str(ROOT / "results"))
+    add_out_arg(ap, ROOT / "results")
     ap.add_argument("--skip-adversarial", action="store_true")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     a = ap.parse_args(argv)

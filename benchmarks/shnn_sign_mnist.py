@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT.parent / "src"))
 
 import shnn  # noqa: E402  (benchmarks/shnn.py: the grid, jobs and tables)
-from nnmend.benchmarking import run_jobs, write_results  # noqa: E402
+from nnmend.benchmarking import add_out_arg, run_jobs, write_results  # noqa: E402
 from nnmend.data import load_dataset  # noqa: E402
 from nnmend.errors import DataError  # noqa: E402
 
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--out", default=str(ROOT / "results"))
+    add_out_arg(ap, ROOT / "results")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     ap.add_argument("--skip-adversarial", action="store_true", help="structural rows only")
     a = ap.parse_args(argv)

@@ -9,7 +9,7 @@ records its wall time, the answer and the overshoot ``wall - T``. Per row: all j
     python benchmarks/verify_deadline.py                 # T = 10 s, one instance per benchmark
     python benchmarks/verify_deadline.py --timeout 60
     python benchmarks/verify_deadline.py --quick         # 2 ACAS Xu instances, T = 2 s (the tests run this)
-    PYTHONPATH=/tmp/old_src python benchmarks/verify_deadline.py --tag before   # another copy of the package
+    PYTHONPATH=/tmp/old_src python benchmarks/verify_deadline.py --label before --out /tmp/before   # another copy
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent / "src"))
 
 from nnmend.acasxu import acasxu_path, acasxu_property_path  # noqa: E402
-from nnmend.benchmarking import run_jobs, write_results  # noqa: E402
+from nnmend.benchmarking import add_out_arg, run_jobs, write_results  # noqa: E402
 
 VNNCOMP = ROOT.parent.parent / "shared" / "data" / "vnncomp"
 
@@ -101,10 +101,10 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--timeout", type=float, default=10.0)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--tag", default="", help="suffix of the result files (e.g. before / after)")
+    ap.add_argument("--label", default="current", help="what the run measures, in the title (e.g. before / after)")
     ap.add_argument("--mode", choices=["process", "list", "both"], default="both",
                     help="one process per instance, one --instances run, or both (default)")
-    ap.add_argument("--results", default=str(ROOT / "results"))
+    add_out_arg(ap, ROOT / "results")
     args = ap.parse_args(argv)
     started = time.perf_counter()
     timeout = 2.0 if args.quick else args.timeout
@@ -114,10 +114,10 @@ def main(argv: list[str] | None = None) -> None:
         records += run_jobs(run_one, [{**j, "timeout": timeout} for j in jobs], desc="instances")
     if args.mode in ("list", "both"):
         records += run_list(jobs, timeout)
-    name = "verify_deadline" + ("_quick" if args.quick else "") + (f"_{args.tag}" if args.tag else "")
-    write_results(name, records, markdown(records, timeout, args.tag or "current"), args.results,
-                  extra={"timeout": timeout}, started=started)
-    print(markdown(records, timeout, args.tag or "current"))
+    name = "verify_deadline_quick" if args.quick else "verify_deadline"
+    write_results(name, records, markdown(records, timeout, args.label), args.out,
+                  extra={"timeout": timeout, "label": args.label}, started=started)
+    print(markdown(records, timeout, args.label))
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent / "src"))
 
-from nnmend.benchmarking import run_jobs, write_results  # noqa: E402
+from nnmend.benchmarking import add_out_arg, run_jobs, write_results  # noqa: E402
 from nnmend.errors import NnmendError, PropertyError  # noqa: E402
 
 SUITE = "vnnlib-satisfactory 1.0.1"
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--category", default=None)
     ap.add_argument("--timeout", type=float, default=None, help="seconds per case (default 10, quick 5)")
-    ap.add_argument("--results", default=str(ROOT / "results"))
+    add_out_arg(ap, ROOT / "results", "--results")
     args = ap.parse_args(argv)
     started = time.perf_counter()
     timeout = args.timeout or (5.0 if args.quick else 10.0)
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     summary = summarise(records)
     name = "vnnlib_satisfactory" + ("_quick" if args.quick else "") + (f"_{args.category}" if args.category else "")
     md = markdown(records, summary, timeout)
-    write_results(name, records, md, args.results, extra={"suite": SUITE, "timeout": timeout, "summary": summary},
+    write_results(name, records, md, args.out, extra={"suite": SUITE, "timeout": timeout, "summary": summary},
                   started=started)
     print(md)
 

@@ -13,6 +13,7 @@ Example::
 """
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 import traceback
@@ -22,6 +23,15 @@ from typing import Any, Callable, Iterable, Sequence
 from ._progress import progress
 from .io.atomic import atomic_write
 from .report import environment, write_json
+
+
+def add_out_arg(parser: argparse.ArgumentParser, default: str | Path, *old: str) -> None:
+    """The results folder flag every benchmark spells the same way: ``--out DIR`` (``args.out``, a Path).
+    ``old`` spellings stay accepted but hidden (a test or document still uses them)."""
+    parser.add_argument("--out", type=Path, default=Path(default), metavar="DIR",
+                        help=f"results folder (default {Path(default).name}/)")
+    for flag in old:
+        parser.add_argument(flag, dest="out", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
 def run_jobs(fn: Callable[..., dict], jobs: Sequence[dict], *, desc: str = "jobs", keep_going: bool = False,

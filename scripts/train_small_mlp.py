@@ -1,6 +1,6 @@
 """Train and ship the bundled ``small_mlp_mnist`` checkpoint (784-100-10 ReLU MLP, the NCA talk's scale).
 
-Run once: ``python benchmarks/train_small_mlp.py``; writes ``src/nnmend/_assets/models/small_mlp_mnist.pt``.
+Run once: ``python scripts/train_small_mlp.py``; writes ``src/nnmend/_assets/models/small_mlp_mnist.pt``.
 Fixed seed 0, Adam lr 1e-3, batch 128, 5 epochs on the full MNIST training set.
 """
 from __future__ import annotations

@@ -11,7 +11,7 @@ Writes ``src/nnmend/_assets/models/``:
 * ``mnist_full.pt`` — MNIST-LQ architecture on all 60,000 clean images: the original model of the
   adversarial scenario (paper's MNIST-Adv: 97.87 % test accuracy, higher than LQ's 96.34 %).
 
-Run: ``python benchmarks/train_nnrepair_models.py [--only mnist_lq ...]`` (about a minute per model
+Run: ``python scripts/train_nnrepair_models.py [--only mnist_lq ...]`` (about a minute per model
 on two CPU cores). Benchmarks and tests load these files and never retrain.
 """
 from __future__ import annotations

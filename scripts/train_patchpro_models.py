@@ -1,6 +1,6 @@
 """Train and ship PatchPro's three MNIST models (paper 002, research B.3): FNN_small, FNN_big, CNN_small.
 
-Run once: ``python benchmarks/train_patchpro_models.py [--epochs 10]``; writes
+Run once: ``python scripts/train_patchpro_models.py [--epochs 10]``; writes
 ``src/nnmend/_assets/models/{fnn_small,fnn_big,cnn_small}.pt`` (load with ``nets.pretrained(name)``).
 
 Paper setting, used here: Adam lr 1e-3, batch 256, 50 epochs, plain cross-entropy, no input
@@ -55,7 +55,7 @@ def main() -> None:
         acc = accuracy(net, test)
         meta = {"arch": name, "dataset": "mnist", "test_accuracy": acc, "epochs": args.epochs, "paper_epochs": 50,
                 "batch_size": 256, "lr": 1e-3, "seed": 0, "weights": "float16", "input_shape": [1, 28, 28],
-                "train_seconds": round(time.perf_counter() - t0, 1), "source": "benchmarks/train_patchpro_models.py"}
+                "train_seconds": round(time.perf_counter() - t0, 1), "source": "scripts/train_patchpro_models.py"}
         save_half(net, OUT / f"{name}.pt", meta)
         (OUT / f"{name}.pt").chmod(0o644)
         print(f"{name}: test accuracy {acc:.4f}, {meta['train_seconds']} s, {(OUT / f'{name}.pt').stat().st_size} bytes")

@@ -10,7 +10,7 @@ Writes ``src/nnmend/_assets/models/``:
 
 Architecture scale follows the VeRe/ProRepair MNIST backdoor setting (a small CNN with a dense head,
 research notes A.3); the exact ``cnn8`` is not published. Run once:
-``python benchmarks/train_prorepair_models.py`` (about a minute per model on two cores).
+``python scripts/train_prorepair_models.py`` (about a minute per model on two cores).
 """
 from __future__ import annotations
 
