@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import platform
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -29,10 +27,10 @@ from pathlib import Path
 import torch
 
 from nnmend import load_dataset
-from nnmend._progress import progress
 from nnmend.attacks import fgsm, pgd
-from nnmend.io.atomic import atomic_write
+from nnmend.benchmarking import add_out_arg, run_jobs, write_results
 from nnmend.nets import pretrained
+from nnmend.report import environment
 from nnmend.repair.nnrepair import NNRepairConfig, build_scenario, f1_filter, repair
 from nnmend.repair.nnrepair.config import STRATEGIES
 
@@ -60,11 +58,10 @@ def settings(name: str, scenario: str, layer: str) -> NNRepairConfig:
     last = layer == "last"
     if name == "paper":
         extra = {"poisoned": 50, "adversarial": 10}.get(scenario, 0)   # ExpC / ExpB, the paper's best
-        return NNRepairConfig(layer=layer, extra_clean=extra, on_infeasible="soft")
-    if last:
-        return NNRepairConfig(layer=layer, mode="soft", last_failing=100, last_passing=20, last_edges=10,
-                              extra_clean=50, non_interference=1000)
-    return NNRepairConfig(layer=layer, mode="soft", neurons="pattern", decision_rows=True, non_interference=150)
+        return NNRepairConfig.paper(layer=layer, extra_clean=extra, on_infeasible="soft")
+    if last:        # NNRepairConfig's defaults are this setting, but for these two (one default serves both layers)
+        return NNRepairConfig(layer=layer, extra_clean=50, non_interference=1000)
+    return NNRepairConfig(layer=layer, decision_rows=True)    # else the defaults: soft LP, every pattern neuron, 150 kept
 
 
 def jobs(quick: bool) -> list[dict]:
@@ -206,29 +203,28 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small data, two jobs (the test suite's smoke run)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=RESULTS, help="results folder (default benchmarks/results)")
+    add_out_arg(ap, RESULTS)
     ap.add_argument("--filter", default=None, help="regex on the job (e.g. 'eps'): run only matching jobs")
-    ap.add_argument("--append", action="store_true",
+    ap.add_argument("--merge", action="store_true",
                     help="merge into the existing results, replacing records of the same job")
     args = ap.parse_args(argv)
     torch.manual_seed(args.seed)
     t0 = time.perf_counter()
     train = load_dataset("mnist", "train", limit=3000 if args.quick else None)
     test = load_dataset("mnist", "test", limit=500 if args.quick else None)
-    records = []
     todo = [j for j in jobs(args.quick) if not args.filter or re.search(args.filter, str(j))]
-    for job in progress(todo, desc="nnrepair jobs"):
-        print(f"job {job}", file=sys.stderr, flush=True)
-        records.append(run_job(job, train=train, test=test, quick=args.quick, seed=args.seed))
+    records = run_jobs(lambda **job: run_job(job, train=train, test=test, quick=args.quick, seed=args.seed), todo,
+                       desc="nnrepair jobs")
     import scipy
     import sklearn
+    env = environment()
     meta = {"quick": args.quick, "seed": args.seed, "seconds": time.perf_counter() - t0,
-            "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads".strip(),
-            "versions": {"python": platform.python_version(), "torch": torch.__version__, "scipy": scipy.__version__,
+            "machine": f"{env['machine']}, {env['cpus']} CPUs, {env['torch_threads']} threads",
+            "versions": {"python": env["python"], "torch": env["torch"], "scipy": scipy.__version__,
                          "sklearn": sklearn.__version__},
             "data": {"train": len(train), "test": len(test)}, "paper": {f"{k[0]}/{k[1]}/{k[2]}": v for k, v in PAPER.items()}}
     stem = "nnrepair_quick" if args.quick else "nnrepair"
-    if args.append and (args.out / f"{stem}.json").exists():
+    if args.merge and (args.out / f"{stem}.json").exists():
         old = json.loads((args.out / f"{stem}.json").read_text())
         key = lambda r: (r["scenario"], r["model"], r["layer"], r["setting"], r.get("eps", EPS))  # noqa: E731
         new = {key(r) for r in records}
@@ -236,12 +232,8 @@ def main(argv: list[str] | None = None) -> dict:
         records = sorted([r for r in old["records"] if key(r) not in new] + records, key=lambda r: order.get(key(r), 1e9))
         meta["seconds"] += old["meta"]["seconds"]
         meta["merged_runs"] = old["meta"].get("merged_runs", 1) + 1
-    out = {"meta": meta, "records": records}
-    with atomic_write(args.out / f"{stem}.json", "w") as fh:
-        json.dump(out, fh, indent=1)
-    with atomic_write(args.out / f"{stem}.md", "w") as fh:
-        fh.write(markdown(records, meta))
-    return out
+    write_results(stem, records, markdown(records, meta), args.out, extra={"meta": meta})
+    return {"meta": meta, "records": records}
 
 
 if __name__ == "__main__":

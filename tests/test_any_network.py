@@ -219,8 +219,10 @@ def test_nnrepair_last_and_intermediate(arch, tmp_path):
     _roundtrip(res.network, tmp_path, TEST.x[:50], f"nnrepair_{name}")
     if name in ("cnn", "residual"):        # fc1 behind conv + batch norm + pooling; the residual net's conv stem
         layer = {"cnn": "intermediate", "residual": "stem"}[name]
-        res = repair(net, problem, NNRepairConfig(layer=layer, mode="soft", min_support=5, pattern_by="predicted",
-                                                  time_limit=20))
+        # the paper's settings: the defaults' 150 protected inputs of other classes leave this tiny net's stem
+        # nothing to fix (measured: 0-1 of 48 failing inputs fixed, paper settings 2)
+        res = repair(net, problem, NNRepairConfig.paper(layer=layer, mode="soft", min_support=5, pattern_by="predicted",
+                                                        time_limit=20))
         assert res.details["layer"] == {"cnn": "fc1", "residual": "stem"}[name]
         built = [e for e in res.details["experts"] if "check" in e]
         assert sum(e["check"]["failing_fixed"] for e in built) > 0, res.details["experts"]   # a real forward pass

@@ -45,21 +45,25 @@ def _load_model(spec: str):
 
 # --- nnrepair ---------------------------------------------------------------------------------------
 def _nnrepair_options(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("nnrepair (paper 004: constraint solving per class, experts)")
+    g = parser.add_argument_group("nnrepair (paper 004: constraint solving per class, experts); options left out take "
+                                  "NNRepairConfig's defaults, the settings benchmarks/results/nnrepair.md measured best")
     g.add_argument("--scenario", default="accuracy", choices=("accuracy", "poisoned", "adversarial"),
                    help="repair data and scoring sets (default accuracy)")
-    g.add_argument("--strategy", default="confidence", choices=("naive", "confidence", "voting", "merged"))
-    g.add_argument("--f1-filter", action="store_true", help="keep only experts whose F1 beats the original's")
-    g.add_argument("--mode", default="auto", choices=("auto", "hard", "soft", "maxsat"))
-    g.add_argument("--objective", default="l1", choices=("l1", "linf"))
-    g.add_argument("--on-infeasible", default="error", choices=("error", "soft"))
-    g.add_argument("--non-interference", type=int, default=0, metavar="N",
-                   help="passing inputs of other classes whose decision must not change (default 0, as the paper)")
-    g.add_argument("--decision-rows", action="store_true", help="intermediate layer: also require the decision")
-    g.add_argument("--extra-clean", type=int, default=0, metavar="N", help="extra passing inputs from clean Train")
-    g.add_argument("--last-failing", type=int, default=5, metavar="N", help="last layer: failing inputs per expert")
-    g.add_argument("--last-edges", type=int, default=5, metavar="N", help="last layer: symbolic edges per expert")
-    g.add_argument("--edge-fraction", type=float, default=0.1, help="intermediate: share of incoming edges")
+    g.add_argument("--strategy", default=None, choices=("naive", "confidence", "voting", "merged"))
+    g.add_argument("--f1-filter", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep only experts whose F1 beats the original's")
+    g.add_argument("--mode", default=None, choices=("auto", "hard", "soft", "maxsat"))
+    g.add_argument("--objective", default=None, choices=("l1", "linf"))
+    g.add_argument("--on-infeasible", default=None, choices=("error", "soft"))
+    g.add_argument("--non-interference", type=int, default=None, metavar="N",
+                   help="passing inputs of other classes whose decision must not change (paper: 0)")
+    g.add_argument("--decision-rows", action=argparse.BooleanOptionalAction, default=None,
+                   help="intermediate layer: also require the decision")
+    g.add_argument("--extra-clean", type=int, default=None, metavar="N", help="extra passing inputs from clean Train")
+    g.add_argument("--last-failing", type=int, default=None, metavar="N", help="last layer: failing inputs per expert")
+    g.add_argument("--last-edges", type=int, default=None, metavar="N", help="last layer: symbolic edges per expert")
+    g.add_argument("--edge-fraction", type=float, default=None, help="intermediate: share of incoming edges")
+    g.add_argument("--paper", action="store_true", help="start from the paper's settings (NNRepairConfig.paper())")
     g.add_argument("--limit", type=int, default=None, metavar="N",
                    help="use only the first N training and test images (quick runs)")
 
@@ -74,11 +78,11 @@ def _nnrepair_run(args: argparse.Namespace, network) -> tuple[object, dict]:
     test = load_dataset("mnist", "test", limit=args.limit)
     scenario = build_scenario(args.scenario, network, train=train, test=test,
                               adv_pool=min(10_000, len(train)))
-    config = NNRepairConfig(layer=args.layer or "intermediate", strategy=args.strategy, f1_filter=args.f1_filter, mode=args.mode,
-                            objective=args.objective, on_infeasible=args.on_infeasible,
-                            non_interference=args.non_interference, decision_rows=args.decision_rows,
-                            extra_clean=args.extra_clean, last_failing=args.last_failing,
-                            last_edges=args.last_edges, edge_fraction=args.edge_fraction, seed=args.seed)
+    given = {k: getattr(args, k) for k in ("strategy", "f1_filter", "mode", "objective", "on_infeasible", "non_interference",
+                                           "decision_rows", "extra_clean", "last_failing", "last_edges", "edge_fraction")
+             if getattr(args, k) is not None}
+    config = (NNRepairConfig.paper if args.paper else NNRepairConfig)(layer=args.layer or "intermediate", seed=args.seed,
+                                                                       **given)
     result = harness("nnrepair", network, scenario.problem, config, test=test, seed=args.seed, **overrides(args, "nnrepair"))
     report = {"method": "nnrepair", "scenario": args.scenario, "seconds": round(result.seconds, 3),
               "evaluation": evaluate(network, result.network, scenario), "details": result.details}
@@ -150,13 +154,13 @@ def _prorepair_options(parser: argparse.ArgumentParser) -> None:
                    help="point-wise edit: closed-form minimal-disturbance dual QP (Linear edit layers, affine head), "
                         "Adam on the proxy-box loss, or auto (closed form where it applies)")
     g.add_argument("--preserve-weight", type=float, default=None,
-                   help="weight of the preservation term (default: ProRepairConfig's)")
+                   help="weight of the preservation term (default: ProRepairConfig's; the ACAS Xu benchmark: 100)")
     g.add_argument("--fallback", choices=("guard",), default=None,
                    help="region-wise: if the repair is not proved, add an output guard (nnmend.repair.guard, not part "
                         "of the paper) and certify again")
     g.add_argument("--proxy-margin", type=float, default=None,
                    help="distance proxy boxes keep from the head's decision boundary, in units of the clean "
-                        "features' spread (default: ProRepairConfig's)")
+                        "features' spread (default: ProRepairConfig's; the ACAS Xu benchmark: 0.03)")
 
 
 def _prorepair_points(path: Path, network):
