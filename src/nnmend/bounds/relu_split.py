@@ -218,14 +218,14 @@ def _search(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor,
             empty |= (l > u + 1e-7 * (1 + u.abs())).flatten(1).any(1)
         A = spec[0].reshape(1, R, -1).expand(take, -1, -1).reshape(take, R, *graph.nodes[-1].out_shape)
         params = None
-        if not first and cfg.alpha_iters and cfg.beta:
+        if not first and cfg.beta_iters and cfg.beta:
             # only the rows some domain of the batch still needs are bounded (the others' disjuncts are refuted)
             live = ~bproven.gather(1, groups.expand(take, -1))
             cols = torch.nonzero(live.any(0)).squeeze(1)
             params = tuple({n: v.float().clone() for n, v in d.items()}
                            for d in (warm if warm is not None else _start_params(pre, R)))
             lb_s, _, *best_ab = beta_crown_lower(
-                graph, blo, bhi, A[:, cols], pre, split_signs(graph, pre), iters=cfg.alpha_iters, lr=cfg.alpha_lr,
+                graph, blo, bhi, A[:, cols], pre, split_signs(graph, pre), iters=cfg.beta_iters, lr=cfg.alpha_lr,
                 lr_beta=cfg.beta_lr, warm=tuple({n: v[:, cols] for n, v in d.items()} for d in params),
                 done=~live[:, cols], deadline=deadline)
             for d, new in zip(params, best_ab):
@@ -314,7 +314,7 @@ def _search(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor,
             open_known = children
         open_proven = torch.cat([open_proven, p, p])
         n_open += 2 * len(idx)
-        if open_warm is not None and cfg.beta and cfg.alpha_iters:
+        if open_warm is not None and cfg.beta and cfg.beta_iters:
             # both children start from the parent's best alphas and betas (the new split's beta at 0); the root's
             # children from CROWN's slopes
             if params is None:
