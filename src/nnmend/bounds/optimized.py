@@ -222,13 +222,14 @@ def split_lower(graph: BoundGraph, lo: torch.Tensor, hi: torch.Tensor, A: torch.
 def beta_crown_lower(graph: BoundGraph, lo: torch.Tensor, hi: torch.Tensor, A: torch.Tensor, pre: dict,
                      signs: dict, *, iters: int = 8, lr: float = 0.5, lr_beta: float = 0.05,
                      warm: tuple[dict, dict] | None = None, done: torch.Tensor | None = None,
-                     deadline: float | None = None) -> tuple[torch.Tensor, torch.Tensor, dict, dict]:
+                     target: torch.Tensor | float = 0.0, deadline: float | None = None) -> tuple[torch.Tensor, torch.Tensor, dict, dict]:
     """:func:`split_lower` with the output bound's ReLU lower slopes (alpha) and the split multipliers (beta)
     optimised jointly by projected Adam, batched over the boxes (domains); each row keeps its best bound.
 
     ``warm``: starting ``(alphas, betas)`` (e.g. the parent domain's best), each entry (B, m, *in_shape);
     default CROWN's adaptive slopes and ``beta = 0``. ``done`` (B, m): rows whose bound no longer matters (their
-    disjunct is already refuted) and which are not optimised. Returns ``(lb, A_in, best alphas, best betas)``;
+    disjunct is already refuted) and which are not optimised; ``target`` (m,): a row above it needs no more
+    tightening (the property's threshold). Returns ``(lb, A_in, best alphas, best betas)``;
     the first step is the starting point, so the bound is never looser than :func:`split_lower` there.
     """
     B, m = A.shape[:2]
@@ -258,7 +259,7 @@ def beta_crown_lower(graph: BoundGraph, lo: torch.Tensor, hi: torch.Tensor, A: t
         with torch.enable_grad():
             lb, _ = split_lower(graph, lo, hi, A_d, pre, alphas, signs, betas)
             # rows already positive are proven: only the others pull on the parameters
-            obj = lb.clamp(max=0.0) if weight is None else lb.clamp(max=0.0) * weight
+            obj = (lb - target).clamp(max=0.0) if weight is None else (lb - target).clamp(max=0.0) * weight
             grads = torch.autograd.grad(-obj.sum(), params, allow_unused=True)
         lb = lb.detach()
         better = lb > best_lb
@@ -268,7 +269,8 @@ def beta_crown_lower(graph: BoundGraph, lo: torch.Tensor, hi: torch.Tensor, A: t
                 best_a[r][better] = a[better]
             for n, b in betas.items():
                 best_b[n][better] = b[better]
-        if step > iters or (deadline is not None and time.monotonic() > deadline) or bool((best_lb > 0).all()):
+        settled = best_lb > target if done is None else (best_lb > target) | done
+        if step > iters or (deadline is not None and time.monotonic() > deadline) or bool(settled.all()):
             break
         with torch.no_grad():
             for p, g, (m1, v1), rate in zip(params, grads, moments, rates):

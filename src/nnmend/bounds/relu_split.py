@@ -227,7 +227,7 @@ def _search(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor,
             lb_s, _, *best_ab = beta_crown_lower(
                 graph, blo, bhi, A[:, cols], pre, split_signs(graph, pre), iters=cfg.beta_iters, lr=cfg.alpha_lr,
                 lr_beta=cfg.beta_lr, warm=tuple({n: v[:, cols] for n, v in d.items()} for d in params),
-                done=~live[:, cols], deadline=deadline)
+                done=~live[:, cols], target=spec[1][cols], deadline=deadline)
             for d, new in zip(params, best_ab):
                 for n, v in new.items():
                     d[n][:, cols] = v.float()
