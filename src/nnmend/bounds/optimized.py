@@ -229,8 +229,8 @@ def beta_crown_lower(graph: BoundGraph, lo: torch.Tensor, hi: torch.Tensor, A: t
     ``warm``: starting ``(alphas, betas)`` (e.g. the parent domain's best), each entry (B, m, *in_shape);
     default CROWN's adaptive slopes and ``beta = 0``. ``done`` (B, m): rows whose bound no longer matters (their
     disjunct is already refuted) and which are not optimised; ``target`` (m,): a row above it needs no more
-    tightening (the property's threshold). Returns ``(lb, A_in, best alphas, best betas)``;
-    the first step is the starting point, so the bound is never looser than :func:`split_lower` there.
+    tightening (the property's threshold). Returns ``(lb, A_in, best alphas, best betas)``
+    (``A_in`` None past the deadline); the first step is the starting point, so the bound is never looser than :func:`split_lower` there.
     """
     B, m = A.shape[:2]
     pre = {k: (v[0].detach(), v[1].detach()) for k, v in pre.items()}
@@ -283,6 +283,8 @@ def beta_crown_lower(graph: BoundGraph, lo: torch.Tensor, hi: torch.Tensor, A: t
                 b.clamp_(min=0.0)
     for p in params:
         p.requires_grad_(False)
+    if deadline is not None and time.monotonic() > deadline:
+        return best_lb, None, best_a, best_b          # out of time: the best bound seen, without its slopes
     with torch.no_grad():
         lb, A_in = split_lower(graph, lo, hi, A_d, pre, best_a, signs, best_b)
     return torch.maximum(lb, best_lb), A_in, best_a, best_b

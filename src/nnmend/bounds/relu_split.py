@@ -253,6 +253,8 @@ def _search(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor,
         lb = lb - spec[1]
         proven = bproven | (group_max(lb, groups, k) > cfg.proof_margin)
         todo = ~proven.all(1) & ~empty
+        if todo.any() and time.monotonic() > deadline:     # no time to branch: answer within the deadline
+            return BabOutcome("timeout", None, {**stats, "open_domains": n_open + int(todo.sum())})
         if first and todo.any() and time.monotonic() < deadline:
             # seeds: per open row, the corner of the box that minimises its linear lower bound
             rows = ~proven[0].gather(0, groups)
