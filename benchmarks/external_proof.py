@@ -128,7 +128,6 @@ def main(argv=None) -> None:
     add_out_arg(ap, RESULTS)
     ap.add_argument("--merge", action="store_true", help="keep the rows of an earlier run (same file) that this run "
                     "does not repeat")
-    ap.add_argument("--name", default=None, help="results file name (default external_proof[_quick])")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     started, load0 = time.perf_counter(), os.getloadavg()[0]
@@ -136,7 +135,7 @@ def main(argv=None) -> None:
     jobs = [{"network": n, "defect": d, "method": m, "external_timeout": args.external_timeout,
              "original_timeout": args.original_timeout} for n, d in chosen for m in args.methods.split(",")]
     records = run_jobs(one, jobs, desc="external proof", keep_going=True)
-    name = args.name or ("external_proof_quick" if args.quick else "external_proof")
+    name = "external_proof_quick" if args.quick else "external_proof"
     earlier = args.out / f"{name}.json"
     if args.merge and earlier.exists():
         import json

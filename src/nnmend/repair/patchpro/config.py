@@ -6,7 +6,11 @@ from dataclasses import dataclass, replace
 
 @dataclass(frozen=True)
 class PatchProConfig:
-    """Every PatchPro setting with the paper artifact's default (MNIST, ``exp_mnist_small.py``).
+    """Every PatchPro setting with the paper artifact's default (MNIST, ``exp_mnist_small.py``), but one:
+    ``max_epochs`` is 100, not 25 (``benchmarks/results/patchpro_mnist.md``: the artifact's 25 epochs leave
+    FNN_big's r = 0.3 boxes open, 100 prove them in 44–77 epochs; training stops once every box is proved, so
+    a repair that proves within 25 epochs is the same, and one that cannot costs four times longer to give up).
+    ``benchmarks/patchpro_mnist.py`` passes 25 to compare with the paper's tables.
 
     Patches:
         patch_hidden: hidden widths of each patch MLP; ``()`` = one linear layer (MNIST artifact:
@@ -16,7 +20,7 @@ class PatchProConfig:
             else every patch whose true label is c1) or ``"none"`` (untouched outside the regions).
     Training (loss = sound CROWN safety distance, base and patch linear forms combined):
         optimizer ``"adam"``; lr: 10 for MNIST linear patches (sic, artifact), 1e-3 for ACAS Xu.
-        max_epochs: 25 (MNIST artifact; ACAS Xu 35). min_epochs: 1 (ACAS Xu 3).
+        max_epochs: 100 (MNIST artifact 25; ACAS Xu 35). min_epochs: 1 (ACAS Xu 3).
         batch_size: boxes per step (artifact 50 if n < 100 else 100; ACAS Xu 100).
         plateau_factor, plateau_patience: ``ReduceLROnPlateau`` on the mean distance per epoch (ACAS Xu
             artifact: 0.8 and 10; the MNIST artifact has no schedule, factor 1.0 = off).
@@ -55,7 +59,7 @@ class PatchProConfig:
     allocation: str = "top2"
     optimizer: str = "adam"
     lr: float = 10.0
-    max_epochs: int = 25
+    max_epochs: int = 100
     min_epochs: int = 1
     batch_size: int = 100
     plateau_factor: float = 1.0
@@ -84,7 +88,8 @@ class PatchProConfig:
 
     @classmethod
     def mnist(cls, **overrides) -> "PatchProConfig":
-        """The MNIST artifact setting (``exp_mnist_small.py``): linear patch, Adam lr 10, 25 epochs, no refinement."""
+        """The MNIST artifact setting (``exp_mnist_small.py``): linear patch, Adam lr 10, no refinement; at most
+        100 epochs (the artifact: 25; class docstring)."""
         return replace(cls(), **overrides)
 
     @classmethod
