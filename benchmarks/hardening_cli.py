@@ -347,7 +347,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--limit", type=float, default=300.0, help="seconds before a run counts as a hang (default 300)")
     ap.add_argument("--kills", type=int, default=30, help="kill trials per writer (default 30)")
     ap.add_argument("--filter", default=None, metavar="REGEX", help="only the cases whose name matches (e.g. '^verify')")
-    ap.add_argument("--name", default=None, help="results file name (default hardening_cli, or _quick)")
+    ap.add_argument("--merge", action="store_true", help="keep the earlier results' cases this run does not redo "
+                    "(e.g. with --filter: a rerun of some cases replaces just those rows)")
     add_out_arg(ap, ROOT / "results", "--results-dir")
     args = ap.parse_args(argv)
     started = time.perf_counter()
@@ -372,6 +373,15 @@ def main(argv: list[str] | None = None) -> dict:
                                          "limit": args.limit} for c, a, v in same_cases], desc="same path")
     trials = run_jobs(kill_trial, [{"mode": m, "trial": t, "seed": SEED} for m in KILL_SETS for t in range(kills)],
                       desc="kill -9")
+    name = "hardening_cli_quick" if args.quick else "hardening_cli"
+    earlier = Path(args.out) / f"{name}.json"
+    if args.merge and earlier.exists():
+        old = json.loads(earlier.read_text())
+        redo = {(r["case"], r.get("bad")) for r in records}
+        records = [r for r in old["records"] if (r["case"], r.get("bad")) not in redo] + records
+        redo = {(r["case"], r.get("victim")) for r in same}
+        same = [r for r in old.get("same_path", []) if (r["case"], r.get("victim")) not in redo] + same
+        trials = trials or old.get("kill_trials", [])
     summary = {"runs": len(records), "classes": {c: sum(r["class"] == c for r in records) for c in CLASSES},
                "wrote_output": sum(bool(r["wrote"]) for r in records),
                "inputs_changed": sum(bool(r["inputs_changed"]) for r in records),
@@ -384,7 +394,6 @@ def main(argv: list[str] | None = None) -> dict:
                              "mixed": sum(k["mixed"] for k in trials if k["mode"] == m),
                              "set_lost": sum(not k["set_complete"] for k in trials if k["mode"] == m)}
                          for m in KILL_SETS}}
-    name = args.name or ("hardening_cli_quick" if args.quick else "hardening_cli")
     md = markdown(records, same, trials, args.quick)
     write_results(name, records, md, args.out, started=started,
                   extra={"quick": args.quick, "filter": args.filter, "seed": SEED, "limit_seconds": args.limit, "summary": summary,
