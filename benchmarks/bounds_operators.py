@@ -19,6 +19,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from nnmend.benchmarking import add_out_arg, run_jobs, write_results  # noqa: E402
+from nnmend.report import markdown_table  # noqa: E402
 from _operator_cases import CASES  # noqa: E402
 from test_bounds_operators import check_case  # noqa: E402
 
@@ -50,16 +51,15 @@ def main(argv: list[str] | None = None) -> int:
              "vertices, a quarter face points, a quarter uniform) plus PGD towards each bound of each of 3 random "
              "specification rows per box (2 boxes), against IBP, CROWN (intermediate crown / ibp / forward) and "
              "alpha-CROWN. A violation is a point outside a bound by more than rounding (1e-5 relative in float32, "
-             "1e-10 in float64).", "",
-             "| case | outputs checked | violations | worst excess | CROWN / IBP width | alpha / CROWN width |",
-             "|---|---|---|---|---|---|"]
-    for n in names:
-        rs = [r for r in records if r["name"] == n]
-        lines.append(f"| {n} | {sum(r['points'] for r in rs):,} | {sum(r['violations'] for r in rs)} | "
-                     f"{max(r['worst'] for r in rs):.2g} | {sum(r['crown_over_ibp'] for r in rs) / len(rs):.3f} | "
-                     f"{sum(r['alpha_over_crown'] for r in rs) / len(rs):.3f} |")
+             "1e-10 in float64).", ""]
+    by_case = {n: [r for r in records if r["name"] == n] for n in names}
+    lines.append(markdown_table([
+        {"case": n, "outputs checked": f"{sum(r['points'] for r in rs):,}", "violations": str(sum(r["violations"] for r in rs)),
+         "worst excess": f"{max(r['worst'] for r in rs):.2g}",
+         "CROWN / IBP width": f"{sum(r['crown_over_ibp'] for r in rs) / len(rs):.3f}",
+         "alpha / CROWN width": f"{sum(r['alpha_over_crown'] for r in rs) / len(rs):.3f}"} for n, rs in by_case.items()]))
     total_v = sum(r["violations"] for r in records)
-    lines += ["", f"**Total: {sum(r['points'] for r in records):,} outputs checked, {total_v} violations.**", ""]
+    lines += [f"**Total: {sum(r['points'] for r in records):,} outputs checked, {total_v} violations.**", ""]
     write_results("bounds_operators_quick" if args.quick else "bounds_operators", records, "\n".join(lines), args.out,
                   started=started, extra={"seeds": seeds, "points": points})
     return 1 if total_v else 0

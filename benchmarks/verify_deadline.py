@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT.parent / "src"))
 
 from nnmend.acasxu import acasxu_path, acasxu_property_path  # noqa: E402
 from nnmend.benchmarking import add_out_arg, run_jobs, write_results  # noqa: E402
+from nnmend.report import markdown_table  # noqa: E402
 
 VNNCOMP = ROOT.parent.parent / "shared" / "data" / "vnncomp"
 
@@ -90,10 +91,8 @@ def markdown(records: list[dict], timeout: float, tag: str) -> str:
         worst = max(r["overshoot_s"] for r in rows)
         lines += [f"## {mode}", "", f"Worst overshoot ({what}): **{worst:.2f} s** over {len(rows)} instances; "
                   "the target is at most 2 s.", "",
-                  "| instance | result | wall (s) | overshoot (s) | message |", "|---|---|---:|---:|---|"]
-        lines += [f"| {r['name']} | {r['result']} | {r['wall_s']:.2f} | {r['overshoot_s']:.2f} | {r['message']} |"
-                  for r in rows]
-        lines.append("")
+                  markdown_table([{"instance": r["name"], "result": r["result"], "wall (s)": f"{r['wall_s']:.2f}",
+                                   "overshoot (s)": f"{r['overshoot_s']:.2f}", "message": r["message"]} for r in rows])]
     return "\n".join(lines)
 
 
