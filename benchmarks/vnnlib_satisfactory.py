@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT.parent / "src"))
 
 from nnmend.benchmarking import add_out_arg, run_jobs, write_results  # noqa: E402
 from nnmend.errors import NnmendError, PropertyError  # noqa: E402
+from nnmend.report import markdown_table  # noqa: E402
 
 SUITE = "vnnlib-satisfactory 1.0.1"
 QUICK_CATEGORIES = ("add", "relu", "gemm", "matmul", "conv", "sigmoid", "flatten", "arithmetic_outc", "hidden",
@@ -120,26 +121,24 @@ def summarise(records: list[dict]) -> dict:
 
 
 def markdown(records: list[dict], summary: dict, timeout: float) -> str:
-    lines = [f"# VNN-LIB 2.0 conformance: {SUITE} through nnmend", "",
-             f"{summary['cases']} cases, {timeout:g} s each (the verify path with its hard deadline). "
-             f"Queries parsed: **{summary['parsed']} / {summary['cases']}**. Target (issue 19): 170 right, 0 wrong.", "",
-             "| right | wrong | refused | undecided | error |", "|---:|---:|---:|---:|---:|",
-             f"| {summary['right']} | {summary['wrong']} | {summary['refused']} | {summary['undecided']} | {summary['error']} |",
-             "", "## Refusals by reason", "", "| reason | cases |", "|---|---:|"]
-    lines += [f"| {k} | {v} |" for k, v in summary["refused_by_reason"].items()]
-    lines += ["", "## Per category", "", "| category | cases | right | wrong | refused | undecided | error |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
+    kinds = ("right", "wrong", "refused", "undecided", "error")
     by_cat: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     for r in records:
         by_cat[r["case"].split("/")[0]][r["outcome"]] += 1
-    for cat, c in sorted(by_cat.items()):
-        lines.append(f"| {cat} | {sum(c.values())} | {c['right']} | {c['wrong']} | {c['refused']} | "
-                     f"{c['undecided']} | {c['error']} |")
-    lines += ["", "## Cases not right", "", "| case | expected | outcome | answer / reason | message |",
-              "|---|---|---|---|---|"]
-    lines += [f"| {r['case']} | {r['expected']} | {r['outcome']} | {r['answer'] or r['reason']} | "
-              f"{r['message'][:160].replace('|', '/')} |" for r in records if r["outcome"] != "right"]
-    return "\n".join(lines) + "\n"
+    lines = [f"# VNN-LIB 2.0 conformance: {SUITE} through nnmend", "",
+             f"{summary['cases']} cases, {timeout:g} s each (the verify path with its hard deadline). "
+             f"Queries parsed: **{summary['parsed']} / {summary['cases']}**. Target (issue 19): 170 right, 0 wrong.", "",
+             markdown_table([{k: summary[k] for k in kinds}]), "## Refusals by reason", "",
+             markdown_table([{"reason": k, "cases": v} for k, v in summary["refused_by_reason"].items()], ("reason", "cases")),
+             "## Per category", "",
+             markdown_table([{"category": cat, "cases": sum(c.values()), **{k: c[k] for k in kinds}}
+                             for cat, c in sorted(by_cat.items())], ("category", "cases", *kinds)),
+             "## Cases not right", "",
+             markdown_table([{"case": r["case"], "expected": r["expected"], "outcome": r["outcome"],
+                              "answer / reason": r["answer"] or r["reason"], "message": r["message"][:160].replace("|", "/")}
+                             for r in records if r["outcome"] != "right"],
+                            ("case", "expected", "outcome", "answer / reason", "message"))]
+    return "\n".join(lines)
 
 
 def solver_main(argv: list[str]) -> int:
