@@ -308,9 +308,9 @@ def merged_note(records: list[dict]) -> str:
             "that satisfies it by construction: `acasxu_phi7.md`.")
 
 
-def merged_markdown(records: list[dict]) -> str:
+def merged_markdown(records: list[dict], quick: bool = False) -> str:
     """The table of a merged file: rows in the benchmark's instance order (an instance's runs in the order merged)."""
-    lines = markdown(records, False, summary=True).split("\n")
+    lines = markdown(records, quick, summary=True).split("\n")
     lines[1:1] = ["", merged_note(records)]
     return "\n".join(lines)
 
@@ -453,14 +453,14 @@ def main(argv=None) -> None:
     if args.resume:
         have = {(r["net"], r["prop"]) for r in kept if "error" not in r}
         jobs = [j for j in jobs if (j["net"], j["prop"]) not in have]
-    source = f"the run of {time.strftime('%Y-%m-%d %H:%M')}"
+    source = f"the run of {time.strftime('%Y-%m-%d %H:%M:%S')}"
     records: list[dict] = []
     for job in jobs:              # results written after each instance: a cut-off run leaves a labelled partial table
         print(f"prorepair acasxu: N{job['net']} φ{job['prop']} ({len(records) + 1}/{len(jobs)})", flush=True)
         records += [{**r, "source": source} for r in run_jobs(one, [job], desc="prorepair acasxu", keep_going=True,
                                                                 progress_bar=False)]
         rows = in_instance_order(kept + records) if merge else records
-        md = merged_markdown(rows) if merge else markdown(records, args.quick, planned=len(jobs))
+        md = merged_markdown(rows, args.quick) if merge else markdown(records, args.quick, planned=len(jobs))
         write_results(name, rows, md, args.out, started=started,
                       extra={"quick": args.quick, "seed": 0, "subset": bool(args.instances), "planned": len(jobs),
                              "finished": len(records), "merged": merge,
