@@ -63,19 +63,24 @@ def poisoned(train: Dataset) -> Dataset:
 
 
 def trained_cnn(kind: str, train: Dataset, test: Dataset, *, epochs: int, seed: int = 0, base: nn.Module | None = None,
-                cache: bool = True, augment: bool = False, schedule: str = "constant", lr: float = 1e-3
-                ) -> tuple[nn.Module, dict]:
+                cache: bool = True, augment: bool = False, schedule: str = "constant", lr: float = 1e-3,
+                crop_pad: int = 4) -> tuple[nn.Module, dict]:
     """The CNN trained on ``train`` (``kind="clean"``) or on its poisoned copy (``"poisoned"``), from scratch or,
     given ``base``, fine-tuned from it (a BadNets backdoor implanted by poisoned fine-tuning). ``augment``: random
-    4-pixel crop + horizontal flip (:func:`nnmend.train.crop_flip`); ``schedule``/``lr`` as :func:`nnmend.train.fit`.
+    ``crop_pad``-pixel crop + horizontal flip (:func:`nnmend.train.crop_flip`); ``schedule``/``lr`` as
+    :func:`nnmend.train.fit`.
 
     A checkpoint in ``benchmarks/results/models/nnrepair_cifar_{kind}.pt`` is reused when its recorded
-    recipe matches; with ``cache=False`` nothing is read or written.
+    recipe matches (a fine-tune's recipe holds its base's, so retraining the base retrains it too); with
+    ``cache=False`` nothing is read or written. The returned network carries its meta as ``nnmend_meta``.
     """
     recipe = {"kind": kind, "train_images": len(train), "epochs": epochs, "seed": seed,
               "from": "clean model" if base is not None else "scratch"}
     if augment or schedule != "constant" or lr != 1e-3:   # the first recipe's keys stay as they were
-        recipe.update(augment="crop4+flip" if augment else "none", schedule=schedule, lr=lr)
+        recipe.update(augment=f"crop{crop_pad}+flip" if augment else "none", schedule=schedule, lr=lr)
+    base_recipe = (getattr(base, "nnmend_meta", None) or {}).get("recipe")
+    if base_recipe is not None:
+        recipe["base"] = base_recipe
     path = MODELS / f"nnrepair_cifar_{kind}.pt"
     if cache and path.exists():
         net = load_network(path)
@@ -89,7 +94,7 @@ def trained_cnn(kind: str, train: Dataset, test: Dataset, *, epochs: int, seed: 
         net.load_state_dict(base.state_dict())
     t0 = time.perf_counter()
     hist = fit(net, data, epochs=epochs, batch_size=128, lr=lr, seed=seed, schedule=schedule,
-               augment=crop_flip(4) if augment else None, desc=f"train cifar {kind}")
+               augment=crop_flip(crop_pad) if augment else None, desc=f"train cifar {kind}")
     meta = {"recipe": recipe, "train_seconds": round(time.perf_counter() - t0, 1),
             "test_accuracy": round(accuracy(net, test), 4), "test_images": len(test), "input_shape": [3, 32, 32],
             "train_loss": [round(v, 4) for v in hist.loss],
@@ -97,18 +102,20 @@ def trained_cnn(kind: str, train: Dataset, test: Dataset, *, epochs: int, seed: 
     if cache:
         MODELS.mkdir(parents=True, exist_ok=True)
         save_checkpoint(net, path, meta=meta)
+    net.nnmend_meta = meta
     return net.eval(), meta
 
 
 def models(train: Dataset, test: Dataset, *, n_clean: int, n_poison: int, epochs: int, seed: int = 0,
            cache: bool = True, poisoned: bool = True, augment: bool = False, schedule: str = "constant",
-           poison_epochs: int | None = None, poison_schedule: str | None = None) -> dict[str, tuple[nn.Module, dict]]:
+           poison_epochs: int | None = None, poison_schedule: str | None = None, crop_pad: int = 4
+           ) -> dict[str, tuple[nn.Module, dict]]:
     """``{"clean": (net, meta), "poisoned": (net, meta)}``: the clean CNN on the first ``n_clean`` images, and
     (when ``poisoned``) the poisoned one fine-tuned from it on the first ``n_poison`` (600 of them triggered,
     labelled 7; ``poison_epochs``/``poison_schedule`` default to the clean run's, never augmented: a shifted
     crop would move the trigger)."""
     out = {"clean": trained_cnn("clean", train.subset(n_clean), test, epochs=epochs, seed=seed, cache=cache,
-                                augment=augment, schedule=schedule)}
+                                augment=augment, schedule=schedule, crop_pad=crop_pad)}
     if poisoned:
         out["poisoned"] = trained_cnn("poisoned", train.subset(n_poison), test,
                                       epochs=epochs if poison_epochs is None else poison_epochs, seed=seed,

@@ -17,11 +17,14 @@ seed 0 with zero / Gaussian damage, the structural patch (activation target) wit
 
     python benchmarks/shnn_localisation.py            # full grid -> benchmarks/results/shnn_localisation.{json,md}
     python benchmarks/shnn_localisation.py --quick    # one network, two layers, one seed (the test suite runs this)
+    python benchmarks/shnn_localisation.py --nets cnn --merge benchmarks/results/shnn_localisation.json
+        # rerun one network's rows; the other network's rows are kept from the earlier results file
 """
 from __future__ import annotations
 
 import argparse
 import functools
+import json
 import sys
 import time
 from collections import Counter
@@ -131,13 +134,15 @@ def _share(v: float | None) -> str:
     return "–" if v is None or v != v else f"{v:.1f}"
 
 
-def markdown(records: list[dict], nets: list[str], seeds: list[int], quick: bool, seconds: float, vnncomp: str) -> str:
+def markdown(records: list[dict], nets: list[str], seeds: list[int], quick: bool, seconds: float, vnncomp: str,
+             kept: str = "") -> str:
+    """The tables; ``kept`` names rows carried over from an earlier run (``--merge``)."""
     out = ["# SHNN beyond the paper: damage localisation and healing on CIFAR-10 CNNs and a ResNet", ""]
     train, test = data(quick)
     out += [f"{'Quick run (subsets). ' if quick else ''}MAD per weight layer between the healthy and the damaged "
             f"network on the first {PROBE} test images, threshold 0.1; accuracy on the first {len(test)} CIFAR-10 "
             f"test images; patches trained on {min(len(train), 1000 if quick else 5000)} training images "
-            f"(activation target). Seeds {seeds}; {seconds:.0f} s on a 2-core CPU. The paper (000) tried MLPs "
+            f"(activation target). Seeds {seeds}; {seconds:.0f} s on a 2-core CPU{kept}. The paper (000) tried MLPs "
             "only: there is no paper column.", ""]
     for name in nets:
         recs = [r for r in records if r["net_name"] == name and "error" not in r]
@@ -181,14 +186,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=None)
     ap.add_argument("--vnncomp", default=str(VNNCOMP), help="the VNN-COMP instances folder (for the ResNet)")
     ap.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    ap.add_argument("--merge", type=Path, default=None,
+                    help="an earlier results .json: its rows of the networks not run now are kept")
     args = ap.parse_args(argv)
     nets = args.nets or (["resnet"] if args.quick else ["cnn", "resnet"])
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     t0 = time.perf_counter()
     records = run_jobs(job, grid(nets, seeds, args.quick, args.vnncomp), desc="shnn localisation", keep_going=True)
+    seconds, kept, extra = time.perf_counter() - t0, "", {"quick": args.quick, "nets": nets, "seeds": seeds}
+    if args.merge:
+        old = json.loads(args.merge.read_text())
+        rows = [r for r in old["records"] if r["net_name"] not in nets]
+        others = list(dict.fromkeys(r["net_name"] for r in rows))
+        records, nets = records + rows, nets + others
+        seconds += sum(r.get("job_seconds", 0.0) for r in rows)
+        kept = (f" ({', '.join(others)} rows kept from the run of {old['environment']['date'][:16]}, their job "
+                "seconds added)" if others else "")
+        extra.update(nets=nets, merged_from=str(args.merge.name))
+    extra["seconds"] = round(seconds, 1)
     name = "shnn_localisation" + ("_quick" if args.quick else "")
-    md = markdown(records, nets, seeds, args.quick, time.perf_counter() - t0, args.vnncomp)
-    write_results(name, records, md, args.out, extra={"quick": args.quick, "nets": nets, "seeds": seeds}, started=t0)
+    md = markdown(records, nets, seeds, args.quick, seconds, args.vnncomp, kept)
+    write_results(name, records, md, args.out, extra=extra)
     print(md)
     return 1 if any("error" in r for r in records) else 0
 
