@@ -157,11 +157,15 @@ def one_case(case: str, n: int, eps: float | None, method: str, repeats: int, bu
                                      bound_opts={"sparse_features_alpha": False})
             bx = lirpa.BoundedTensor((lo + hi) / 2, lirpa.PerturbationLpNorm(x_L=lo, x_U=hi))
     ours, theirs = [], []
+    # IBP and CROWN rows: both tools under torch.no_grad() (bounds only, no autograd graph kept); alpha-CROWN
+    # needs gradients for its slopes
+    grad = torch.enable_grad() if method.startswith("alpha") else torch.no_grad()
     for _ in range(repeats):
         if not ours or sum(r[0] for r in ours) < budget_s:
-            ours.append(_call(lambda: bound(net, lo, hi, method=name, **opts), device))
+            with grad:
+                ours.append(_call(lambda: bound(net, lo, hi, method=name, **opts), device))
         if bm is not None and (not theirs or sum(r[0] for r in theirs) < budget_s):
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), grad:
                 warnings.simplefilter("ignore")
                 theirs.append(_call(lambda: bm.compute_bounds(x=(bx,), method=LIRPA[method]), device))
     rec = _summary(ours, "")
@@ -212,7 +216,8 @@ def markdown(records: list[dict], growths: list[dict], lirpa_ok: bool, device: s
              "same boxes. **The 2-core machine was shared with other engineers' jobs (load 5-15) during the run: "
              "absolute times are inflated and noisy; compare the two tools within a row.** Time = median of the "
              "calls (count in brackets; up to 5, fewer once 20 s had gone to one tool's calls on the row). Width = mean of ub - lb over boxes and "
-             "outputs. Peak = resident memory above the level before the call (MB). alpha-CROWN fast: output "
+             "outputs. Peak = resident memory above the level before the call (MB). IBP and CROWN rows: both tools "
+             "called under torch.no_grad() (bounds only). alpha-CROWN fast: output "
              "slopes, 20 steps; tight: also the intermediate bounds' slopes, up to 100 steps with early stop. "
              "auto_LiRPA's CROWN-optimized (its defaults: 20 steps) is measured once per case, on the tight row."
              + ("" if lirpa_ok else " auto_LiRPA not importable: ours only."),

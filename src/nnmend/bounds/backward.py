@@ -18,6 +18,7 @@ import math
 
 import torch
 
+from . import patches
 from .forward import forward_bounds
 from .graph import BoundGraph
 from .interval import interval_pass
@@ -78,7 +79,8 @@ def _unstable_bounds(unstable: torch.Tensor, graph: BoundGraph, at: int, pre: di
     Returns ``(flat index box * n + neuron (P,), bounds (P, 2))``: the lower bound and minus the upper bound.
     """
     n = unstable.shape[1]
-    jac = _jacobian(graph.nodes[at], lo, int(unstable.sum()))
+    patched = patches.applicable(graph, at)
+    jac = None if patched else _jacobian(graph.nodes[at], lo, int(unstable.sum()))
     widest = max([n, lo[0].numel()] + [math.prod(s) for x in graph.nodes[:at + 1] for s in x.in_shapes])
     counts = unstable.sum(1)
     level = torch.where(counts > 0, torch.log2(counts.clamp(min=1).to(torch.float64)).floor(), -1.0)
@@ -100,8 +102,11 @@ def _unstable_bounds(unstable: torch.Tensor, graph: BoundGraph, at: int, pre: di
             for k in range(0, r_all, rows):
                 valid, idx = valid_all[:, k:k + rows].bool(), idx_all[:, k:k + rows]
                 r = idx.shape[1]
-                A, c = _onehot_backsub(idx, valid.to(lo.dtype), graph, at, sub, shape, jac)
-                bd = concretize(A, c, blo, bhi)                                        # (nb, 2r)
+                if patched:
+                    bd = patches.onehot_bounds(idx, valid.to(lo.dtype), graph, at, sub, blo, bhi)
+                else:
+                    A, c = _onehot_backsub(idx, valid.to(lo.dtype), graph, at, sub, shape, jac)
+                    bd = concretize(A, c, blo, bhi)                                    # (nb, 2r)
                 flats.append((b.unsqueeze(1) * n + idx)[valid])
                 outs.append(torch.stack([bd[:, :r][valid], bd[:, r:][valid]], 1))
     if not flats:

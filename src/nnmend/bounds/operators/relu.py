@@ -82,21 +82,27 @@ class BoundReLU(BoundElementwise):
     def needs_bounds(self, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
         return ((lo < 0) & (hi > 0)).flatten(1)
 
-    def backward_relaxed(self, A: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
-                         alpha: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The hot path of every bound: :meth:`BoundElementwise.backward_relaxed` for lines through the
-        origin below and the chord above, with the constant term as one matrix product."""
+    def slopes(self, lo: torch.Tensor, hi: torch.Tensor, alpha: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(low, chord, up_const)`` broadcasting against ``lo``: the lower line's slope (through the origin),
+        the upper line's slope and its constant (non-zero only on unstable neurons)."""
         s = self.slope
-        lo, hi = lo.unsqueeze(1), hi.unsqueeze(1)
         unstable = (lo < 0) & (hi > 0)
         stable = (lo >= 0).to(lo.dtype) if s == 0 else s + (1 - s) * (lo >= 0).to(lo.dtype)
         chord = torch.where(unstable, (hi - s * lo) / (hi - lo).clamp_min(1e-30), stable)
         up_const = torch.where(unstable, (s - chord) * lo, torch.zeros_like(lo))
         if alpha is None:
             alpha = (hi >= -lo).to(lo.dtype) if s == 0 else s + (1 - s) * (hi >= -lo).to(lo.dtype)
-        elif alpha.dim() == lo.dim() - 1:
+        return torch.where(unstable, alpha, stable), chord, up_const
+
+    def backward_relaxed(self, A: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
+                         alpha: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The hot path of every bound: :meth:`BoundElementwise.backward_relaxed` for lines through the
+        origin below and the chord above, with the constant term as one matrix product."""
+        lo, hi = lo.unsqueeze(1), hi.unsqueeze(1)
+        if alpha is not None and alpha.dim() == lo.dim() - 1:
             alpha = alpha.unsqueeze(1)
-        low = torch.where(unstable, alpha, stable)
+        low, chord, up_const = self.slopes(lo, hi, alpha)
         A_in = A * torch.where(A >= 0, low, chord)
         const = (A.clamp(max=0).flatten(2) @ up_const.flatten(1).unsqueeze(-1)).squeeze(-1)
         return A_in, const
