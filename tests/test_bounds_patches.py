@@ -62,3 +62,14 @@ def test_no_grad_bounds_equal_differentiable_and_sound():
     with torch.no_grad():
         y = net(pts.flatten(0, 1)).reshape(4, 500, -1)
     assert bool((y >= lb0.unsqueeze(1) - 1e-5).all()) and bool((y <= ub0.unsqueeze(1) + 1e-5).all())
+
+
+def test_differentiable_false_and_small_budget_give_the_same_bounds():
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3)).eval()
+    x = torch.randn(8, 6)
+    lb, ub = crown_bounds(net, x - 0.3, x + 0.3)
+    lb0, ub0 = crown_bounds(net, x - 0.3, x + 0.3, differentiable=False, memory_budget=4096)
+    assert lb.requires_grad and not lb0.requires_grad
+    torch.testing.assert_close(lb.detach(), lb0)
+    torch.testing.assert_close(ub.detach(), ub0)

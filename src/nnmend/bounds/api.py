@@ -1,6 +1,8 @@
 """The entry points: bounds on ``C · f(x)`` for a batch of input boxes, by one of three algorithms."""
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -88,7 +90,8 @@ def interval_bounds(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch
 
 
 def crown_bounds(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor | None = None, *,
-                 intermediate: str = "crown") -> tuple[torch.Tensor, torch.Tensor]:
+                 intermediate: str = "crown", differentiable: bool | None = None,
+                 memory_budget: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """CROWN / DeepPoly back-substitution bounds of ``C · net(x)`` (Zhang et al. 2018; Singh et al. 2019).
 
     Args:
@@ -96,8 +99,12 @@ def crown_bounds(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Te
         intermediate: ``"crown"`` (default) bounds every ReLU's input by back-substitution too (full
             CROWN/DeepPoly, intersected with IBP); ``"forward"`` forward symbolic bounds (cheap when
             the input is small, e.g. ACAS Xu); ``"ibp"`` interval bounds (cheapest).
+        differentiable: keep the autograd graph (``None``: when autograd is on and a parameter or the box
+            requires grad; ``False`` computes the same bounds in bounded memory).
+        memory_budget: bytes for the rows back-substituted at once (default 512 MiB).
     Returns:
-        ``(lb, ub)``, each (B, m); differentiable with respect to the network's parameters.
+        ``(lb, ub)``, each (B, m); differentiable with respect to the network's parameters unless
+        ``differentiable=False`` (or autograd is off).
 
     Example::
 
@@ -106,8 +113,18 @@ def crown_bounds(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Te
     """
     check_choice("intermediate", intermediate, INTERMEDIATE)
     nodes, lo, hi = _prepare(net, lo, hi)
-    pre = intermediate_bounds(nodes, lo, hi, intermediate)
-    return _both(nodes, lo, hi, C, pre, crown_lower)
+    with _grad_mode(net, lo, hi, differentiable):
+        pre = intermediate_bounds(nodes, lo, hi, intermediate, memory_budget=memory_budget)
+        return _both(nodes, lo, hi, C, pre, crown_lower)
+
+
+def _grad_mode(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, differentiable: bool | None):
+    """``torch.no_grad()`` unless the bounds must be differentiable: ``differentiable=None`` means "if autograd
+    is on and a parameter or the box requires grad". Without a graph, only one chunk of rows is ever alive."""
+    if differentiable is None:
+        differentiable = torch.is_grad_enabled() and (lo.requires_grad or hi.requires_grad
+                                                      or any(p.requires_grad for p in net.parameters()))
+    return contextlib.nullcontext() if differentiable else torch.no_grad()
 
 
 def alpha_crown_bounds(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor | None = None, *,

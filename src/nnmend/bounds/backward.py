@@ -67,6 +67,9 @@ def concretize(A: torch.Tensor, const: torch.Tensor, lo: torch.Tensor, hi: torch
     return (A @ mid).squeeze(-1) - (A.abs() @ rad).squeeze(-1) + const
 
 
+DEFAULT_BUDGET = 1 << 29      # bytes: 2^24 float32 coefficients per chunk of rows (eight live tensors of it)
+
+
 def _unstable_bounds(unstable: torch.Tensor, graph: BoundGraph, at: int, pre: dict, lo: torch.Tensor,
                      hi: torch.Tensor, shape: tuple[int, ...], chunk_elems: int = 1 << 24
                      ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -166,14 +169,16 @@ def _weight_depth(graph: BoundGraph) -> list[float]:
 
 
 def intermediate_bounds(graph: BoundGraph, lo: torch.Tensor, hi: torch.Tensor, mode: str = "crown",
-                        known: dict | None = None) -> dict:
+                        known: dict | None = None, memory_budget: int | None = None) -> dict:
     """Input bounds ``{node: (l, u)}`` for every non-linear node, each (B, *shape).
 
     ``known``: valid input bounds already known for these boxes (e.g. the parent box's in branch and
     bound); they are intersected in, and only neurons they leave loose are recomputed. Back-substitution is
     run only for the neurons a node's relaxation needs (a stable ReLU is exact whatever its bounds), which
-    is most of the saving on small boxes.
+    is most of the saving on small boxes. ``memory_budget`` (bytes, default 512 MiB) sizes the chunks of rows
+    back-substituted at once (about eight live tensors of a chunk's size; without autograd, nothing else grows).
     """
+    chunk = max(1, (memory_budget or DEFAULT_BUDGET) // (8 * lo.element_size()))
     if mode in ("ibp", "forward"):
         ibp: dict = {}
         interval_pass(graph, lo, hi, pre=known, record=ibp)
@@ -193,7 +198,7 @@ def intermediate_bounds(graph: BoundGraph, lo: torch.Tensor, hi: torch.Tensor, m
             if j not in tightened:
                 need = n.needs_bounds(l, u)
                 if need.any() and j >= 0 and depth[j] > 1:   # j = -1: the input box is exact
-                    flat, b = _unstable_bounds(need, graph, j, pre, lo, hi, n.in_shape)
+                    flat, b = _unstable_bounds(need, graph, j, pre, lo, hi, n.in_shape, chunk)
                     lf = l.flatten(1).flatten().scatter_reduce(0, flat, b[:, 0], "amax").reshape(l.shape)
                     uf = u.flatten(1).flatten().scatter_reduce(0, flat, -b[:, 1], "amin").reshape(u.shape)
                     l, u = lf, uf
