@@ -200,36 +200,38 @@ def alpha_crown_lower(nodes: BoundGraph, lo: torch.Tensor, hi: torch.Tensor, A: 
 
 
 def split_lower(graph: BoundGraph, lo: torch.Tensor, hi: torch.Tensor, A: torch.Tensor, pre: dict,
-                alphas: dict | None, signs: dict, betas: dict) -> tuple[torch.Tensor, torch.Tensor]:
+                alphas: dict | None, signs: dict, betas: dict, record: dict | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Lower bound of ``A · f(x)`` over the points of each box whose split neurons keep their signs, by
     Lagrangian relaxation of the split constraints (beta-CROWN; Wang et al., NeurIPS 2021).
 
     ``signs[n]`` (B, *in_shape): +1 where the domain requires ReLU ``n``'s input ``z >= 0``, -1 where ``z <= 0``,
     0 elsewhere; ``betas[n]`` (B, m, *in_shape), ``>= 0``. On the domain ``-beta s z <= 0``, so the minimum of
     ``A f(x) - sum beta s z(x)`` over the box (CROWN's back-substitution, with ``-beta s`` added to the form
-    reaching ``z``) is a lower bound there for every ``beta >= 0``; ``beta = 0`` is CROWN. Returns
-    ``(lb (B, m), A_in)``."""
+    reaching ``z``) is a lower bound there for every ``beta >= 0``; ``beta = 0`` is CROWN. ``record`` as in
+    :func:`nnmend.bounds.backward.backsub`. Returns ``(lb (B, m), A_in)``."""
     last = len(graph) - 1
     pending: dict = {last: A}
     for n, s in signs.items():
         j = n.inputs[0]
         term = -betas[n] * s.unsqueeze(1)
         pending[j] = pending[j] + term if j in pending else term
-    A_in, const = _walk(pending, A.new_zeros(A.shape[:2]), graph, last, pre, alphas, None)
+    A_in, const = _walk(pending, A.new_zeros(A.shape[:2]), graph, last, pre, alphas, record)
     return concretize(A_in, const, lo, hi), A_in
 
 
 def beta_crown_lower(graph: BoundGraph, lo: torch.Tensor, hi: torch.Tensor, A: torch.Tensor, pre: dict,
                      signs: dict, *, iters: int = 8, lr: float = 0.5, lr_beta: float = 0.05,
                      warm: tuple[dict, dict] | None = None, done: torch.Tensor | None = None,
-                     target: torch.Tensor | float = 0.0, deadline: float | None = None) -> tuple[torch.Tensor, torch.Tensor, dict, dict]:
+                     target: torch.Tensor | float = 0.0, deadline: float | None = None, record: dict | None = None) -> tuple[torch.Tensor, torch.Tensor, dict, dict]:
     """:func:`split_lower` with the output bound's ReLU lower slopes (alpha) and the split multipliers (beta)
     optimised jointly by projected Adam, batched over the boxes (domains); each row keeps its best bound.
 
     ``warm``: starting ``(alphas, betas)`` (e.g. the parent domain's best), each entry (B, m, *in_shape);
     default CROWN's adaptive slopes and ``beta = 0``. ``done`` (B, m): rows whose bound no longer matters (their
     disjunct is already refuted) and which are not optimised; ``target`` (m,): a row above it needs no more
-    tightening (the property's threshold). Returns ``(lb, A_in, best alphas, best betas)``
+    tightening (the property's threshold). ``record`` receives the last pass's forms at the non-linear nodes
+    (as in :func:`nnmend.bounds.backward.backsub`). Returns ``(lb, A_in, best alphas, best betas)``
     (``A_in`` None past the deadline); the first step is the starting point, so the bound is never looser than :func:`split_lower` there.
     """
     B, m = A.shape[:2]
@@ -286,5 +288,5 @@ def beta_crown_lower(graph: BoundGraph, lo: torch.Tensor, hi: torch.Tensor, A: t
     if deadline is not None and time.monotonic() > deadline:
         return best_lb, None, best_a, best_b          # out of time: the best bound seen, without its slopes
     with torch.no_grad():
-        lb, A_in = split_lower(graph, lo, hi, A_d, pre, best_a, signs, best_b)
+        lb, A_in = split_lower(graph, lo, hi, A_d, pre, best_a, signs, best_b, record)
     return torch.maximum(lb, best_lb), A_in, best_a, best_b

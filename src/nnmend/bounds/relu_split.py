@@ -217,7 +217,7 @@ def _search(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor,
         for l, u in pre.values():          # crossed bounds (beyond rounding): the splits contradict
             empty |= (l > u + 1e-7 * (1 + u.abs())).flatten(1).any(1)
         A = spec[0].reshape(1, R, -1).expand(take, -1, -1).reshape(take, R, *graph.nodes[-1].out_shape)
-        params = None
+        params, forms = None, {}
         if not first and cfg.beta_iters and cfg.beta:
             # only the rows some domain of the batch still needs are bounded (the others' disjuncts are refuted)
             live = ~bproven.gather(1, groups.expand(take, -1))
@@ -227,7 +227,7 @@ def _search(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor,
             lb_s, _, *best_ab = beta_crown_lower(
                 graph, blo, bhi, A[:, cols], pre, split_signs(graph, pre), iters=cfg.beta_iters, lr=cfg.alpha_lr,
                 lr_beta=cfg.beta_lr, warm=tuple({n: v[:, cols] for n, v in d.items()} for d in params),
-                done=~live[:, cols], target=spec[1][cols], deadline=deadline)
+                done=~live[:, cols], target=spec[1][cols], deadline=deadline, record=forms)
             for d, new in zip(params, best_ab):
                 for n, v in new.items():
                     d[n][:, cols] = v.float()
@@ -269,8 +269,11 @@ def _search(net: nn.Module, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor,
         pre = {n: (l[idx], u[idx]) for n, (l, u) in pre.items()}
         params = None if params is None else tuple({n: v[idx] for n, v in d.items()} for d in params)
         with torch.no_grad():
-            live = ~proven[idx].gather(1, groups.expand(len(idx), -1))     # weigh only the rows still open
-            lam = _relu_weights(graph, A[idx] * live.reshape(*live.shape, *[1] * (A.dim() - 2)), pre)
+            if forms:       # the optimised bound's own forms at the ReLUs (beta-CROWN's pass): no extra pass
+                lam = {n: f[idx].abs().sum(1) for n, f in forms.items() if n.optimizable}
+            else:
+                live = ~proven[idx].gather(1, groups.expand(len(idx), -1))     # weigh only the rows still open
+                lam = _relu_weights(graph, A[idx] * live.reshape(*live.shape, *[1] * (A.dim() - 2)), pre)
         score, nodes = _scores(graph, pre, lam)
         best = score.argmax(1)
         splittable = torch.isfinite(score.gather(1, best[:, None]).squeeze(1))
