@@ -12,7 +12,7 @@ the branch and bound of Bunel et al. (JMLR 2020) with CROWN bounds, tightened by
 (Wang et al., NeurIPS 2021; ``BabConfig.beta``): each split constraint enters the domain's final bound with a
 multiplier ``beta >= 0``, optimised with the output slopes and warm-started from the parent's
 (:func:`nnmend.bounds.optimized.beta_crown_lower`; sound for every ``beta >= 0``). On mnistfc 256x2 prop_6 this
-took the search from a timeout at 120 s (2,303 domains bounded, 2,026 open at 60 s) to a proof after 19 domains.
+took the search from a timeout at 120 s (2,303 domains bounded, 2,026 open at 60 s) to a proof after 21 domains.
 
 The branching neuron is the unstable one whose relaxation gap ``-l u / (u - l)`` weighted by the size of its
 coefficient in the domain's bound is largest (a simple form of BaBSR's score). A counterexample search
