@@ -122,7 +122,7 @@ def markdown(records: list[dict], quick: bool, total: float) -> str:
     each = lambda key: ", ".join(str(v) for v in sorted({r[key] for r in ok}))  # noqa: E731
     loads = [v for r in ok for v in r.get("host_load_1min", [])]
     out = [f"# PatchPro on CIFAR-10 — Table IV stand-in{' (QUICK smoke run)' if quick else ''}", "",
-           f"{len(records)} cells, {total:.0f} s in all on a shared, heavily loaded 2-core CPU, 1 torch thread (paper: "
+           f"{len(records)} cells, {total:.0f} s in all on a shared 2-core CPU (often heavily loaded by other sessions), 1 torch thread (paper: "
            "RTX 3090). Paper (Table IV, VGG19 and ResNet18, r = 4/255 and 8/255, n = 50 … 1000): RSR = RGR = DSR = 100, "
            f"DD = 0, DGSR {PAPER['VGG19']['DGSR']} (VGG19) / {PAPER['ResNet18']['DGSR']} (ResNet18), 230–5442 s.", "",
            "**Network.** `resnet_2b` (VNN-COMP 2021 `cifar10_resnet_2021`: conv stem, 2 residual blocks, Dense 100, "
