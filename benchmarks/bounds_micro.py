@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT.parent / "src"))
 
 from _lirpa import load_auto_lirpa  # noqa: E402
 from nnmend.acasxu import acasxu  # noqa: E402
-from nnmend.benchmarking import run_jobs, write_results  # noqa: E402
+from nnmend.benchmarking import add_out_arg, run_jobs, write_results  # noqa: E402
 from nnmend.bounds import bound  # noqa: E402
 from nnmend.data import load_dataset  # noqa: E402
 from nnmend.nets import mlp, pretrained  # noqa: E402
@@ -249,7 +249,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--device", default="cpu", help="cpu (default) or cuda (untested here: no GPU)")
-    ap.add_argument("--results-dir", default=str(ROOT / "results"))
+    add_out_arg(ap, ROOT / "results", "--results-dir")
     ap.add_argument("--cases", nargs="*", help="only these cases (default all)")
     ap.add_argument("--no-growth", action="store_true", help="skip the growth-exponent runs")
     args = ap.parse_args()
@@ -275,7 +275,7 @@ def main() -> None:
         else:
             growths += run_jobs(growth, [job], desc=f"growth {job['axis']}")
         md = markdown(records, growths, _auto_lirpa() is not None, args.device)
-        write_results(name, records, md, args.results_dir, started=started,
+        write_results(name, records, md, args.out, started=started,
                       extra={"quick": args.quick, "seed": 0, "device": args.device, "growth": growths,
                              "complete": i == len(jobs) + len(gjobs) - 1})
     print(md)

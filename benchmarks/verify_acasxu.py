@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT.parent / "src"))
 
 from nnmend._progress import progress  # noqa: E402
 from nnmend.acasxu import acasxu, acasxu_instances, acasxu_path, acasxu_property_path  # noqa: E402
-from nnmend.benchmarking import run_jobs, write_results  # noqa: E402
+from nnmend.benchmarking import add_out_arg, run_jobs, write_results  # noqa: E402
 from nnmend.properties import check, read_property  # noqa: E402
 
 QUICK = [(1, 1, 1), (2, 1, 2), (1, 2, 4), (3, 1, 3)]
@@ -118,9 +118,9 @@ def main() -> None:
     ap.add_argument("--filter", default=None, help="regex on 'NET/prop_K', e.g. '1_9/prop_7' or 'prop_[34]'")
     ap.add_argument("--shard", default=None, help="K/N: run every N-th instance starting at K (1-based)")
     ap.add_argument("--merge", action="store_true", help="merge the shard result files into one table")
-    ap.add_argument("--results-dir", default=str(ROOT / "results"))
+    add_out_arg(ap, ROOT / "results", "--results-dir")
     args = ap.parse_args()
-    results = Path(args.results_dir)
+    results = Path(args.out)
     name = "verify_acasxu_quick" if args.quick else "verify_acasxu"
     if args.merge:
         records = []

@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from nnmend.benchmarking import write_results  # noqa: E402
+from nnmend.benchmarking import add_out_arg, write_results  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "vnncomp"
 QUICK = ["test", "rl_benchmarks", "nn4sys"]
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mode", choices=("inprocess", "subprocess"), default="inprocess",
                     help="forked workers after one import (default) or one `nnmend verify` process per instance")
     ap.add_argument("--resume", action="store_true", help="keep the records of the partial file and run the rest")
-    ap.add_argument("--results-dir", type=Path, default=ROOT / "benchmarks" / "results")
+    add_out_arg(ap, ROOT / "benchmarks" / "results", "--results-dir")
     args = ap.parse_args(argv)
     started = time.perf_counter()
     with open(args.root / "instances.csv", newline="") as fh:
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = [r for r in rows if r["benchmark"] in only]
     cap = 10.0 if args.quick else args.cap
     name = "verify_vnncomp_quick" if args.quick else "verify_vnncomp"
-    partial = args.results_dir / f"{name}.partial.jsonl"
+    partial = args.out / f"{name}.partial.jsonl"
     done: dict[tuple[str, str], dict] = {}
     if args.resume and partial.exists():
         for line in partial.read_text().splitlines():
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         if rec is None:
             rec = run(args.root, row["onnx"], row["vnnlib"], float(row["timeout"]), row["expected"], cap)
             rec["benchmark"] = row["benchmark"]
-            args.results_dir.mkdir(parents=True, exist_ok=True)
+            args.out.mkdir(parents=True, exist_ok=True)
             with partial.open("a") as fh:
                 fh.write(json.dumps(rec) + "\n")
         records.append(rec)
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
           "| instance | outcome | s | detail |", "|---|---|---|---|"]
     md += [f"| {Path(r['onnx']).name} / {Path(r['vnnlib']).name} | {r['outcome']} | {r['seconds']} | {r['detail'][:120]} |"
            for r in records]
-    write_results(name, records, "\n".join(md) + "\n", args.results_dir, started=started,
+    write_results(name, records, "\n".join(md) + "\n", args.out, started=started,
                   extra={"cap": None if cap == float("inf") else cap, "root": str(args.root), "mode": args.mode})
     partial.unlink(missing_ok=True)          # complete: the results file holds every record
     return 0
