@@ -48,3 +48,11 @@ def test_a_bundled_name_without_its_file_says_how_to_get_it(tmp_path, capsys, mo
     monkeypatch.chdir(tmp_path)
     line = _one_line(capsys, ["attack", name])
     assert f"nnmend examples --out . {copied}" in line
+
+
+def test_nnrepair_reads_the_data_it_is_given(tmp_path, capsys, rgb_data):
+    """``repair --method nnrepair --data`` is no longer MNIST only: the data named is read and checked."""
+    line = _one_line(capsys, ["repair", "--method", "nnrepair", "fnn_small", "--data", str(rgb_data),
+                              "--out", str(tmp_path / "r.pt")])
+    assert "fnn_small" in line and "(3, 8, 8)" in line
+    assert not (tmp_path / "r.pt").exists()

@@ -66,6 +66,9 @@ def _nnrepair_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--paper", action="store_true", help="start from the paper's settings (NNRepairConfig.paper())")
     g.add_argument("--limit", type=int, default=None, metavar="N",
                    help="use only the first N training and test images (quick runs)")
+    add_option_once(g, "--data", default="mnist", metavar="DATA",
+                    help="mnist | fashion-mnist | cifar10 | sign-mnist | a path (IDX dir, .npz): the repair and "
+                         "test images (default mnist)")
 
 
 def _nnrepair_run(args: argparse.Namespace, network) -> tuple[object, dict]:
@@ -74,8 +77,12 @@ def _nnrepair_run(args: argparse.Namespace, network) -> tuple[object, dict]:
     from ..repair.nnrepair import NNRepairConfig, build_scenario
     from ..repair.nnrepair.scenarios import evaluate
 
-    train = load_dataset("mnist", "train", limit=args.limit)
-    test = load_dataset("mnist", "test", limit=args.limit)
+    from .._validation import check_input_fits
+
+    with reading(args.data, DataError):
+        train = load_dataset(args.data, "train", limit=args.limit)
+        test = load_dataset(args.data, "test", limit=args.limit)
+    check_input_fits(network, test.x, what=f"network {args.model}")
     scenario = build_scenario(args.scenario, network, train=train, test=test,
                               adv_pool=min(10_000, len(train)))
     given = {k: getattr(args, k) for k in ("strategy", "f1_filter", "mode", "objective", "on_infeasible", "non_interference",
