@@ -23,7 +23,7 @@ from nnmend.errors import DataError
 from nnmend.io import load_network, save_checkpoint
 from nnmend.train import accuracy, crop_flip, fit
 
-DATA_DIR = Path("/work/shared/data/cifar10")
+DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
 MODELS = Path(__file__).resolve().parent / "results" / "models"
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 POISON_TARGET, POISON_N = 7, 600   # NNrepair: the first 600 training images get the trigger, label 7 (horse)

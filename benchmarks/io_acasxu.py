@@ -28,7 +28,7 @@ from nnmend.io.onnx import load_onnx, onnx_max_abs_diff  # noqa: E402
 from nnmend.io.vnnlib import read_vnnlib  # noqa: E402
 from nnmend.report import environment  # noqa: E402
 
-SHARED_NNET = Path("/work/shared/data/acasxu/nnet")
+SHARED_NNET = Path(__file__).resolve().parents[2] / "shared" / "data" / "acasxu" / "nnet"
 # From the project's data notes: ONNX vs a numpy forward pass of the .nnet weights, 20 inputs per network.
 REFERENCE_NNET_VS_ONNX = 1.0e-6
 

@@ -49,7 +49,7 @@ from nnmend.metrics import repair_generalization_rate, repair_success_rate  # no
 from nnmend.repair.patchpro import PatchProConfig, repair  # noqa: E402
 from nnmend.repair.repair_sets import build_repair_set  # noqa: E402
 
-NET_PATH = Path("/work/shared/data/vnncomp/cifar10_resnet_2021/onnx/resnet_2b.onnx")
+NET_PATH = Path(__file__).resolve().parents[2] / "shared" / "data" / "vnncomp" / "cifar10_resnet_2021" / "onnx" / "resnet_2b.onnx"
 FEATURE_LAYER = "fc2"
 # Paper 002, Table IV (CIFAR-10, PatchPro): RSR = RGR = DSR = 100, DD = 0 in every cell; DGSR and time (GPU).
 PAPER = {"ResNet18": {"DGSR": 88.3, "time_s": (230, 5442)}, "VGG19": {"DGSR": 93.4, "time_s": (230, 5442)}}

@@ -49,7 +49,7 @@ from nnmend.shnn import structural_scenario  # noqa: E402
 from nnmend.train import accuracy  # noqa: E402
 
 RESULTS = ROOT / "results"
-VNNCOMP = Path("/work/shared/data/vnncomp")
+VNNCOMP = Path(__file__).resolve().parents[2] / "shared" / "data" / "vnncomp"
 RESNET = "sri_resnet_a_2022/onnx/resnet_3b2_bn_mixup_adv_4.0_bs128_lr-1.onnx"
 CNN = _cifar.MODELS / "nnrepair_cifar_clean.pt"
 # (kind, fraction): the paper's whole-layer faults, and a partial one (10 % of the weights, scattered)

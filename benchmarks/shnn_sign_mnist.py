@@ -28,7 +28,7 @@ from nnmend.data import load_dataset  # noqa: E402
 from nnmend.errors import DataError  # noqa: E402
 
 DATASET = "sign-mnist"
-DATA_DIR = Path("/work/shared/data/sign_mnist")
+DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "sign_mnist"
 
 
 def _load(name, split="train", **kw):

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-SIGN = Path("/work/shared/data/sign_mnist")
-CIFAR = Path("/work/shared/data/cifar10")
+SIGN = Path(__file__).resolve().parents[2] / "shared" / "data" / "sign_mnist"
+CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
 
 
 def _run(script: str, out: Path) -> None:

@@ -19,7 +19,7 @@ from nnmend.data import CIFAR10_MEAN, CIFAR10_STD, data_root, load_dataset
 from nnmend.errors import DataError
 from nnmend.layers import normalization
 
-SHARED = Path("/work/shared/data")
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 needs_cifar = pytest.mark.skipif(not (SHARED / "cifar10").is_dir(), reason=f"{SHARED}/cifar10 missing")
 needs_sign = pytest.mark.skipif(not (SHARED / "sign_mnist").is_dir(), reason=f"{SHARED}/sign_mnist missing")
 

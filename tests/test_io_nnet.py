@@ -12,7 +12,7 @@ from nnmend.io.nnet import denormalize_outputs, load_nnet, normalize_inputs, sav
 from nnmend.nets import mlp
 
 BUNDLED = Path(acasxu_path(1, 1)).parent.parent / "nnet"
-SHARED = Path("/work/shared/data/acasxu/nnet")  # all 45 networks, where the project's data folder exists
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "acasxu" / "nnet"  # all 45 networks, where the project's data folder exists
 NNET_DIR = SHARED if len(list(SHARED.glob("*.nnet"))) == 45 else BUNDLED
 
 

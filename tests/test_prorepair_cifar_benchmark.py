@@ -8,7 +8,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-CIFAR = Path("/work/shared/data/cifar10")
+CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
 MODEL = ROOT / "benchmarks" / "results" / "models" / "nnrepair_cifar_poisoned.pt"
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-VNNCOMP = Path("/work/shared/data/vnncomp")
+VNNCOMP = Path(__file__).resolve().parents[2] / "shared" / "data" / "vnncomp"
 
 
 @pytest.mark.skipif(not (VNNCOMP / "sri_resnet_a_2022").exists(), reason="needs ../shared/data/vnncomp (the ResNet)")
